@@ -1,0 +1,77 @@
+//! The CNI error object (SPEC.md "Error") and the error codes Plexus uses.
+
+use serde::{Deserialize, Serialize};
+
+/// Error codes: the spec's (0–99) and Plexus's own (100+), see DESIGN.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Code {
+    IncompatibleVersion = 1,
+    UnsupportedField = 2,
+    UnknownContainer = 3,
+    InvalidEnv = 4,
+    Io = 5,
+    Decode = 6,
+    InvalidConfig = 7,
+    TryAgainLater = 11,
+    NotAvailable = 50,
+    LimitedConnectivity = 51,
+    DelegateFailed = 100,
+    NamespaceIsolation = 101,
+    PodUidMismatch = 102,
+    KernelLacksLinkKind = 103,
+}
+
+impl Code {
+    pub fn as_u32(self) -> u32 {
+        self as u32
+    }
+}
+
+/// What a plugin prints on stdout when it fails. `code` stays a plain number because delegates
+/// may answer with any code (the reference plugins use 999 for most config errors).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorObject {
+    #[serde(rename = "cniVersion", default, skip_serializing_if = "String::is_empty")]
+    pub cni_version: String,
+    pub code: u32,
+    pub msg: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub details: String,
+}
+
+impl ErrorObject {
+    pub fn new(code: Code, msg: impl Into<String>, details: impl Into<String>) -> Self {
+        Self {
+            cni_version: String::new(),
+            code: code.as_u32(),
+            msg: msg.into(),
+            details: details.into(),
+        }
+    }
+
+    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+        self.cni_version = version.into();
+        self
+    }
+
+    /// Renders the object the way it goes on stdout: one JSON document.
+    pub fn to_json(&self) -> String {
+        // Serializing a struct of strings and a number cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            format!("{{\"code\":{},\"msg\":\"internal error\"}}", self.code)
+        })
+    }
+}
+
+impl std::fmt::Display for ErrorObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "code {}: {}", self.code, self.msg)?;
+        if !self.details.is_empty() {
+            write!(f, " ({})", self.details)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ErrorObject {}

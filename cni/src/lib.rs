@@ -1,0 +1,16 @@
+//! The CNI protocol as the spec defines it, and nothing about Kubernetes or Plexus:
+//! versions and their negotiation, network configurations, results of every version and the
+//! conversions between them, the error object, `CNI_ARGS`, and running a plugin binary.
+
+pub mod args;
+pub mod error;
+pub mod exec;
+pub mod ifname;
+pub mod netconf;
+pub mod result;
+pub mod version;
+
+pub use error::{Code, ErrorObject};
+pub use ifname::IfName;
+pub use result::CniResult;
+pub use version::Version;

@@ -1,0 +1,1 @@
+//! netns helpers (filled by the built-in delegates work).

@@ -1,0 +1,15 @@
+//! Plexus: a multi-network CNI meta-plugin. The runtime execs the `plexus` binary; this
+//! library holds everything it does, one concern per module.
+
+pub mod cache;
+pub mod cli;
+pub mod commands;
+pub mod conf;
+pub mod env;
+pub mod error;
+pub mod invoke;
+pub mod log;
+pub mod plan;
+pub mod selection;
+pub mod status;
+pub mod store;
