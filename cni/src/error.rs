@@ -32,7 +32,11 @@ impl Code {
 /// may answer with any code (the reference plugins use 999 for most config errors).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorObject {
-    #[serde(rename = "cniVersion", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "cniVersion",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub cni_version: String,
     pub code: u32,
     pub msg: String,
@@ -58,9 +62,8 @@ impl ErrorObject {
     /// Renders the object the way it goes on stdout: one JSON document.
     pub fn to_json(&self) -> String {
         // Serializing a struct of strings and a number cannot fail.
-        serde_json::to_string(self).unwrap_or_else(|_| {
-            format!("{{\"code\":{},\"msg\":\"internal error\"}}", self.code)
-        })
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| format!("{{\"code\":{},\"msg\":\"internal error\"}}", self.code))
     }
 }
 

@@ -72,7 +72,16 @@ mod tests {
     #[test]
     fn rejects_bad_names() {
         for bad in [
-            "", ".", "..", "abcdefghijklmnop", "eth0:1", "a b", "a/b", "a\tb", "eth😀", "e\0",
+            "",
+            ".",
+            "..",
+            "abcdefghijklmnop",
+            "eth0:1",
+            "a b",
+            "a/b",
+            "a\tb",
+            "eth😀",
+            "e\0",
             "net1\n",
         ] {
             assert!(IfName::parse(bad).is_err(), "{bad:?}");

@@ -355,7 +355,12 @@ impl NetConfList {
         m.insert("name".into(), Value::String(self.name.clone()));
         m.insert(
             "plugins".into(),
-            Value::Array(self.plugins.iter().map(|p| Value::Object(p.0.clone())).collect()),
+            Value::Array(
+                self.plugins
+                    .iter()
+                    .map(|p| Value::Object(p.0.clone()))
+                    .collect(),
+            ),
         );
         Value::Object(m)
     }
@@ -411,16 +416,22 @@ mod tests {
         assert_eq!(parse_strict(deep.as_bytes()), Err(DecodeError::TooDeep));
         let ok = format!("{}{}", "[".repeat(64), "]".repeat(64));
         assert!(parse_strict(ok.as_bytes()).is_ok());
-        assert!(matches!(parse_strict(br#"{"a":"\ud800"}"#), Err(DecodeError::Json(_))));
-        assert!(matches!(parse_strict(b"{\"a\":\"\xff\"}"), Err(DecodeError::Json(_))));
+        assert!(matches!(
+            parse_strict(br#"{"a":"\ud800"}"#),
+            Err(DecodeError::Json(_))
+        ));
+        assert!(matches!(
+            parse_strict(b"{\"a\":\"\xff\"}"),
+            Err(DecodeError::Json(_))
+        ));
         assert_eq!(parse_object(b"[1]"), Err(DecodeError::NotObject));
         assert!(parse_strict(&vec![b' '; MAX_CONF_BYTES + 1]).is_err());
     }
 
     #[test]
     fn conf_becomes_chain_of_one_and_list_injects_name_and_version() {
-        let m = parse_object(br#"{"cniVersion":"1.0.0","name":"n","type":"bridge","x":1}"#)
-            .unwrap();
+        let m =
+            parse_object(br#"{"cniVersion":"1.0.0","name":"n","type":"bridge","x":1}"#).unwrap();
         let l = NetConfList::from_map(m).unwrap();
         assert_eq!(l.plugins.len(), 1);
         let m = parse_object(
@@ -437,7 +448,10 @@ mod tests {
     #[test]
     fn conf_list_errors_name_the_key() {
         let bad = |s: &str| NetConfList::from_map(parse_object(s.as_bytes()).unwrap()).unwrap_err();
-        assert!(matches!(bad(r#"{"cniVersion":"1.0.0","name":"n"}"#), ConfError::Invalid { .. }));
+        assert!(matches!(
+            bad(r#"{"cniVersion":"1.0.0","name":"n"}"#),
+            ConfError::Invalid { .. }
+        ));
         assert!(matches!(
             bad(r#"{"cniVersion":"1.0.0","name":"n","type":"a","plugins":[]}"#),
             ConfError::Invalid { .. }
@@ -446,7 +460,10 @@ mod tests {
             bad(r#"{"cniVersion":"1.0.0","name":"n","plugins":[]}"#),
             ConfError::Invalid { .. }
         ));
-        assert_eq!(bad(r#"{"name":"n","type":"a"}"#), ConfError::Missing("cniVersion"));
+        assert_eq!(
+            bad(r#"{"name":"n","type":"a"}"#),
+            ConfError::Missing("cniVersion")
+        );
         assert_eq!(
             bad(r#"{"cniVersion":"9.9.9","name":"n","type":"a"}"#),
             ConfError::Version("9.9.9".into())

@@ -1,1 +1,493 @@
-//! cache
+//! The journal: what Plexus planned and did for each (container, ifname), written before the
+//! first delegate runs and after each one, so DEL can always undo an ADD — after a crash, a
+//! `kill -9`, a deleted NAD or with the API server down.
+//!
+//! Layout under `cniDir` (0700): `<containerID>-<hash(ifname)>.json` (0600) per attachment set
+//! and `<containerID>.lock` for the per-container lock. File names come only from a validated
+//! container ID and a hash, never from raw input. Writes go to a temp file, are fsynced,
+//! renamed over the entry, and the directory is fsynced; nothing follows symlinks.
+
+use crate::env::PodRef;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Entries larger than this are corrupt by definition (a real one is a few KiB).
+const MAX_ENTRY_BYTES: u64 = 4 << 20;
+const FORMAT: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("journal dir {dir}: {reason}")]
+    UnsafeDir { dir: PathBuf, reason: String },
+    #[error("journal {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("journal lock for container {container_id} still held after {waited:?}")]
+    LockTimeout {
+        container_id: String,
+        waited: Duration,
+    },
+}
+
+impl CacheError {
+    pub fn code(&self) -> u32 {
+        match self {
+            CacheError::LockTimeout { .. } => cni::Code::TryAgainLater.as_u32(),
+            _ => cni::Code::Io.as_u32(),
+        }
+    }
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CacheError + 'a {
+    move |source| CacheError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// How far an attachment got. DEL undoes everything not `Removed`: an attachment whose ADD
+/// was started may have left state behind even if the ADD never returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Planned,
+    Adding,
+    Added,
+    Removed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JournaledAttachment {
+    pub network: String,
+    pub ifname: String,
+    pub is_default: bool,
+    /// The delegate conflist exactly as it was run (lossless: DEL never re-resolves it).
+    pub conf: Value,
+    pub cni_args: String,
+    pub state: State,
+    /// The chain's result in 1.1.0 form, once added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_route: Vec<std::net::IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    pub format: u32,
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+    #[serde(default)]
+    pub netns: Option<String>,
+    /// Seconds since the epoch when the ADD began (GC's grace period counts from here).
+    pub created: u64,
+    pub cni_version: String,
+    #[serde(default)]
+    pub pod: PodRef,
+    pub attachments: Vec<JournaledAttachment>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_status: Option<Value>,
+}
+
+impl Entry {
+    pub fn new(container_id: &str, ifname: &str, netns: Option<&Path>, cni_version: &str) -> Self {
+        Entry {
+            format: FORMAT,
+            container_id: container_id.to_string(),
+            ifname: ifname.to_string(),
+            netns: netns.map(|p| p.display().to_string()),
+            created: now_secs(),
+            cni_version: cni_version.to_string(),
+            pod: PodRef::default(),
+            attachments: Vec::new(),
+            network_status: None,
+        }
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What reading an entry found.
+#[derive(Debug)]
+pub enum Lookup {
+    Missing,
+    Found(Box<Entry>),
+    /// Present but unreadable as an entry: truncated, garbage, wrong schema or oversized.
+    Corrupt(String),
+}
+
+pub struct Journal {
+    dir: PathBuf,
+}
+
+/// The per-container lock; dropping it unlocks.
+pub struct ContainerLock {
+    file: File,
+    path: PathBuf,
+    container_id: String,
+}
+
+impl Journal {
+    /// Opens (creating 0700 if needed) the journal dir and refuses one that another user
+    /// could tamper with: a symlink, not a directory, not owned by us, or group/world
+    /// writable.
+    pub fn open(dir: &Path) -> Result<Journal, CacheError> {
+        match std::fs::symlink_metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(io("create", dir))?;
+            }
+            Err(e) => return Err(io("stat", dir)(e)),
+            Ok(_) => {}
+        }
+        let md = std::fs::symlink_metadata(dir).map_err(io("stat", dir))?;
+        let unsafe_dir = |reason: &str| CacheError::UnsafeDir {
+            dir: dir.to_path_buf(),
+            reason: reason.to_string(),
+        };
+        if md.file_type().is_symlink() {
+            return Err(unsafe_dir("is a symlink"));
+        }
+        if !md.is_dir() {
+            return Err(unsafe_dir("is not a directory"));
+        }
+        if md.uid() != nix::unistd::geteuid().as_raw() {
+            return Err(unsafe_dir("is not owned by the user plexus runs as"));
+        }
+        if md.permissions().mode() & 0o022 != 0 {
+            return Err(unsafe_dir("is group- or world-writable"));
+        }
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn entry_path(&self, container_id: &str, ifname: &str) -> PathBuf {
+        let digest = Sha256::digest(ifname.as_bytes());
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("{container_id}-{hex}.json"))
+    }
+
+    /// Takes the container's lock, waiting at most `wait` (then code 11). The lock file is
+    /// removed by [`Journal::release`] once the container has no entries; a waiter that
+    /// locked a file which was unlinked meanwhile retries on the new one.
+    pub fn lock(&self, container_id: &str, wait: Duration) -> Result<ContainerLock, CacheError> {
+        let path = self.dir.join(format!("{container_id}.lock"));
+        let start = Instant::now();
+        loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(io("open lock", &path))?;
+            match file.try_lock() {
+                Ok(()) => {
+                    let held = file.metadata().map_err(io("stat lock", &path))?;
+                    match std::fs::symlink_metadata(&path) {
+                        Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                            return Ok(ContainerLock {
+                                file,
+                                path,
+                                container_id: container_id.to_string(),
+                            });
+                        }
+                        // Unlinked by a finishing DEL between our open and lock: retry.
+                        _ => continue,
+                    }
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if start.elapsed() >= wait {
+                        return Err(CacheError::LockTimeout {
+                            container_id: container_id.to_string(),
+                            waited: wait,
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", &path)(e)),
+            }
+        }
+    }
+
+    pub fn read(&self, lock: &ContainerLock, ifname: &str) -> Result<Lookup, CacheError> {
+        let path = self.entry_path(&lock.container_id, ifname);
+        self.read_path(&path)
+    }
+
+    pub fn read_path(&self, path: &Path) -> Result<Lookup, CacheError> {
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Lookup::Missing),
+            // ELOOP: a symlink planted where an entry should be. Never follow it.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return Ok(Lookup::Corrupt("entry is a symlink".into()));
+            }
+            Err(e) => return Err(io("open", path)(e)),
+        };
+        let md = file.metadata().map_err(io("stat", path))?;
+        if !md.is_file() {
+            return Ok(Lookup::Corrupt("entry is not a regular file".into()));
+        }
+        if md.len() > MAX_ENTRY_BYTES {
+            return Ok(Lookup::Corrupt(format!("entry is {} bytes", md.len())));
+        }
+        let mut buf = Vec::with_capacity(md.len() as usize);
+        file.take(MAX_ENTRY_BYTES + 1)
+            .read_to_end(&mut buf)
+            .map_err(io("read", path))?;
+        match serde_json::from_slice::<Entry>(&buf) {
+            Ok(e) if e.format == FORMAT => Ok(Lookup::Found(Box::new(e))),
+            Ok(e) => Ok(Lookup::Corrupt(format!("unknown format {}", e.format))),
+            Err(e) => Ok(Lookup::Corrupt(e.to_string())),
+        }
+    }
+
+    /// Atomically replaces the entry: temp file (O_EXCL, 0600), fsync, rename, fsync dir.
+    pub fn write(&self, lock: &ContainerLock, entry: &Entry) -> Result<(), CacheError> {
+        let path = self.entry_path(&lock.container_id, &entry.ifname);
+        let tmp = tmp_path(&path);
+        let _ = std::fs::remove_file(&tmp);
+        let bytes = serde_json::to_vec_pretty(entry).map_err(|e| CacheError::Io {
+            op: "encode",
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+                .open(&tmp)
+                .map_err(io("create", &tmp))?;
+            f.write_all(&bytes).map_err(io("write", &tmp))?;
+            f.sync_all().map_err(io("fsync", &tmp))?;
+            std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
+            self.sync_dir()
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Moves a corrupt entry aside so the next ADD is not blocked forever by it and a human
+    /// can still read what was there.
+    pub fn quarantine(&self, lock: &ContainerLock, ifname: &str) -> Result<PathBuf, CacheError> {
+        let path = self.entry_path(&lock.container_id, ifname);
+        let qdir = self.dir.join("quarantine");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&qdir)
+            .map_err(io("create", &qdir))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let dest = qdir.join(format!("{name}.{}", now_secs()));
+        std::fs::rename(&path, &dest).map_err(io("quarantine", &path))?;
+        self.sync_dir()?;
+        Ok(dest)
+    }
+
+    pub fn remove(&self, lock: &ContainerLock, ifname: &str) -> Result<(), CacheError> {
+        let path = self.entry_path(&lock.container_id, ifname);
+        match std::fs::remove_file(&path) {
+            Ok(()) => self.sync_dir(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("remove", &path)(e)),
+        }
+    }
+
+    /// Unlocks, removing the lock file when the container has no entries left, so a pod's
+    /// full lifecycle leaves nothing in the journal dir.
+    pub fn release(&self, lock: ContainerLock) {
+        let prefix = format!("{}-", lock.container_id);
+        let has_entries = std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.flatten().any(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    n.starts_with(&prefix) && n.ends_with(".json") && !n.contains(".tmp")
+                })
+            })
+            .unwrap_or(true);
+        if !has_entries {
+            let _ = std::fs::remove_file(&lock.path);
+        }
+        drop(lock.file);
+    }
+
+    /// Every entry in the journal, for GC: (container ID, path). Leftover temp files of a
+    /// crashed write older than `stale` are removed on the way.
+    pub fn entries(&self, stale: Duration) -> Result<Vec<(String, PathBuf)>, CacheError> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.dir).map_err(io("list", &self.dir))? {
+            let e = e.map_err(io("list", &self.dir))?;
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.contains(".json.tmp") {
+                let old = e
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= stale);
+                if old {
+                    let _ = std::fs::remove_file(e.path());
+                }
+                continue;
+            }
+            let Some(stem) = name.strip_suffix(".json") else {
+                continue;
+            };
+            // `<cid>-<16 hex>`: the container ID is everything before the last dash.
+            if let Some((cid, hash)) = stem.rsplit_once('-')
+                && hash.len() == 16
+                && hash.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                out.push((cid.to_string(), e.path()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn sync_dir(&self) -> Result<(), CacheError> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync", &self.dir))
+    }
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(format!(".tmp.{}", std::process::id()));
+    PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal() -> (tempfile::TempDir, Journal) {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("state");
+        let j = Journal::open(&dir).unwrap();
+        (t, j)
+    }
+
+    #[test]
+    fn creates_private_dir_and_files() {
+        let (_t, j) = journal();
+        let md = std::fs::metadata(j.dir()).unwrap();
+        assert_eq!(md.permissions().mode() & 0o777, 0o700);
+        let lock = j.lock("c1", Duration::from_secs(1)).unwrap();
+        let e = Entry::new("c1", "eth0", None, "1.1.0");
+        j.write(&lock, &e).unwrap();
+        let p = j.entry_path("c1", "eth0");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        match j.read(&lock, "eth0").unwrap() {
+            Lookup::Found(got) => assert_eq!(*got, e),
+            other => panic!("{other:?}"),
+        }
+        j.remove(&lock, "eth0").unwrap();
+        j.release(lock);
+        assert_eq!(std::fs::read_dir(j.dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn refuses_unsafe_dirs() {
+        let t = tempfile::tempdir().unwrap();
+        let open = t.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(Journal::open(&open).is_err());
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(t.path(), &link).unwrap();
+        assert!(Journal::open(&link).is_err());
+    }
+
+    #[test]
+    fn garbage_and_symlinks_read_as_corrupt() {
+        let (t, j) = journal();
+        let lock = j.lock("c2", Duration::from_secs(1)).unwrap();
+        let p = j.entry_path("c2", "eth0");
+        for bytes in [&b""[..], b"{\"format\":", b"[]", b"{\"format\":1}"] {
+            std::fs::write(&p, bytes).unwrap();
+            assert!(matches!(j.read(&lock, "eth0").unwrap(), Lookup::Corrupt(_)));
+        }
+        std::fs::remove_file(&p).unwrap();
+        let canary = t.path().join("canary");
+        std::fs::write(&canary, "keep").unwrap();
+        std::os::unix::fs::symlink(&canary, &p).unwrap();
+        assert!(matches!(j.read(&lock, "eth0").unwrap(), Lookup::Corrupt(_)));
+        // A write replaces the link itself, never the canary behind it.
+        j.write(&lock, &Entry::new("c2", "eth0", None, "1.1.0"))
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&canary).unwrap(), "keep");
+    }
+
+    #[test]
+    fn lock_times_out_with_code_11() {
+        let (_t, j) = journal();
+        let _held = j.lock("c3", Duration::from_secs(1)).unwrap();
+        let err = j.lock("c3", Duration::from_millis(50)).err().unwrap();
+        assert_eq!(err.code(), 11);
+    }
+
+    #[test]
+    fn entries_lists_and_sweeps_stale_tmp() {
+        let (_t, j) = journal();
+        let lock = j.lock("abc-def", Duration::from_secs(1)).unwrap();
+        j.write(&lock, &Entry::new("abc-def", "eth0", None, "1.1.0"))
+            .unwrap();
+        let tmp = tmp_path(&j.entry_path("zzz", "eth0"));
+        std::fs::write(&tmp, "partial").unwrap();
+        let list = j.entries(Duration::ZERO).unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].0, "abc-def");
+        assert!(!tmp.exists());
+    }
+}

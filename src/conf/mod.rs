@@ -1,1 +1,463 @@
-//! conf
+//! The Plexus conf the runtime hands over on stdin: Multus's thin-plugin keys with the same
+//! meaning (a Multus `00-multus.conf` works after changing `type`), plus `manifests`,
+//! `timeout` and `resultMode`. Keys Plexus does not know stay in [`PlexusConf::raw`].
+
+use cni::Version;
+use cni::netconf::{ConfError as NetConfError, parse_object};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/plexus";
+pub const DEFAULT_CONF_DIR: &str = "/etc/cni/multus/net.d";
+pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfError {
+    #[error("decode plexus conf: {0}")]
+    Decode(#[from] cni::netconf::DecodeError),
+    #[error("plexus conf: {0}")]
+    NetConf(NetConfError),
+    #[error("plexus conf key {key:?} must be a string")]
+    WrongType { key: &'static str },
+    #[error("plexus conf key {key:?}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl ConfError {
+    pub fn code(&self) -> u32 {
+        match self {
+            ConfError::Decode(_) | ConfError::WrongType { .. } => cni::Code::Decode.as_u32(),
+            ConfError::NetConf(NetConfError::Version(_)) => cni::Code::IncompatibleVersion.as_u32(),
+            ConfError::NetConf(NetConfError::WrongType { .. }) => cni::Code::Decode.as_u32(),
+            _ => cni::Code::InvalidConfig.as_u32(),
+        }
+    }
+}
+
+/// Which result the runtime gets back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResultMode {
+    /// The cluster network's result, as Multus returns it.
+    #[default]
+    Cluster,
+    /// Every attachment's interfaces, IPs and routes.
+    Merged,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Where the cluster network comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterNetwork {
+    /// `clusterNetwork`: a NAD (`[ns/]name`), a conf name in `confDir`, a directory or a file.
+    Reference(String),
+    /// `delegates[0]`: an inline conf or conflist.
+    Inline(Map<String, Value>),
+}
+
+#[derive(Debug, Clone)]
+pub struct PlexusConf {
+    pub cni_version: Version,
+    pub cni_version_str: String,
+    pub name: String,
+    pub plugin_type: String,
+    pub kubeconfig: Option<PathBuf>,
+    pub manifests: Option<PathBuf>,
+    pub conf_dir: PathBuf,
+    pub cni_dir: PathBuf,
+    pub bin_dir: PathBuf,
+    pub cluster_network: ClusterNetwork,
+    pub default_networks: Vec<String>,
+    pub multus_namespace: String,
+    pub system_namespaces: Vec<String>,
+    pub namespace_isolation: bool,
+    pub global_namespaces: Vec<String>,
+    pub readiness_indicator_file: Option<PathBuf>,
+    pub retry_delete_on_error: bool,
+    pub auxiliary_cni_chain_name: Option<String>,
+    pub log_file: Option<PathBuf>,
+    pub log_level: String,
+    pub log_to_stderr: bool,
+    pub log_format: LogFormat,
+    pub timeout: Duration,
+    pub gc_grace: Duration,
+    pub result_mode: ResultMode,
+    /// Pod-level `runtimeConfig` from the runtime: reaches the cluster network only (NPWG §7.5).
+    pub runtime_config: Map<String, Value>,
+    pub prev_result: Option<Value>,
+    /// The whole conf as received, unknown keys included.
+    pub raw: Map<String, Value>,
+}
+
+impl PlexusConf {
+    pub fn parse(bytes: &[u8]) -> Result<PlexusConf, ConfError> {
+        let raw = parse_object(bytes)?;
+        Self::from_map(raw)
+    }
+
+    pub fn from_map(raw: Map<String, Value>) -> Result<PlexusConf, ConfError> {
+        let r = Reader(&raw);
+        // The protocol's own keys with the wrong JSON type are decode errors (code 6), as
+        // the reference plugins' typed decoding reports them; Plexus's keys are code 7.
+        for key in ["cniVersion", "name", "type"] {
+            if matches!(raw.get(key), Some(v) if !v.is_string()) {
+                return Err(ConfError::WrongType { key });
+            }
+        }
+        let cni_version = cni::netconf::negotiate_version(&raw).map_err(ConfError::NetConf)?;
+        let cni_version_str = r
+            .string("cniVersion")?
+            .unwrap_or_else(|| cni_version.to_string());
+        let name = r.string("name")?.ok_or(ConfError::Invalid {
+            key: "name",
+            reason: "is required".into(),
+        })?;
+        if !is_network_name(&name) {
+            return Err(ConfError::Invalid {
+                key: "name",
+                reason: format!("{name:?} must match [a-zA-Z0-9][a-zA-Z0-9_.-]*"),
+            });
+        }
+        let plugin_type = r.string("type")?.ok_or(ConfError::Invalid {
+            key: "type",
+            reason: "is required".into(),
+        })?;
+
+        let cluster_network = match (r.string("clusterNetwork")?, raw.get("delegates")) {
+            (Some(c), _) if !c.is_empty() => ClusterNetwork::Reference(c),
+            (_, Some(Value::Array(list))) if !list.is_empty() => match &list[0] {
+                Value::Object(m) => ClusterNetwork::Inline(m.clone()),
+                _ => {
+                    return Err(ConfError::Invalid {
+                        key: "delegates",
+                        reason: "entries must be conf objects".into(),
+                    });
+                }
+            },
+            (_, Some(Value::Array(_)) | None) => {
+                return Err(ConfError::Invalid {
+                    key: "clusterNetwork",
+                    reason: "one of clusterNetwork or delegates is required".into(),
+                });
+            }
+            (_, Some(_)) => {
+                return Err(ConfError::Invalid {
+                    key: "delegates",
+                    reason: "must be a list".into(),
+                });
+            }
+        };
+
+        let result_mode = match r.string("resultMode")?.as_deref() {
+            None | Some("cluster") => ResultMode::Cluster,
+            Some("merged") => ResultMode::Merged,
+            Some(other) => {
+                return Err(ConfError::Invalid {
+                    key: "resultMode",
+                    reason: format!("{other:?} is neither \"cluster\" nor \"merged\""),
+                });
+            }
+        };
+        let log_format = match r.string("logFormat")?.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfError::Invalid {
+                    key: "logFormat",
+                    reason: format!("{other:?} is neither \"text\" nor \"json\""),
+                });
+            }
+        };
+        let log_level = r.string("logLevel")?.unwrap_or_else(|| "error".into());
+        if !matches!(
+            log_level.as_str(),
+            "panic" | "error" | "warning" | "warn" | "info" | "verbose" | "debug" | "trace"
+        ) {
+            return Err(ConfError::Invalid {
+                key: "logLevel",
+                reason: format!("{log_level:?} is not a log level"),
+            });
+        }
+
+        let global_namespaces = match raw.get("globalNamespaces") {
+            None | Some(Value::Null) => vec!["default".to_string()],
+            // Multus takes a comma-separated string; a list is accepted too.
+            Some(Value::String(s)) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            Some(Value::Array(_)) => r.string_list("globalNamespaces")?,
+            Some(_) => {
+                return Err(ConfError::Invalid {
+                    key: "globalNamespaces",
+                    reason: "must be a comma-separated string".into(),
+                });
+            }
+        };
+
+        let runtime_config = match raw.get("runtimeConfig") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(_) => {
+                return Err(ConfError::Invalid {
+                    key: "runtimeConfig",
+                    reason: "must be an object".into(),
+                });
+            }
+        };
+
+        Ok(PlexusConf {
+            cni_version,
+            cni_version_str,
+            name,
+            plugin_type,
+            kubeconfig: r.abs_path("kubeconfig")?,
+            manifests: r.abs_path("manifests")?,
+            conf_dir: r
+                .abs_path("confDir")?
+                .unwrap_or_else(|| DEFAULT_CONF_DIR.into()),
+            cni_dir: r
+                .abs_path("cniDir")?
+                .unwrap_or_else(|| DEFAULT_CNI_DIR.into()),
+            bin_dir: r
+                .abs_path("binDir")?
+                .unwrap_or_else(|| DEFAULT_BIN_DIR.into()),
+            cluster_network,
+            default_networks: r.string_list("defaultNetworks")?,
+            multus_namespace: r
+                .string("multusNamespace")?
+                .unwrap_or_else(|| "kube-system".into()),
+            system_namespaces: if raw.contains_key("systemNamespaces") {
+                r.string_list("systemNamespaces")?
+            } else {
+                vec!["kube-system".into()]
+            },
+            namespace_isolation: r.boolean("namespaceIsolation")?.unwrap_or(false),
+            global_namespaces,
+            readiness_indicator_file: r.abs_path("readinessindicatorfile")?,
+            retry_delete_on_error: r.boolean("retryDeleteOnError")?.unwrap_or(false),
+            auxiliary_cni_chain_name: r.string("auxiliaryCNIChainName")?,
+            log_file: r.abs_path("logFile")?,
+            log_level,
+            log_to_stderr: r.boolean("logToStderr")?.unwrap_or(true),
+            log_format,
+            timeout: r.seconds("timeout")?.unwrap_or(DEFAULT_TIMEOUT),
+            gc_grace: r
+                .seconds_allow_zero("gcGracePeriod")?
+                .unwrap_or(DEFAULT_GC_GRACE),
+            result_mode,
+            runtime_config,
+            prev_result: raw.get("prevResult").cloned(),
+            raw,
+        })
+    }
+
+    /// `binDir` first, then the runtime's `CNI_PATH` (Multus's order).
+    pub fn delegate_path(&self, cni_path: &str) -> String {
+        if cni_path.is_empty() {
+            self.bin_dir.display().to_string()
+        } else {
+            format!("{}:{}", self.bin_dir.display(), cni_path)
+        }
+    }
+}
+
+/// libcni's rule for network names and container IDs.
+pub fn is_network_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphanumeric())
+        && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+struct Reader<'a>(&'a Map<String, Value>);
+
+impl Reader<'_> {
+    fn string(&self, key: &'static str) -> Result<Option<String>, ConfError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ConfError::Invalid {
+                key,
+                reason: "must be a string".into(),
+            }),
+        }
+    }
+
+    fn boolean(&self, key: &'static str) -> Result<Option<bool>, ConfError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(ConfError::Invalid {
+                key,
+                reason: "must be true or false".into(),
+            }),
+        }
+    }
+
+    fn string_list(&self, key: &'static str) -> Result<Vec<String>, ConfError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str().map(String::from).ok_or(ConfError::Invalid {
+                        key,
+                        reason: "must be a list of strings".into(),
+                    })
+                })
+                .collect(),
+            Some(_) => Err(ConfError::Invalid {
+                key,
+                reason: "must be a list of strings".into(),
+            }),
+        }
+    }
+
+    fn abs_path(&self, key: &'static str) -> Result<Option<PathBuf>, ConfError> {
+        match self.string(key)? {
+            None => Ok(None),
+            Some(s) if s.is_empty() => Ok(None),
+            Some(s) => {
+                let p = PathBuf::from(&s);
+                if !p.is_absolute() {
+                    return Err(ConfError::Invalid {
+                        key,
+                        reason: format!("{s:?} is not an absolute path"),
+                    });
+                }
+                Ok(Some(p))
+            }
+        }
+    }
+
+    fn seconds(&self, key: &'static str) -> Result<Option<Duration>, ConfError> {
+        match self.seconds_allow_zero(key)? {
+            Some(d) if d.is_zero() => Err(ConfError::Invalid {
+                key,
+                reason: "must be a positive number of seconds".into(),
+            }),
+            other => Ok(other),
+        }
+    }
+
+    fn seconds_allow_zero(&self, key: &'static str) -> Result<Option<Duration>, ConfError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(f) if f.is_finite() && f >= 0.0 && f <= 86_400.0 => {
+                    Ok(Some(Duration::from_secs_f64(f)))
+                }
+                _ => Err(ConfError::Invalid {
+                    key,
+                    reason: format!("{n} is not a number of seconds in 0..=86400"),
+                }),
+            },
+            Some(_) => Err(ConfError::Invalid {
+                key,
+                reason: "must be a number of seconds".into(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<PlexusConf, ConfError> {
+        PlexusConf::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn reads_a_multus_thin_conf() {
+        let c = parse(
+            r#"{"cniVersion":"0.3.1","name":"multus-cni-network","type":"plexus",
+                "kubeconfig":"/etc/cni/net.d/multus.d/multus.kubeconfig",
+                "confDir":"/etc/cni/multus/net.d","cniDir":"/var/lib/cni/multus","binDir":"/opt/cni/bin",
+                "logFile":"/var/log/multus.log","logLevel":"debug","logToStderr":false,
+                "capabilities":{"portMappings":true},
+                "readinessindicatorfile":"/run/flannel/subnet.env",
+                "namespaceIsolation":true,"globalNamespaces":"default,shared",
+                "multusNamespace":"kube-system","systemNamespaces":["kube-system"],
+                "defaultNetworks":["extra"],"retryDeleteOnError":true,
+                "delegates":[{"cniVersion":"0.3.1","name":"flannel","type":"flannel"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.global_namespaces, ["default", "shared"]);
+        assert!(matches!(c.cluster_network, ClusterNetwork::Inline(_)));
+        assert_eq!(c.cni_dir, PathBuf::from("/var/lib/cni/multus"));
+        assert!(c.retry_delete_on_error);
+        assert_eq!(c.default_networks, ["extra"]);
+    }
+
+    #[test]
+    fn cluster_network_wins_over_delegates() {
+        let c = parse(
+            r#"{"cniVersion":"1.1.0","name":"p","type":"plexus","clusterNetwork":"cbr0",
+                "delegates":[{"type":"x"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.cluster_network, ClusterNetwork::Reference("cbr0".into()));
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let cases = [
+            (
+                r#"{"cniVersion":"1.1.0","name":"p","type":"plexus"}"#,
+                "clusterNetwork",
+            ),
+            (
+                r#"{"cniVersion":"1.1.0","name":"p","type":"plexus","clusterNetwork":"c","timeout":0}"#,
+                "timeout",
+            ),
+            (
+                r#"{"cniVersion":"1.1.0","name":"p","type":"plexus","clusterNetwork":"c","timeout":"5"}"#,
+                "timeout",
+            ),
+            (
+                r#"{"cniVersion":"1.1.0","name":"p","type":"plexus","clusterNetwork":"c","resultMode":"all"}"#,
+                "resultMode",
+            ),
+            (
+                r#"{"cniVersion":"1.1.0","name":"p","type":"plexus","clusterNetwork":"c","kubeconfig":"rel/k"}"#,
+                "kubeconfig",
+            ),
+            (
+                r#"{"cniVersion":"1.1.0","name":"../x","type":"plexus","clusterNetwork":"c"}"#,
+                "name",
+            ),
+            (
+                r#"{"cniVersion":"1.1.0","type":"plexus","clusterNetwork":"c"}"#,
+                "name",
+            ),
+        ];
+        for (input, key) in cases {
+            let e = parse(input).unwrap_err();
+            assert_eq!(e.code(), 7, "{input}");
+            assert!(e.to_string().contains(key), "{e} should name {key}");
+        }
+    }
+
+    #[test]
+    fn version_errors_use_the_spec_codes() {
+        let e = parse(r#"{"cniVersion":"9.9.9","name":"p","type":"plexus","clusterNetwork":"c"}"#)
+            .unwrap_err();
+        assert_eq!(e.code(), 1);
+        let e = parse(r#"{"cniVersion":1.0,"name":"p","type":"plexus","clusterNetwork":"c"}"#)
+            .unwrap_err();
+        assert_eq!(e.code(), 6);
+        let e = parse(r#"{"name":"p","type":"plexus","clusterNetwork":"c"}"#).unwrap_err();
+        assert_eq!(e.code(), 7);
+    }
+}
