@@ -1,0 +1,182 @@
+//! Resolving a conf's `type` to a binary on `CNI_PATH`.
+//!
+//! `type` comes from network configurations that tenants may write (NADs), so it is treated as
+//! hostile: it must be a bare file name, and only directories that an unprivileged user cannot
+//! plant files in are searched (reliability-matrix §2, "Delegate resolution").
+
+use super::ExecError;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Any of these bits lets someone other than the owner replace what we are about to run.
+const GROUP_OR_WORLD_WRITABLE: u32 = 0o022;
+const ANY_EXEC: u32 = 0o111;
+
+/// Splits `CNI_PATH` on `:`; empty entries (`a::b`, a trailing `:`) are dropped rather than
+/// meaning the current directory, as they would for a shell's `PATH`.
+pub fn split_path(cni_path: &str) -> Vec<PathBuf> {
+    cni_path
+        .split(':')
+        .filter(|entry| !entry.is_empty())
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Finds the binary for `plugin_type` in `dirs`, first match wins.
+///
+/// Directories that are relative, not owned by root, or writable by group or others are skipped
+/// and named in the [`ExecError::NotFound`] message; so are candidates that are not regular
+/// executable files or that are themselves group/world writable. `forbidden` holds the types
+/// that would run the caller itself again (recursion).
+pub fn find_plugin(
+    plugin_type: &str,
+    dirs: &[PathBuf],
+    forbidden: &[&str],
+) -> Result<PathBuf, ExecError> {
+    check_type(plugin_type)?;
+    if forbidden.contains(&plugin_type) {
+        return Err(ExecError::ForbiddenType {
+            plugin_type: plugin_type.to_string(),
+        });
+    }
+    let mut searched = Vec::new();
+    let mut skipped = Vec::new();
+    for dir in dirs {
+        if let Err(reason) = trusted_dir(dir) {
+            skipped.push(format!("{}: {reason}", dir.display()));
+            continue;
+        }
+        searched.push(dir.clone());
+        let candidate = dir.join(plugin_type);
+        match runnable_file(&candidate) {
+            Ok(true) => return Ok(candidate),
+            Ok(false) => {}
+            Err(reason) => skipped.push(format!("{}: {reason}", candidate.display())),
+        }
+    }
+    Err(ExecError::NotFound {
+        plugin_type: plugin_type.to_string(),
+        searched,
+        skipped,
+    })
+}
+
+fn check_type(plugin_type: &str) -> Result<(), ExecError> {
+    let reason = if plugin_type.is_empty() {
+        "it is empty"
+    } else if plugin_type == "." || plugin_type == ".." {
+        "it names a directory"
+    } else if plugin_type.contains(['/', '\\']) {
+        "it contains a path separator"
+    } else if plugin_type.contains('\0') {
+        "it contains a NUL byte"
+    } else if plugin_type.chars().any(char::is_whitespace) {
+        "it contains whitespace"
+    } else if plugin_type.chars().any(char::is_control) {
+        "it contains a control character"
+    } else {
+        return Ok(());
+    };
+    Err(ExecError::BadType {
+        plugin_type: plugin_type.to_string(),
+        reason,
+    })
+}
+
+fn trusted_dir(dir: &Path) -> Result<(), String> {
+    if !dir.is_absolute() {
+        return Err("relative directory".to_string());
+    }
+    // Following a symlink for the directory itself is fine: what matters is who can write into
+    // the directory we end up reading.
+    let meta = fs::metadata(dir).map_err(|e| format!("cannot stat: {e}"))?;
+    if !meta.is_dir() {
+        return Err("not a directory".to_string());
+    }
+    if meta.uid() != 0 {
+        return Err(format!("owned by uid {}, not root", meta.uid()));
+    }
+    if meta.permissions().mode() & GROUP_OR_WORLD_WRITABLE != 0 {
+        return Err(format!(
+            "mode {:o} is writable by group or others",
+            meta.permissions().mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// `Ok(false)` when nothing is there; `Err` when something is there that we refuse to run.
+fn runnable_file(candidate: &Path) -> Result<bool, String> {
+    let meta = match fs::metadata(candidate) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(format!("cannot stat: {e}")),
+    };
+    let mode = meta.permissions().mode();
+    if !meta.is_file() {
+        Err("not a regular file".to_string())
+    } else if mode & ANY_EXEC == 0 {
+        Err(format!("mode {:o} has no exec bit", mode & 0o7777))
+    } else if mode & GROUP_OR_WORLD_WRITABLE != 0 {
+        Err(format!(
+            "mode {:o} is writable by group or others",
+            mode & 0o7777
+        ))
+    } else {
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_path_drops_empty_entries() {
+        assert_eq!(
+            split_path("/opt/cni/bin::/usr/lib/cni:"),
+            vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
+        );
+        assert_eq!(split_path(":/a"), vec![PathBuf::from("/a")]);
+        assert!(split_path("").is_empty());
+        assert!(split_path(":::").is_empty());
+    }
+
+    #[test]
+    fn split_path_keeps_relative_entries_for_the_lookup_to_reject() {
+        assert_eq!(
+            split_path("bin:/usr/lib/cni"),
+            vec![PathBuf::from("bin"), PathBuf::from("/usr/lib/cni")]
+        );
+    }
+
+    #[test]
+    fn bare_names_pass_the_type_check() {
+        for name in ["bridge", "host-local", "plexus_bridge", "a.b", "..a", "x.."] {
+            assert!(check_type(name).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn path_like_types_fail_the_type_check_with_code_7() {
+        for name in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "/bin/sh",
+            "../../bin/sh",
+            "a\\b",
+            "a\0b",
+            "a b",
+            "a\tb",
+            "a\nb",
+            "a\u{7f}b",
+        ] {
+            let err = check_type(name).expect_err(name);
+            assert_eq!(err.code(), 7, "{name:?}");
+            assert!(matches!(err, ExecError::BadType { .. }), "{name:?}");
+        }
+    }
+}
