@@ -1,1 +1,208 @@
-//! store
+//! Where pods and NetworkAttachmentDefinitions come from.
+//!
+//! `NetworkStore` is the one seam between the meta plugin and Kubernetes objects: the plan asks it
+//! for a pod's annotations and for NADs by namespace/name, and never learns whether they came from
+//! the API server or from a folder of manifests. This module owns the object shapes Plexus reads
+//! (`Pod`, `Nad`), the store error and its CNI code, and two stores: `ManifestStore` (the embedded
+//! default, the same YAML/JSON a user would `kubectl apply`) and `MemoryStore` (for other
+//! modules' unit tests). It does not interpret annotations or NAD configs: that is `selection`'s
+//! and `plan`'s job.
+
+mod manifest;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use manifest::{MAX_MANIFEST_BYTES, ManifestStore};
+
+/// The parts of a pod that network selection needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    /// `metadata.uid`; manifests usually leave it out, the API server always sets it.
+    pub uid: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A NetworkAttachmentDefinition (`k8s.cni.cncf.io/v1`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Nad {
+    pub namespace: String,
+    pub name: String,
+    pub annotations: BTreeMap<String, String>,
+    /// `spec.config`, the delegate's CNI conf or conflist as a JSON string, unparsed. `None` when
+    /// the NAD has no spec or no config: the NPWG spec then looks the network up on disk by name.
+    pub config: Option<String>,
+}
+
+/// Read access to pods and NADs by exact namespace and name.
+///
+/// Synchronous on purpose: the CNI binary is one-shot, and the Kubernetes store blocks on its
+/// own runtime, so callers never need to be async to ask.
+pub trait NetworkStore {
+    /// `Ok(None)` when the pod does not exist; errors only when the store cannot answer.
+    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, StoreError>;
+    /// `Ok(None)` when the NAD does not exist; errors only when the store cannot answer.
+    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, StoreError>;
+    /// Short name of the store for logs and error details ("manifests", "memory", "kubernetes").
+    fn kind(&self) -> &'static str;
+}
+
+/// Why a store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("read manifests folder {}", path.display())]
+    ReadDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("read manifest {}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("manifest {} is {size} bytes, over the {limit}-byte limit", path.display())]
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
+    #[error("parse manifest {}: {reason}", path.display())]
+    Parse { path: PathBuf, reason: String },
+    /// A Pod or NAD whose shape is wrong; `origin` names the file and document (or the API object).
+    #[error("invalid {origin}: {reason}")]
+    Malformed { origin: String, reason: String },
+    #[error("duplicate {kind} {namespace}/{name} in {first} and {second}")]
+    Duplicate {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        first: String,
+        second: String,
+    },
+    /// The store exists but cannot answer now (API server down, timeout, throttled): try again.
+    #[error("{store} store unavailable while {step}")]
+    Unavailable {
+        store: &'static str,
+        step: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+}
+
+impl StoreError {
+    /// The CNI error code (SPEC: 5 I/O, 7 invalid config, 11 try again later).
+    pub fn code(&self) -> u32 {
+        match self {
+            StoreError::ReadDir { .. } | StoreError::ReadFile { .. } => 5,
+            StoreError::TooLarge { .. }
+            | StoreError::Parse { .. }
+            | StoreError::Malformed { .. }
+            | StoreError::Duplicate { .. } => 7,
+            StoreError::Unavailable { .. } => 11,
+        }
+    }
+}
+
+/// A store held entirely in memory, for unit tests of the modules that consume `NetworkStore`.
+/// The first object with a matching namespace and name wins.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    pub pods: Vec<Pod>,
+    pub nads: Vec<Nad>,
+}
+
+impl NetworkStore for MemoryStore {
+    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, StoreError> {
+        Ok(self
+            .pods
+            .iter()
+            .find(|p| p.namespace == namespace && p.name == name)
+            .cloned())
+    }
+
+    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, StoreError> {
+        Ok(self
+            .nads
+            .iter()
+            .find(|n| n.namespace == namespace && n.name == name)
+            .cloned())
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_store_finds_by_exact_namespace_and_name() {
+        let store = MemoryStore {
+            pods: vec![Pod {
+                namespace: "default".into(),
+                name: "web".into(),
+                ..Pod::default()
+            }],
+            nads: vec![Nad {
+                namespace: "team".into(),
+                name: "blue".into(),
+                config: Some("{}".into()),
+                ..Nad::default()
+            }],
+        };
+        assert_eq!(
+            store.pod("default", "web").unwrap().map(|p| p.name),
+            Some("web".to_string())
+        );
+        assert_eq!(store.pod("other", "web").unwrap(), None);
+        assert_eq!(
+            store
+                .nad("team", "blue")
+                .unwrap()
+                .unwrap()
+                .config
+                .as_deref(),
+            Some("{}")
+        );
+        assert_eq!(store.nad("default", "blue").unwrap(), None);
+        // Callers hold the store as a trait object, whichever implementation it is.
+        let dynamic: &dyn NetworkStore = &store;
+        assert_eq!(dynamic.kind(), "memory");
+    }
+
+    #[test]
+    fn error_codes_follow_the_cni_spec() {
+        let io = || std::io::Error::other("boom");
+        assert_eq!(
+            StoreError::ReadDir {
+                path: "x".into(),
+                source: io()
+            }
+            .code(),
+            5
+        );
+        assert_eq!(
+            StoreError::Malformed {
+                origin: "x".into(),
+                reason: "y".into()
+            }
+            .code(),
+            7
+        );
+        assert_eq!(
+            StoreError::Unavailable {
+                store: "kubernetes",
+                step: "get pod".into(),
+                source: Box::new(io())
+            }
+            .code(),
+            11
+        );
+    }
+}
