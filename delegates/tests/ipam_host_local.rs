@@ -1,5 +1,6 @@
 //! The built-in host-local on its own: allocation order, requested addresses, exhaustion,
 //! release, CHECK, validation, and 64 concurrent ADDs on one small pool.
+#![allow(clippy::unwrap_used)]
 
 mod ipam_support;
 

@@ -1,6 +1,7 @@
 //! The built-in host-local and the reference `/usr/lib/cni/host-local` on one dataDir:
 //! same order, no collisions, each releases and checks the other's reservations, and
 //! their locks exclude each other under concurrency.
+#![allow(clippy::unwrap_used)]
 
 mod ipam_support;
 

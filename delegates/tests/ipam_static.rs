@@ -1,4 +1,5 @@
 //! The built-in static IPAM answers what `/usr/lib/cni/static` answers for the same input.
+#![allow(clippy::unwrap_used)]
 
 mod ipam_support;
 

@@ -1,6 +1,6 @@
 //! Shared by the ipam_* integration tests: confs over a temporary dataDir, requests, and
 //! running the reference plugins from /usr/lib/cni.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use cni::CniResult;
 use cni::args::CniArgs;
