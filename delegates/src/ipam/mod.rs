@@ -6,6 +6,7 @@
 //! the filesystem; it knows nothing of netns, Kubernetes or Plexus's own conf.
 
 mod host_local;
+mod range;
 mod static_ip;
 mod store;
 
