@@ -1,1 +1,3 @@
 //! netns helpers (filled by the built-in delegates work).
+
+pub mod ipam;

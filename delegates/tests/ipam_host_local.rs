@@ -1,0 +1,440 @@
+//! The built-in host-local on its own: allocation order, requested addresses, exhaustion,
+//! release, CHECK, validation, and 64 concurrent ADDs on one small pool.
+#![allow(clippy::unwrap_used)]
+
+mod ipam_support;
+
+use cni::args::CniArgs;
+use cni::{Code, ErrorObject};
+use delegates::ipam::{self, IpamError};
+use ipam_support::{NETWORK, addrs, conf, host_local, req, reservations};
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::{Arc, Barrier};
+use tempfile::TempDir;
+
+#[test]
+fn allocates_in_order_after_the_gateway_and_writes_the_reference_format() {
+    let dir = TempDir::new().unwrap();
+    let c = conf(
+        dir.path(),
+        json!({"type": "host-local",
+            "ranges": [[{"subnet": "10.9.0.0/29"}], [{"subnet": "fd00::/125"}]],
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "fd01::/64", "gw": "fd00::1"}]}),
+    );
+    let a = CniArgs::default();
+    let r1 = ipam::add(&req("c1", "eth0", &c, &a)).unwrap();
+    let r2 = ipam::add(&req("c2", "net1", &c, &a)).unwrap();
+    assert_eq!(addrs(&r1), ["10.9.0.2/29", "fd00::2/125"]);
+    assert_eq!(addrs(&r2), ["10.9.0.3/29", "fd00::3/125"]);
+    assert!(r1.interfaces.is_empty());
+    assert!(r1.ips.iter().all(|ip| ip.interface.is_none()));
+    assert_eq!(r1.ips[0].gateway, Some("10.9.0.1".parse().unwrap()));
+    assert_eq!(r1.ips[1].gateway, Some("fd00::1".parse().unwrap()));
+    assert_eq!(r1.routes.len(), 2);
+    assert_eq!(r1.routes[1].gw, Some("fd00::1".parse().unwrap()));
+
+    assert_eq!(
+        reservations(dir.path()),
+        [
+            ("10.9.0.2".into(), "c1\r\neth0".into()),
+            ("10.9.0.3".into(), "c2\r\nnet1".into()),
+            ("fd00::2".into(), "c1\r\neth0".into()),
+            ("fd00::3".into(), "c2\r\nnet1".into()),
+        ]
+    );
+    let net = dir.path().join(NETWORK);
+    let read = |f: &str| std::fs::read_to_string(net.join(f)).unwrap();
+    assert_eq!(read("last_reserved_ip.0"), "10.9.0.3");
+    assert_eq!(read("last_reserved_ip.1"), "fd00::3");
+    assert!(net.join("lock").exists());
+}
+
+#[test]
+fn legacy_single_range_form_and_explicit_bounds() {
+    let dir = TempDir::new().unwrap();
+    let c = conf(
+        dir.path(),
+        json!({"type": "host-local", "subnet": "10.20.0.0/24",
+            "rangeStart": "10.20.0.100", "rangeEnd": "10.20.0.101", "gateway": "10.20.0.254"}),
+    );
+    let a = CniArgs::default();
+    let got: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|id| addrs(&ipam::add(&req(id, "eth0", &c, &a)).unwrap())[0].clone())
+        .collect();
+    assert_eq!(got, ["10.20.0.100/24", "10.20.0.101/24"]);
+    let e = ipam::add(&req("c", "eth0", &c, &a)).unwrap_err();
+    assert!(matches!(e, IpamError::Exhausted { .. }), "{e}");
+}
+
+#[test]
+fn round_robin_continues_after_the_last_reserved_address() {
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/29");
+    let a = CniArgs::default();
+    assert_eq!(
+        addrs(&ipam::add(&req("c1", "eth0", &c, &a)).unwrap()),
+        ["10.9.0.2/29"]
+    );
+    ipam::del(&req("c1", "eth0", &c, &a)).unwrap();
+    // The freed .2 is not handed out again until the walk wraps.
+    assert_eq!(
+        addrs(&ipam::add(&req("c2", "eth0", &c, &a)).unwrap()),
+        ["10.9.0.3/29"]
+    );
+}
+
+#[test]
+fn requested_addresses_from_runtime_config_args_and_cni_args() {
+    let dir = TempDir::new().unwrap();
+    let base = host_local(dir.path(), "10.9.0.0/24");
+    let none = CniArgs::default();
+
+    let mut c = base.clone();
+    c.set("runtimeConfig", json!({"ips": ["10.9.0.50/24"]}));
+    assert_eq!(
+        addrs(&ipam::add(&req("rc", "eth0", &c, &none)).unwrap()),
+        ["10.9.0.50/24"]
+    );
+
+    let mut c = base.clone();
+    c.set("args", json!({"cni": {"ips": ["10.9.0.51"]}}));
+    assert_eq!(
+        addrs(&ipam::add(&req("args", "eth0", &c, &none)).unwrap()),
+        ["10.9.0.51/24"]
+    );
+
+    let env = CniArgs::parse("IgnoreUnknown=1;K8S_POD_NAME=p;IP=10.9.0.52").unwrap();
+    assert_eq!(
+        addrs(&ipam::add(&req("env", "eth0", &base, &env)).unwrap()),
+        ["10.9.0.52/24"]
+    );
+
+    // Taken, the gateway, or outside every range: refused, and nothing left reserved.
+    let before = reservations(dir.path());
+    let taken = CniArgs::parse("IP=10.9.0.50").unwrap();
+    let e = ipam::add(&req("x", "eth0", &base, &taken)).unwrap_err();
+    assert!(matches!(e, IpamError::RequestedTaken { .. }), "{e}");
+    assert_eq!(e.code(), Code::DelegateFailed.as_u32());
+    assert!(
+        e.to_string()
+            .contains("requested IP address 10.9.0.50 is not available")
+    );
+
+    let gw = CniArgs::parse("IP=10.9.0.1").unwrap();
+    let e = ipam::add(&req("x", "eth0", &base, &gw)).unwrap_err();
+    assert!(matches!(e, IpamError::RequestedGateway { .. }), "{e}");
+    assert_eq!(e.code(), 7);
+
+    let outside = CniArgs::parse("IP=192.168.7.7").unwrap();
+    let e = ipam::add(&req("x", "eth0", &base, &outside)).unwrap_err();
+    assert!(matches!(e, IpamError::RequestedOutside(_)), "{e}");
+    assert_eq!(e.code(), 7);
+
+    let bad = CniArgs::parse("IP=10.9.0.300").unwrap();
+    let e = ipam::add(&req("x", "eth0", &base, &bad)).unwrap_err();
+    assert!(
+        matches!(e, IpamError::InvalidConfig { ref key, .. } if key == "CNI_ARGS IP"),
+        "{e}"
+    );
+    assert_eq!(reservations(dir.path()), before);
+}
+
+#[test]
+fn exhaustion_says_no_addresses_available_and_reserves_nothing() {
+    let dir = TempDir::new().unwrap();
+    // A /30 has .1 (gateway) and .2 usable.
+    let c = host_local(dir.path(), "10.9.0.0/30");
+    let a = CniArgs::default();
+    assert_eq!(
+        addrs(&ipam::add(&req("c1", "eth0", &c, &a)).unwrap()),
+        ["10.9.0.2/30"]
+    );
+    let e = ipam::add(&req("c2", "eth0", &c, &a)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "failed to allocate for range 0: no IP addresses available in range set: 10.9.0.1-10.9.0.2"
+    );
+    let obj = ErrorObject::from(&e);
+    assert_eq!(obj.code, Code::DelegateFailed.as_u32());
+    assert_eq!(obj.msg, e.to_string());
+    assert_eq!(reservations(dir.path()).len(), 1);
+}
+
+#[test]
+fn second_range_set_failing_releases_the_first() {
+    let dir = TempDir::new().unwrap();
+    let c = conf(
+        dir.path(),
+        json!({"type": "host-local",
+            "ranges": [[{"subnet": "10.9.0.0/24"}], [{"subnet": "10.10.0.0/30"}]]}),
+    );
+    let a = CniArgs::default();
+    ipam::add(&req("c1", "eth0", &c, &a)).unwrap();
+    let e = ipam::add(&req("c2", "eth0", &c, &a)).unwrap_err();
+    assert!(matches!(e, IpamError::Exhausted { index: 1, .. }), "{e}");
+    let owners: HashSet<String> = reservations(dir.path())
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(owners, HashSet::from(["c1\r\neth0".to_string()]));
+}
+
+#[test]
+fn del_releases_only_the_matching_container_and_interface() {
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/24");
+    let a = CniArgs::default();
+    ipam::add(&req("c1", "eth0", &c, &a)).unwrap();
+    ipam::add(&req("c1", "net1", &c, &a)).unwrap();
+    ipam::add(&req("c2", "eth0", &c, &a)).unwrap();
+
+    ipam::del(&req("c1", "eth0", &c, &a)).unwrap();
+    let left: Vec<String> = reservations(dir.path())
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(left, ["c1\r\nnet1", "c2\r\neth0"]);
+    // Idempotent: again, and for IDs never seen.
+    ipam::del(&req("c1", "eth0", &c, &a)).unwrap();
+    ipam::del(&req("unknown", "eth0", &c, &a)).unwrap();
+    assert_eq!(reservations(dir.path()).len(), 2);
+}
+
+#[test]
+fn del_releases_files_written_before_ifname_was_recorded() {
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/24");
+    let net = dir.path().join(NETWORK);
+    std::fs::create_dir_all(&net).unwrap();
+    std::fs::write(net.join("10.9.0.7"), "old-id\n").unwrap();
+    let a = CniArgs::default();
+    ipam::check(&req("old-id", "eth0", &c, &a)).unwrap();
+    ipam::del(&req("old-id", "eth0", &c, &a)).unwrap();
+    assert!(reservations(dir.path()).is_empty());
+}
+
+#[test]
+fn del_of_a_network_never_used_succeeds_and_creates_nothing() {
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/24");
+    ipam::del(&req("c1", "eth0", &c, &CniArgs::default())).unwrap();
+    assert!(!dir.path().join(NETWORK).exists());
+}
+
+#[test]
+fn del_works_when_the_ranges_no_longer_validate() {
+    let dir = TempDir::new().unwrap();
+    let a = CniArgs::default();
+    let good = host_local(dir.path(), "10.9.0.0/24");
+    ipam::add(&req("c1", "eth0", &good, &a)).unwrap();
+    let broken = host_local(dir.path(), "10.9.0.0/33");
+    ipam::del(&req("c1", "eth0", &broken, &a)).unwrap();
+    assert!(reservations(dir.path()).is_empty());
+}
+
+#[test]
+fn check_finds_the_reservation_until_del() {
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/24");
+    let a = CniArgs::default();
+    assert!(matches!(
+        ipam::check(&req("c1", "eth0", &c, &a)),
+        Err(IpamError::NotFound(_))
+    ));
+    ipam::add(&req("c1", "eth0", &c, &a)).unwrap();
+    ipam::check(&req("c1", "eth0", &c, &a)).unwrap();
+    ipam::del(&req("c1", "eth0", &c, &a)).unwrap();
+    let e = ipam::check(&req("c1", "eth0", &c, &a)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("failed to find address added by container c1")
+    );
+}
+
+#[test]
+fn second_add_for_the_same_interface_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/24");
+    let a = CniArgs::default();
+    ipam::add(&req("c1", "eth0", &c, &a)).unwrap();
+    let e = ipam::add(&req("c1", "eth0", &c, &a)).unwrap_err();
+    assert!(matches!(e, IpamError::Duplicate { .. }), "{e}");
+    assert_eq!(reservations(dir.path()).len(), 1);
+}
+
+#[test]
+fn invalid_confs_are_code_7_naming_the_key() {
+    let dir = TempDir::new().unwrap();
+    let a = CniArgs::default();
+    let key_of = |ipam: serde_json::Value| {
+        let c = conf(dir.path(), ipam);
+        let e = ipam::add(&req("c1", "eth0", &c, &a)).unwrap_err();
+        assert_eq!(e.code(), 7, "{e}");
+        match e {
+            IpamError::InvalidConfig { key, .. } => key,
+            other => panic!("expected invalid config, got {other}"),
+        }
+    };
+    let hl = |ranges: serde_json::Value| json!({"type": "host-local", "ranges": ranges});
+    assert_eq!(
+        key_of(hl(json!([[{"subnet": "10.0.0.0/33"}]]))),
+        "ipam.ranges[0][0].subnet"
+    );
+    assert_eq!(
+        key_of(hl(json!([[{"subnet": "10.0.0.0/31"}]]))),
+        "ipam.ranges[0][0].subnet"
+    );
+    assert_eq!(
+        key_of(hl(
+            json!([[{"subnet": "10.0.0.0/24", "gateway": "10.0.1.1"}]])
+        )),
+        "ipam.ranges[0][0].gateway"
+    );
+    assert_eq!(
+        key_of(hl(
+            json!([[{"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.20", "rangeEnd": "10.0.0.10"}]])
+        )),
+        "ipam.ranges[0][0].rangeStart"
+    );
+    assert_eq!(
+        key_of(hl(
+            json!([[{"subnet": "10.0.0.0/24", "rangeStart": "10.0.5.20"}]])
+        )),
+        "ipam.ranges[0][0].rangeStart"
+    );
+    assert_eq!(
+        key_of(hl(
+            json!([[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.0.0.0/25"}]])
+        )),
+        "ipam.ranges[1]"
+    );
+    assert_eq!(
+        key_of(hl(
+            json!([[{"subnet": "10.0.0.0/24"}, {"subnet": "10.0.0.128/25"}]])
+        )),
+        "ipam.ranges[0][1]"
+    );
+    assert_eq!(
+        key_of(hl(
+            json!([[{"subnet": "10.0.0.0/24"}, {"subnet": "fd00::/64"}]])
+        )),
+        "ipam.ranges[0][1]"
+    );
+    assert_eq!(key_of(hl(json!([[]]))), "ipam.ranges[0]");
+    assert_eq!(key_of(json!({"type": "host-local"})), "ipam.ranges");
+    assert_eq!(
+        key_of(
+            json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24"}]], "routes": [{"gw": "10.0.0.1"}]})
+        ),
+        "ipam.routes[0].dst"
+    );
+    // No dataDir entry was created for any of them.
+    assert!(!dir.path().join(NETWORK).exists());
+}
+
+#[test]
+fn unknown_type_and_builtin_names() {
+    assert!(ipam::is_builtin("host-local"));
+    assert!(ipam::is_builtin("static"));
+    assert!(!ipam::is_builtin("dhcp"));
+    let dir = TempDir::new().unwrap();
+    let c = conf(dir.path(), json!({"type": "dhcp"}));
+    let e = ipam::add(&req("c1", "eth0", &c, &CniArgs::default())).unwrap_err();
+    assert!(matches!(e, IpamError::UnknownType(ref t) if t == "dhcp"));
+    assert_eq!(e.code(), 7);
+}
+
+#[test]
+fn resolv_conf_becomes_the_dns_of_the_result() {
+    let dir = TempDir::new().unwrap();
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "# comment\nnameserver 10.0.0.53\nnameserver 10.0.0.54\ndomain example.org\nsearch a.example b.example\noptions ndots:2\n",
+    )
+    .unwrap();
+    let c = conf(
+        dir.path(),
+        json!({"type": "host-local", "ranges": [[{"subnet": "10.9.0.0/24"}]], "resolvConf": resolv}),
+    );
+    let r = ipam::add(&req("c1", "eth0", &c, &CniArgs::default())).unwrap();
+    assert_eq!(r.dns.nameservers, ["10.0.0.53", "10.0.0.54"]);
+    assert_eq!(r.dns.domain.as_deref(), Some("example.org"));
+    assert_eq!(r.dns.search, ["a.example", "b.example"]);
+    assert_eq!(r.dns.options, ["ndots:2"]);
+
+    let missing = conf(
+        dir.path(),
+        json!({"type": "host-local", "ranges": [[{"subnet": "10.9.0.0/24"}]], "resolvConf": "/nonexistent/resolv.conf"}),
+    );
+    let e = ipam::add(&req("c2", "eth0", &missing, &CniArgs::default())).unwrap_err();
+    assert_eq!(e.code(), Code::Io.as_u32());
+    assert!(!ErrorObject::from(&e).details.is_empty());
+}
+
+#[test]
+fn concurrent_adds_fill_the_pool_exactly_once() {
+    let dir = TempDir::new().unwrap();
+    // 10.9.0.0/26: .1 is the gateway, .63 broadcast, so .2 ..= .62 are 61 addresses.
+    let c = Arc::new(host_local(dir.path(), "10.9.0.0/26"));
+    let start = Arc::new(Barrier::new(64));
+    let handles: Vec<_> = (0..64)
+        .map(|i| {
+            let (c, start) = (Arc::clone(&c), Arc::clone(&start));
+            std::thread::spawn(move || {
+                let id = format!("container-{i}");
+                let a = CniArgs::default();
+                start.wait();
+                ipam::add(&req(&id, "eth0", &c, &a)).map(|r| addrs(&r))
+            })
+        })
+        .collect();
+    let mut got = HashSet::new();
+    let mut failures = 0;
+    for h in handles {
+        match h.join().unwrap() {
+            Ok(a) => assert!(
+                got.insert(a[0].clone()),
+                "address {} handed out twice",
+                a[0]
+            ),
+            Err(e) => {
+                assert!(
+                    e.to_string()
+                        .contains("no IP addresses available in range set"),
+                    "{e}"
+                );
+                failures += 1;
+            }
+        }
+    }
+    assert_eq!(got.len(), 61);
+    assert_eq!(failures, 3);
+    assert_eq!(reservations(dir.path()).len(), 61);
+}
+
+#[test]
+fn lock_is_a_flock_that_other_processes_respect() {
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/24");
+    let a = CniArgs::default();
+    ipam::add(&req("c0", "eth0", &c, &a)).unwrap();
+    let lock = dir.path().join(NETWORK).join("lock");
+    // util-linux flock(1) takes flock(2), the call Go's go-filemutex makes.
+    let mut holder = std::process::Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "0.6"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let t = std::time::Instant::now();
+    ipam::add(&req("c1", "eth0", &c, &a)).unwrap();
+    let waited = t.elapsed();
+    holder.wait().unwrap();
+    assert!(
+        waited >= std::time::Duration::from_millis(300),
+        "ADD did not wait for the lock: {waited:?}"
+    );
+}

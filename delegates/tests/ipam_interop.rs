@@ -1,0 +1,157 @@
+//! The built-in host-local and the reference `/usr/lib/cni/host-local` on one dataDir:
+//! same order, no collisions, each releases and checks the other's reservations, and
+//! their locks exclude each other under concurrency.
+#![allow(clippy::unwrap_used)]
+
+mod ipam_support;
+
+use cni::args::CniArgs;
+use delegates::ipam;
+use ipam_support::{addrs, conf, host_local, reference, reference_addrs, req, reservations};
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::{Arc, Barrier};
+use tempfile::TempDir;
+
+#[test]
+fn alternating_allocations_continue_one_sequence() {
+    let dir = TempDir::new().unwrap();
+    let c = conf(
+        dir.path(),
+        json!({"type": "host-local",
+            "ranges": [[{"subnet": "10.9.0.0/24"}], [{"subnet": "fd00::/64"}]]}),
+    );
+    let a = CniArgs::default();
+    let mut got = Vec::new();
+    for i in 0..8 {
+        let id = format!("c{i}");
+        let ips = if i % 2 == 0 {
+            addrs(&ipam::add(&req(&id, "eth0", &c, &a)).unwrap())
+        } else {
+            reference_addrs(&reference("host-local", "ADD", &id, "eth0", &c, "").unwrap())
+        };
+        got.push(ips);
+    }
+    let want: Vec<Vec<String>> = (2..10)
+        .map(|n| vec![format!("10.9.0.{n}/24"), format!("fd00::{n}/64")])
+        .collect();
+    assert_eq!(got, want);
+    // Both wrote the same file format.
+    for (i, (_, content)) in reservations(dir.path()).iter().take(8).enumerate() {
+        assert_eq!(content, &format!("c{i}\r\neth0"));
+    }
+}
+
+#[test]
+fn each_side_releases_the_others_reservations() {
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/24");
+    let a = CniArgs::default();
+    ipam::add(&req("ours", "eth0", &c, &a)).unwrap();
+    reference("host-local", "ADD", "theirs", "eth0", &c, "").unwrap();
+    assert_eq!(reservations(dir.path()).len(), 2);
+
+    // Each CHECKs the other's reservation.
+    ipam::check(&req("theirs", "eth0", &c, &a)).unwrap();
+    reference("host-local", "CHECK", "ours", "eth0", &c, "").unwrap();
+
+    ipam::del(&req("theirs", "eth0", &c, &a)).unwrap();
+    let left: Vec<String> = reservations(dir.path())
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(left, ["ours\r\neth0"]);
+    reference("host-local", "DEL", "ours", "eth0", &c, "").unwrap();
+    assert!(reservations(dir.path()).is_empty());
+    assert!(reference("host-local", "CHECK", "ours", "eth0", &c, "").is_err());
+}
+
+#[test]
+fn requested_address_held_by_the_other_side_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/24");
+    reference("host-local", "ADD", "theirs", "eth0", &c, "IP=10.9.0.77").unwrap();
+    let want = CniArgs::parse("IP=10.9.0.77").unwrap();
+    let e = ipam::add(&req("ours", "eth0", &c, &want)).unwrap_err();
+    assert!(e.to_string().contains("10.9.0.77 is not available"), "{e}");
+
+    ipam::add(&req(
+        "ours",
+        "eth0",
+        &c,
+        &CniArgs::parse("IP=10.9.0.78").unwrap(),
+    ))
+    .unwrap();
+    let err = reference("host-local", "ADD", "theirs2", "eth0", &c, "IP=10.9.0.78").unwrap_err();
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not available")
+            || err["details"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not available"),
+        "{err}"
+    );
+}
+
+#[test]
+fn exhaustion_message_matches_the_reference() {
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/30");
+    ipam::add(&req("ours", "eth0", &c, &CniArgs::default())).unwrap();
+    let theirs = reference("host-local", "ADD", "theirs", "eth0", &c, "").unwrap_err();
+    let ours = ipam::add(&req("ours2", "eth0", &c, &CniArgs::default())).unwrap_err();
+    let text = |v: &serde_json::Value| {
+        format!(
+            "{}: {}",
+            v["msg"].as_str().unwrap_or_default(),
+            v["details"].as_str().unwrap_or_default()
+        )
+    };
+    assert!(
+        text(&theirs).contains(&ours.to_string()),
+        "reference said {theirs}, built-in said {ours}"
+    );
+}
+
+#[test]
+fn concurrent_mixed_adds_never_collide() {
+    let dir = TempDir::new().unwrap();
+    // 10.9.0.0/27: .2 ..= .30 are 29 addresses for 32 contenders.
+    let c = Arc::new(host_local(dir.path(), "10.9.0.0/27"));
+    let start = Arc::new(Barrier::new(32));
+    let handles: Vec<_> = (0..32)
+        .map(|i| {
+            let (c, start) = (Arc::clone(&c), Arc::clone(&start));
+            std::thread::spawn(move || {
+                let id = format!("c{i}");
+                start.wait();
+                if i % 2 == 0 {
+                    ipam::add(&req(&id, "eth0", &c, &CniArgs::default()))
+                        .map(|r| addrs(&r)[0].clone())
+                        .map_err(|e| e.to_string())
+                } else {
+                    reference("host-local", "ADD", &id, "eth0", &c, "")
+                        .map(|v| reference_addrs(&v)[0].clone())
+                        .map_err(|e| e.to_string())
+                }
+            })
+        })
+        .collect();
+    let mut got = HashSet::new();
+    let mut failures = Vec::new();
+    for h in handles {
+        match h.join().unwrap() {
+            Ok(a) => assert!(got.insert(a.clone()), "address {a} handed out twice"),
+            Err(e) => failures.push(e),
+        }
+    }
+    assert_eq!(got.len(), 29, "failures: {failures:?}");
+    assert_eq!(failures.len(), 3);
+    for f in &failures {
+        assert!(f.contains("no IP addresses available"), "{f}");
+    }
+    assert_eq!(reservations(dir.path()).len(), 29);
+}
