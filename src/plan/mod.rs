@@ -19,6 +19,13 @@
 //!   `cni-args.ips` also needs the `ips` capability, since host-local honours it the same way.
 //! - `ipam-claim-reference` (NPWG v1.3 §8) travels as `args.cni["ipam-claim-reference"]`,
 //!   which IPAM plugins that know IPAMClaims read and others ignore.
+//! - A cluster network picked by `v1.multus-cni.io/default-network` carries a selection too:
+//!   its requests are checked the same way and win over the runtime's value for the same
+//!   capability; its `interface`, if any, must be the runtime's `CNI_IFNAME`.
+//! - A `runtimeConfig` written in the NAD itself is replaced when there is something to
+//!   inject and kept otherwise, as libcni does.
+//! - Plugin `type`/`ipam.type` must be bare names and the network name must pass libcni's
+//!   rule, so nothing from a NAD can become a path.
 //! - A device ID from the NAD's resource (trusted: it comes from the device plugin) is set as
 //!   `deviceID`/`pciBusID` on every plugin, as Multus does for SR-IOV, and offered as the
 //!   `deviceID` capability; the selection's own `deviceID` is used only when there is none.

@@ -358,3 +358,97 @@ proptest! {
         }
     }
 }
+
+/// Values worth throwing at any key: valid ones for some keys, wrong types, edge cases.
+fn any_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        Just(Value::from("")),
+        Just(Value::from("net-a")),
+        Just(Value::from("Net_A")),
+        Just(Value::from("eth0")),
+        Just(Value::from("lo")),
+        Just(Value::from("02:23:45:67:89:ab")),
+        Just(Value::from("ff:ff:ff:ff:ff:ff")),
+        Just(Value::from("24:8a:07:03:00:8d:ae:2f")),
+        Just(Value::from("10.1.0.5/24")),
+        Just(Value::from("10.1.0.5/33")),
+        Just(Value::from("fe80::1%eth0")),
+        Just(Value::from(0)),
+        Just(Value::from(-1)),
+        Just(Value::from(80)),
+        Just(Value::from(70000)),
+        Just(Value::from(1.5)),
+        Just(Value::from(true)),
+        "\\PC{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(2, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec(
+                (
+                    prop_oneof![
+                        Just("hostPort".to_string()),
+                        Just("containerPort".to_string()),
+                        Just("protocol".to_string()),
+                        Just("ingressRate".to_string()),
+                        "[a-z]{1,6}"
+                    ],
+                    inner
+                ),
+                0..4
+            )
+            .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+fn any_element() -> impl Strategy<Value = Value> {
+    let key = prop_oneof![
+        Just("name"),
+        Just("namespace"),
+        Just("interface"),
+        Just("interfaceRequest"),
+        Just("ips"),
+        Just("mac"),
+        Just("default-route"),
+        Just("portMappings"),
+        Just("bandwidth"),
+        Just("cni-args"),
+        Just("infiniband-guid"),
+        Just("ipam-claim-reference"),
+        Just("deviceID"),
+        Just("x.example.com/other"),
+    ];
+    prop::collection::vec((key, any_value()), 0..6)
+        .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_json_elements_are_validated_or_refused(
+        list in prop::collection::vec(any_element(), 0..4)
+    ) {
+        let text = Value::Array(list).to_string();
+        match parse_networks(&text, "pod-ns") {
+            Err(e) => {
+                prop_assert_eq!(e.code(), 7);
+                prop_assert!(e.to_string().starts_with("annotation k8s.v1.cni.cncf.io/networks: "));
+            }
+            Ok(sels) => {
+                for s in sels {
+                    prop_assert!(fields::dns_subdomain(&s.name).is_ok());
+                    prop_assert!(fields::dns_label(&s.namespace).is_ok());
+                    if let Some(m) = &s.mac {
+                        prop_assert_eq!(fields::mac(m), Ok(m.clone()));
+                    }
+                    for ip in &s.ips {
+                        prop_assert!(fields::ip_with_prefix(ip).is_ok());
+                    }
+                    prop_assert!(s.ips.is_empty() || s.ipam_claim_reference.is_none());
+                    prop_assert!(s.interface.as_ref().is_none_or(|i| i.as_str() != "lo"));
+                }
+            }
+        }
+    }
+}
