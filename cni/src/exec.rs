@@ -115,7 +115,7 @@ pub enum ExecError {
         plugin: PathBuf,
         command: String,
         /// The plugin's own error object, code and all.
-        error: ErrorObject,
+        error: Box<ErrorObject>,
     },
     #[error("plugin {} {command}: {status} without a CNI error on stdout", .plugin.display())]
     Exit {
@@ -234,7 +234,7 @@ pub fn run(plugin: &Path, req: &ExecRequest) -> Result<Vec<u8>, ExecError> {
             Ok(error) => ExecError::Plugin {
                 plugin,
                 command,
-                error,
+                error: Box::new(error),
             },
             Err(_) => ExecError::Exit {
                 plugin,
@@ -350,12 +350,12 @@ mod tests {
         let err = ExecError::Plugin {
             plugin: PathBuf::from("/usr/lib/cni/bridge"),
             command: "ADD".to_string(),
-            error: ErrorObject {
+            error: Box::new(ErrorObject {
                 cni_version: "1.0.0".to_string(),
                 code: 7,
                 msg: "bad bridge".to_string(),
                 details: "no such master".to_string(),
-            },
+            }),
         };
         assert_eq!(err.code(), 100);
         assert_eq!(err.details(), "code 7: bad bridge (no such master)");

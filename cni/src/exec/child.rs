@@ -170,12 +170,9 @@ fn start_threads(
         .spawn(move || {
             // WNOWAIT leaves the leader a zombie, so its pid stays reserved until the
             // supervisor reaps it (see the module docs).
-            loop {
-                match waitid(Id::Pid(group), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-                    Err(Errno::EINTR) => continue,
-                    _ => break,
-                }
-            }
+            while let Err(Errno::EINTR) =
+                waitid(Id::Pid(group), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+            {}
             let _ = tx.send(Event::LeaderExited);
         })?;
     Ok(())
@@ -219,7 +216,7 @@ mod tests {
 
     #[test]
     fn read_capped_stops_one_byte_past_the_cap() {
-        let data = vec![b'x'; 100];
+        let data = [b'x'; 100];
         assert_eq!(read_capped(&data[..], 10).unwrap().len(), 11);
         assert_eq!(read_capped(&data[..], 100).unwrap().len(), 100);
     }
