@@ -1,1 +1,110 @@
-fn main() {}
+//! ADD+DEL cycle of one pod with a cluster network (bridge + host-local) and N secondary
+//! macvlan + host-local networks (N = 1, 4, 16), through the real `plexus` binary, against a
+//! baseline measured in the same run: the same reference plugins exec'd in sequence directly,
+//! as a runtime without a meta plugin would. Rounds are interleaved so drift hits both alike.
+//!
+//! `cargo bench --bench cycle` (as root). `PLEXUS_BENCH_ROUNDS` sets the rounds (default 15).
+#![allow(clippy::unwrap_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn exec_plugin(plugin: &str, command: &str, cid: &str, netns: &str, ifname: &str, conf: &Value) {
+    let mut child = Command::new(format!("{REFERENCE_PLUGINS}/{plugin}"))
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", cid)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", ifname)
+        .env("CNI_PATH", REFERENCE_PLUGINS)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn reference plugin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&serde_json::to_vec(conf).expect("json"))
+        .expect("write conf");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{plugin} {command}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn median(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64() * 1000.0
+}
+
+fn main() {
+    enter_node_netns();
+    let rounds: usize = std::env::var("PLEXUS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(15);
+    let w = World::new();
+    sh("ip link add upl0 type bridge && ip link set upl0 up");
+    let cluster = w.bridge_conf("cluster", "cni-bench", "10.88.0.0/16");
+    let conf = w.plexus_conf(&cluster, json!({}));
+    let secondaries: Vec<Value> = (1..=16)
+        .map(|i| w.macvlan_conf(&format!("m{i}"), "upl0", &format!("10.{}.0.0/16", 100 + i)))
+        .collect();
+    for (i, c) in secondaries.iter().enumerate() {
+        w.nad("default", &format!("m{}", i + 1), c);
+    }
+    println!("ADD+DEL cycle, median of {rounds} rounds, milliseconds");
+    println!(
+        "{:>3}  {:>10}  {:>22}  {:>6}",
+        "N", "plexus", "reference exec'd (base)", "ratio"
+    );
+    for n in [1usize, 4, 16] {
+        let networks: Vec<String> = (1..=n).map(|i| format!("m{i}")).collect();
+        w.pod("default", &format!("p{n}"), &networks.join(","));
+        let mut plexus = Vec::new();
+        let mut base = Vec::new();
+        for round in 0..rounds {
+            let pod = PodNs::new();
+            let cid = format!("bench-{n}-{round}");
+            let add = Call::new("ADD", &cid, Some(&pod.path), &w).pod("default", &format!("p{n}"));
+            let started = Instant::now();
+            add.run_json(&conf).ok();
+            Call {
+                command: "DEL".into(),
+                ..add
+            }
+            .run_json(&conf)
+            .ok();
+            plexus.push(started.elapsed());
+            drop(pod);
+
+            let pod = PodNs::new();
+            let ns = pod.path.display().to_string();
+            let cid = format!("base-{n}-{round}");
+            let started = Instant::now();
+            exec_plugin("bridge", "ADD", &cid, &ns, "eth0", &cluster);
+            for (i, c) in secondaries.iter().take(n).enumerate() {
+                exec_plugin("macvlan", "ADD", &cid, &ns, &format!("net{}", i + 1), c);
+            }
+            for (i, c) in secondaries.iter().take(n).enumerate().rev() {
+                exec_plugin("macvlan", "DEL", &cid, &ns, &format!("net{}", i + 1), c);
+            }
+            exec_plugin("bridge", "DEL", &cid, &ns, "eth0", &cluster);
+            base.push(started.elapsed());
+            drop(pod);
+        }
+        let (p, b) = (median(plexus), median(base));
+        println!("{n:>3}  {p:>10.1}  {b:>22.1}  {:>6.2}", p / b);
+    }
+    w.assert_clean(None);
+}

@@ -13,3 +13,5 @@ pub mod plan;
 pub mod selection;
 pub mod status;
 pub mod store;
+
+pub use error::Error;

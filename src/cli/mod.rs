@@ -1,1 +1,294 @@
-//! cli
+//! The two front doors: CNI mode (`cni_main`, env + stdin as the runtime gives them) and the
+//! command line (`plexus version`, `plexus exec ...`), which builds the same invocation and
+//! calls the same commands.
+
+mod table;
+
+use crate::commands::{self, NETWORKS_ANNOTATION, Report};
+use crate::conf::PlexusConf;
+use crate::env::{Command, Invocation};
+use crate::store::{Nad, NetworkStore, Pod, StoreError};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Runs one CNI operation. Returns the exit code and what goes on stdout (a result, a
+/// VERSION answer, or an error object).
+pub fn cni_main(
+    get: impl Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+) -> (u8, Option<String>) {
+    let inv = match Invocation::from_env(&get) {
+        Ok(i) => i,
+        Err(e) => {
+            let err = crate::Error::from(e);
+            return (1, Some(err.to_object("").to_json()));
+        }
+    };
+    let mut buf = Vec::new();
+    let limit = cni::netconf::MAX_CONF_BYTES as u64 + 1;
+    if let Err(e) = stdin.take(limit).read_to_end(&mut buf) {
+        let obj = cni::ErrorObject::new(cni::Code::Io, format!("read stdin: {e}"), "");
+        return (1, Some(obj.to_json()));
+    }
+    if inv.command == Command::Version {
+        // VERSION must answer even for a conf Plexus could not otherwise use.
+        let requested = cni::netconf::parse_object(&buf)
+            .ok()
+            .and_then(|m| {
+                m.get("cniVersion")
+                    .and_then(|v| v.as_str().map(String::from))
+            })
+            .unwrap_or_else(|| cni::Version::LATEST.to_string());
+        return (0, Some(cni::Version::version_info(&requested).to_string()));
+    }
+    let conf = match PlexusConf::parse(&buf) {
+        Ok(c) => c,
+        Err(e) => {
+            let version = cni::netconf::parse_object(&buf)
+                .ok()
+                .and_then(|m| {
+                    m.get("cniVersion")
+                        .and_then(|v| v.as_str().map(String::from))
+                })
+                .unwrap_or_default();
+            return (1, Some(crate::Error::from(e).to_object(&version).to_json()));
+        }
+    };
+    crate::log::init(&conf);
+    tracing::debug!(
+        command = inv.command.as_str(),
+        container = inv.container_id(),
+        "invoked"
+    );
+    match execute(&inv, &conf, None) {
+        Ok(report) => (0, report.stdout.map(|v| v.to_string())),
+        Err(e) => {
+            tracing::error!(command = inv.command.as_str(), container = inv.container_id(), error = %e, "failed");
+            (1, Some(e.to_object(&conf.cni_version_str).to_json()))
+        }
+    }
+}
+
+/// Opens the store the conf names (DEL goes on without one: it works from the journal) and
+/// runs the command.
+fn execute(
+    inv: &Invocation,
+    conf: &PlexusConf,
+    overlay: Option<&Overlay>,
+) -> Result<Report, crate::Error> {
+    let store = match commands::open_store(conf) {
+        Ok(s) => s,
+        Err(e) if inv.command == Command::Del => {
+            tracing::warn!(error = %e, "store unavailable; DEL works from the journal");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    match overlay {
+        Some(o) => {
+            let wrapped = Overlay {
+                inner: store,
+                pod: o.pod.clone(),
+            };
+            commands::run(inv, conf, Some(&wrapped))
+        }
+        None => commands::run(inv, conf, store.as_deref()),
+    }
+}
+
+/// A store whose pod is the one given on the command line (`--pod`, `--networks`), with NADs
+/// from the conf's store.
+struct Overlay {
+    inner: Option<Box<dyn NetworkStore>>,
+    pod: Pod,
+}
+
+impl NetworkStore for Overlay {
+    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, StoreError> {
+        if namespace == self.pod.namespace && name == self.pod.name {
+            return Ok(Some(self.pod.clone()));
+        }
+        match &self.inner {
+            Some(s) => s.pod(namespace, name),
+            None => Ok(None),
+        }
+    }
+    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, StoreError> {
+        match &self.inner {
+            Some(s) => s.nad(namespace, name),
+            None => Ok(None),
+        }
+    }
+    fn kind(&self) -> &'static str {
+        "command-line overlay"
+    }
+}
+
+#[derive(Parser)]
+#[command(name = "plexus", version, about = "Multi-network CNI meta-plugin")]
+struct Cli {
+    #[command(subcommand)]
+    command: CliCommand,
+}
+
+#[derive(Subcommand)]
+enum CliCommand {
+    /// Print the plexus version and the CNI versions it speaks.
+    Version,
+    /// Run a CNI operation by hand, through the same code path as the runtime's (cnitool-like).
+    Exec(ExecArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Verb {
+    Add,
+    Del,
+    Check,
+    Status,
+    Gc,
+}
+
+#[derive(clap::Args)]
+struct ExecArgs {
+    verb: Verb,
+    /// Network namespace: a name under /run/netns or an absolute path.
+    #[arg(long)]
+    netns: Option<String>,
+    /// The pod, as namespace/name (or just name, in "default").
+    #[arg(long)]
+    pod: Option<String>,
+    /// Overrides the pod's k8s.v1.cni.cncf.io/networks annotation.
+    #[arg(long)]
+    networks: Option<String>,
+    /// The Plexus conf.
+    #[arg(long, default_value = "/etc/cni/net.d/00-plexus.conf")]
+    conf: PathBuf,
+    /// Container ID; derived from the netns when not given.
+    #[arg(long)]
+    container_id: Option<String>,
+    #[arg(long, default_value = "eth0")]
+    ifname: String,
+    /// Delegate search path.
+    #[arg(long, env = "CNI_PATH", default_value = "/opt/cni/bin:/usr/lib/cni")]
+    cni_path: String,
+    /// For GC: the attachments that are still valid, as containerID/ifname.
+    #[arg(long = "valid")]
+    valid: Vec<String>,
+    /// Print JSON instead of the summary table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        CliCommand::Version => {
+            println!("plexus {}", env!("CARGO_PKG_VERSION"));
+            let versions: Vec<&str> = cni::Version::ALL.iter().map(|v| v.as_str()).collect();
+            println!("CNI versions: {}", versions.join(", "));
+            ExitCode::SUCCESS
+        }
+        CliCommand::Exec(args) => match exec(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(obj) => {
+                if args.json {
+                    println!("{}", obj.to_json());
+                } else {
+                    eprintln!("plexus: error {}: {}", obj.code, obj.msg);
+                    if !obj.details.is_empty() {
+                        eprintln!("  details: {}", obj.details);
+                    }
+                }
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+fn exec(args: &ExecArgs) -> Result<(), cni::ErrorObject> {
+    let fail = |code: cni::Code, msg: String| cni::ErrorObject::new(code, msg, "");
+    let bytes = std::fs::read(&args.conf)
+        .map_err(|e| fail(cni::Code::Io, format!("read {}: {e}", args.conf.display())))?;
+    let mut conf = PlexusConf::parse(&bytes).map_err(|e| crate::Error::from(e).to_object(""))?;
+    let netns = args.netns.as_ref().map(|n| {
+        if n.starts_with('/') {
+            PathBuf::from(n)
+        } else {
+            PathBuf::from("/run/netns").join(n)
+        }
+    });
+    let (pod_ns, pod_name) = match args.pod.as_deref() {
+        Some(p) => match p.split_once('/') {
+            Some((ns, name)) => (ns.to_string(), name.to_string()),
+            None => ("default".to_string(), p.to_string()),
+        },
+        None => ("default".to_string(), "plexus-exec".to_string()),
+    };
+    let container_id = args.container_id.clone().unwrap_or_else(|| {
+        let basis = netns
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(basis.as_bytes());
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("plexus-exec-{hex}")
+    });
+    let verb = match args.verb {
+        Verb::Add => "ADD",
+        Verb::Del => "DEL",
+        Verb::Check => "CHECK",
+        Verb::Status => "STATUS",
+        Verb::Gc => "GC",
+    };
+    if matches!(args.verb, Verb::Gc) {
+        let valid: Vec<serde_json::Value> = args
+            .valid
+            .iter()
+            .filter_map(|v| v.split_once('/'))
+            .map(|(c, i)| serde_json::json!({"containerID": c, "ifname": i}))
+            .collect();
+        conf.raw.insert(
+            "cni.dev/valid-attachments".into(),
+            serde_json::Value::Array(valid),
+        );
+    }
+    let cni_args = format!("IgnoreUnknown=true;K8S_POD_NAMESPACE={pod_ns};K8S_POD_NAME={pod_name}");
+    let netns_str = netns.as_ref().map(|p| p.display().to_string());
+    let env = |k: &str| -> Option<String> {
+        match k {
+            "CNI_COMMAND" => Some(verb.to_string()),
+            "CNI_CONTAINERID" => Some(container_id.clone()),
+            "CNI_NETNS" => netns_str.clone(),
+            "CNI_IFNAME" => Some(args.ifname.clone()),
+            "CNI_ARGS" => Some(cni_args.clone()),
+            "CNI_PATH" => Some(args.cni_path.clone()),
+            _ => None,
+        }
+    };
+    let inv = Invocation::from_env(env).map_err(|e| crate::Error::from(e).to_object(""))?;
+    crate::log::init(&conf);
+    let overlay = args.networks.as_ref().map(|n| Overlay {
+        inner: None,
+        pod: Pod {
+            namespace: pod_ns.clone(),
+            name: pod_name.clone(),
+            uid: None,
+            annotations: [(NETWORKS_ANNOTATION.to_string(), n.clone())].into(),
+        },
+    });
+    let report =
+        execute(&inv, &conf, overlay.as_ref()).map_err(|e| e.to_object(&conf.cni_version_str))?;
+    if args.json {
+        let out = serde_json::json!({
+            "result": report.stdout,
+            "attachments": report.attachments,
+            "networkStatus": report.network_status,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        print!("{}", table::render(verb, &container_id, &report));
+    }
+    Ok(())
+}

@@ -1,1 +1,86 @@
-//! commands
+//! The CNI commands: ADD, DEL, CHECK, GC, STATUS, VERSION. Each takes the validated
+//! invocation, the Plexus conf and the store, and returns what goes on stdout. The CLI's
+//! `plexus exec` calls the same functions as the runtime's exec of the binary.
+
+mod add;
+mod del;
+mod maintenance;
+mod resolve;
+
+pub use resolve::{NETWORKS_ANNOTATION, ResolveError, network_by_reference, open_store, resolve};
+
+use crate::cache::{Journal, JournaledAttachment};
+use crate::conf::PlexusConf;
+use crate::env::{Command, Invocation};
+use crate::store::NetworkStore;
+use cni::CniResult;
+use cni::netconf::NetConfList;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Longest wait for another operation on the same container to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// What one attachment ended up as, for the CLI's summary table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttachmentReport {
+    pub network: String,
+    pub ifname: String,
+    pub ips: Vec<String>,
+    pub mac: Option<String>,
+    pub delegates: Vec<String>,
+    pub millis: u128,
+}
+
+/// What a command produced.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The JSON document for stdout, if the command prints one.
+    pub stdout: Option<Value>,
+    pub attachments: Vec<AttachmentReport>,
+    pub network_status: Option<Value>,
+}
+
+pub fn run(
+    inv: &Invocation,
+    conf: &PlexusConf,
+    store: Option<&dyn NetworkStore>,
+) -> Result<Report, crate::Error> {
+    match inv.command {
+        Command::Version => Ok(Report {
+            stdout: Some(cni::Version::version_info(&conf.cni_version_str)),
+            ..Report::default()
+        }),
+        Command::Add => add::add(inv, conf, store),
+        Command::Del => del::del(inv, conf, store).map(|()| Report::default()),
+        Command::Check => maintenance::check(inv, conf).map(|()| Report::default()),
+        Command::Gc => maintenance::gc(inv, conf, store).map(|()| Report::default()),
+        Command::Status => maintenance::status(inv, conf, store).map(|()| Report::default()),
+    }
+}
+
+/// Plugin types that must never be exec'd as a delegate: Plexus itself.
+fn forbidden(conf: &PlexusConf) -> Vec<&str> {
+    let mut f = vec!["plexus"];
+    if conf.plugin_type != "plexus" {
+        f.push(conf.plugin_type.as_str());
+    }
+    f
+}
+
+/// A journaled attachment's conflist and cached result, as DEL and CHECK need them.
+fn journaled_parts(a: &JournaledAttachment) -> (Option<NetConfList>, Option<CniResult>) {
+    let list = match &a.conf {
+        Value::Object(m) => NetConfList::from_map(m.clone()).ok(),
+        _ => None,
+    };
+    let result = a
+        .result
+        .as_ref()
+        .and_then(|r| CniResult::parse(r, cni::Version::V1_1_0).ok());
+    (list, result)
+}
+
+fn journal(conf: &PlexusConf) -> Result<Journal, crate::Error> {
+    Ok(Journal::open(&conf.cni_dir)?)
+}

@@ -354,9 +354,7 @@ impl Reader<'_> {
         match self.0.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => match n.as_f64() {
-                Some(f) if f.is_finite() && f >= 0.0 && f <= 86_400.0 => {
-                    Ok(Some(Duration::from_secs_f64(f)))
-                }
+                Some(f) if (0.0..=86_400.0).contains(&f) => Ok(Some(Duration::from_secs_f64(f))),
                 _ => Err(ConfError::Invalid {
                     key,
                     reason: format!("{n} is not a number of seconds in 0..=86400"),

@@ -1,1 +1,259 @@
-//! invoke
+//! Running one attachment's delegate chain: each plugin of the conflist in order on ADD (the
+//! previous plugin's result as `prevResult`), in reverse on DEL (the chain's cached result as
+//! `prevResult`), CHECK with the cached result. The meta plugin does not care whether a
+//! plugin runs in-process or as a binary: [`Delegate`] decides.
+
+use cni::exec::{ExecError, ExecRequest};
+use cni::netconf::{NetConf, NetConfList};
+use cni::{CniResult, ErrorObject, Version};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("network {network}: {plugin} {command}: {source}")]
+    Exec {
+        network: String,
+        plugin: String,
+        command: &'static str,
+        #[source]
+        source: Box<ExecError>,
+    },
+    #[error("network {network}: {plugin}: {source}")]
+    Unresolved {
+        network: String,
+        plugin: String,
+        #[source]
+        source: Box<ExecError>,
+    },
+    #[error("network {network}: {plugin} {command} returned an unreadable result: {reason}")]
+    BadResult {
+        network: String,
+        plugin: String,
+        command: &'static str,
+        reason: String,
+    },
+    #[error("network {network}: {plugin} {command}: {error}")]
+    Builtin {
+        network: String,
+        plugin: String,
+        command: &'static str,
+        error: Box<ErrorObject>,
+    },
+}
+
+impl InvokeError {
+    /// True when the chain failed before any of its plugins ran (a plugin could not be
+    /// found or was refused), so there is nothing on the node to undo.
+    pub fn nothing_ran(&self) -> bool {
+        matches!(self, InvokeError::Unresolved { .. })
+    }
+
+    pub fn code(&self) -> u32 {
+        match self {
+            InvokeError::Exec { source, .. } | InvokeError::Unresolved { source, .. } => {
+                source.code()
+            }
+            InvokeError::BadResult { .. } => cni::Code::DelegateFailed.as_u32(),
+            InvokeError::Builtin { error, .. } => match error.code {
+                // In-process delegates speak Plexus's codes directly.
+                7 | 11 | 103 | 5 => error.code,
+                _ => cni::Code::DelegateFailed.as_u32(),
+            },
+        }
+    }
+
+    /// The delegate's own words, kept for the runtime (DESIGN.md: code 100 keeps them).
+    pub fn details(&self) -> String {
+        match self {
+            InvokeError::Exec { source, .. } | InvokeError::Unresolved { source, .. } => {
+                source.details()
+            }
+            InvokeError::BadResult { reason, .. } => reason.clone(),
+            InvokeError::Builtin { error, .. } => error.to_string(),
+        }
+    }
+}
+
+/// Where a plugin's code comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delegate {
+    Exec(PathBuf),
+}
+
+/// Everything about one attachment that is not its conf.
+#[derive(Debug, Clone)]
+pub struct Target<'a> {
+    pub network: &'a str,
+    pub container_id: &'a str,
+    pub netns: Option<&'a Path>,
+    pub ifname: &'a str,
+    pub cni_args: &'a str,
+    /// The delegate search path (binDir then CNI_PATH).
+    pub cni_path: &'a str,
+    pub timeout: Duration,
+    /// Plugin types that would recurse into Plexus.
+    pub forbidden: &'a [&'a str],
+}
+
+pub fn resolve(plugin_type: &str, t: &Target) -> Result<Delegate, ExecError> {
+    let dirs = cni::exec::split_path(t.cni_path);
+    cni::exec::find_plugin(plugin_type, &dirs, t.forbidden).map(Delegate::Exec)
+}
+
+fn plugin_types(list: &NetConfList) -> Vec<String> {
+    list.plugins
+        .iter()
+        .map(|p| p.plugin_type().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn call(
+    t: &Target,
+    plugin: &str,
+    command: &'static str,
+    conf: &NetConf,
+) -> Result<Vec<u8>, InvokeError> {
+    let wrap = |source| InvokeError::Exec {
+        network: t.network.to_string(),
+        plugin: plugin.to_string(),
+        command,
+        source: Box::new(source),
+    };
+    let Delegate::Exec(path) = resolve(plugin, t).map_err(wrap)?;
+    // A DEL into a namespace that no longer exists still has to run (IPAM release must not
+    // depend on the netns, SPEC.md DEL); the reference plugins take an empty CNI_NETNS then.
+    let netns = t.netns.filter(|p| command != "DEL" || p.exists());
+    let req = ExecRequest {
+        command,
+        container_id: t.container_id,
+        netns,
+        ifname: t.ifname,
+        args: t.cni_args,
+        cni_path: t.cni_path,
+        stdin: &conf.to_bytes(),
+        timeout: t.timeout,
+    };
+    cni::exec::run(&path, &req).map_err(wrap)
+}
+
+/// ADD: every plugin in order; returns the last plugin's result in current form.
+pub fn add(list: &NetConfList, t: &Target) -> Result<CniResult, InvokeError> {
+    let plugins = plugin_types(list);
+    // Every plugin of the chain is found before the first one runs: a chain that cannot run
+    // to its end should not start.
+    for plugin in &plugins {
+        resolve(plugin, t).map_err(|source| InvokeError::Unresolved {
+            network: t.network.to_string(),
+            plugin: plugin.clone(),
+            source: Box::new(source),
+        })?;
+    }
+    let mut prev: Option<CniResult> = None;
+    for (i, plugin) in plugins.iter().enumerate() {
+        let mut conf = plugin_conf(list, i);
+        if let Some(p) = &prev {
+            conf.set("prevResult", p.to_value(list.cni_version));
+        }
+        let out = call(t, plugin, "ADD", &conf)?;
+        let bad = |reason: String| InvokeError::BadResult {
+            network: t.network.to_string(),
+            plugin: plugin.clone(),
+            command: "ADD",
+            reason,
+        };
+        let value = cni::netconf::parse_strict(&out).map_err(|e| bad(e.to_string()))?;
+        let result = CniResult::parse(&value, list.cni_version).map_err(|e| bad(e.to_string()))?;
+        prev = Some(result);
+    }
+    Ok(prev.unwrap_or_default())
+}
+
+/// DEL: every plugin in reverse, going on past failures; returns the first failure.
+pub fn del(list: &NetConfList, t: &Target, prev: Option<&CniResult>) -> Result<(), InvokeError> {
+    let mut first_err = None;
+    for (i, plugin) in plugin_types(list).iter().enumerate().rev() {
+        let mut conf = plugin_conf(list, i);
+        if let Some(p) = prev
+            && list.cni_version >= Version::V0_4_0
+        {
+            conf.set("prevResult", p.to_value(list.cni_version));
+        }
+        if let Err(e) = call(t, plugin, "DEL", &conf) {
+            tracing::warn!(network = t.network, plugin = %plugin, error = %e, "delegate DEL failed");
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// CHECK: every plugin in order with the cached result. Versions before 0.4.0 have no CHECK
+/// and a conflist may opt out with `disableCheck`: both are skipped, not failed.
+pub fn check(list: &NetConfList, t: &Target, prev: &CniResult) -> Result<bool, InvokeError> {
+    if !list.cni_version.supports_check() || list.disable_check {
+        return Ok(false);
+    }
+    for (i, plugin) in plugin_types(list).iter().enumerate() {
+        let mut conf = plugin_conf(list, i);
+        conf.set("prevResult", prev.to_value(list.cni_version));
+        call(t, plugin, "CHECK", &conf)?;
+    }
+    Ok(true)
+}
+
+/// The versions a plugin binary speaks (VERSION), used to decide whether GC and STATUS may be
+/// forwarded to it: delegates before 1.1.0 answer them with "unknown CNI_COMMAND".
+pub fn speaks_1_1(plugin: &str, t: &Target) -> bool {
+    match resolve(plugin, t) {
+        Ok(Delegate::Exec(path)) => cni::exec::version(&path, t.cni_path, t.timeout)
+            .map(|v| v.contains(&Version::V1_1_0))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// GC (CNI 1.1) forwarded to the plugins of a chain that speak 1.1.0, with the attachments
+/// that are still valid for this network.
+pub fn gc(list: &NetConfList, t: &Target, valid: &[(String, String)]) -> Result<(), InvokeError> {
+    if list.disable_gc || list.cni_version < Version::V1_1_0 {
+        return Ok(());
+    }
+    let attachments: Vec<Value> = valid
+        .iter()
+        .map(|(c, i)| serde_json::json!({"containerID": c, "ifname": i}))
+        .collect();
+    for (i, plugin) in plugin_types(list).iter().enumerate() {
+        if !speaks_1_1(plugin, t) {
+            continue;
+        }
+        let mut conf = plugin_conf(list, i);
+        conf.set(
+            "cni.dev/valid-attachments",
+            Value::Array(attachments.clone()),
+        );
+        conf.set("cni.dev/attachments", Value::Array(attachments.clone()));
+        call(t, plugin, "GC", &conf)?;
+    }
+    Ok(())
+}
+
+/// STATUS forwarded to the plugins of a chain that speak 1.1.0.
+pub fn status(list: &NetConfList, t: &Target) -> Result<(), InvokeError> {
+    if list.cni_version < Version::V1_1_0 {
+        return Ok(());
+    }
+    for (i, plugin) in plugin_types(list).iter().enumerate() {
+        if !speaks_1_1(plugin, t) {
+            continue;
+        }
+        call(t, plugin, "STATUS", &plugin_conf(list, i))?;
+    }
+    Ok(())
+}
+
+fn plugin_conf(list: &NetConfList, i: usize) -> NetConf {
+    // `i` always comes from enumerating `list.plugins`.
+    list.plugin_conf(i)
+        .unwrap_or_else(|| NetConf::from_map(serde_json::Map::new()))
+}

@@ -1,0 +1,240 @@
+//! ADD: resolve, plan, journal, invoke each attachment in order, roll back on any failure,
+//! report.
+
+use super::{AttachmentReport, LOCK_WAIT, Report, forbidden, journal};
+use crate::cache::{ContainerLock, Entry, Journal, JournaledAttachment, Lookup, State};
+use crate::conf::{PlexusConf, ResultMode};
+use crate::env::Invocation;
+use crate::invoke::{self, Target};
+use crate::plan::{self, Attachment, PlanRequest, PodIdentity};
+use crate::status::{self, StatusInput};
+use crate::store::NetworkStore;
+use cni::{CniResult, IfName, Version};
+use std::time::Instant;
+
+pub(super) fn add(
+    inv: &Invocation,
+    conf: &PlexusConf,
+    store: Option<&dyn NetworkStore>,
+) -> Result<Report, crate::Error> {
+    let container_id = inv.container_id().to_string();
+    let ifname = inv
+        .ifname
+        .clone()
+        .ok_or(crate::env::EnvError::Missing("CNI_IFNAME", "ADD"))?;
+    let journal = journal(conf)?;
+    let lock = journal.lock(&container_id, LOCK_WAIT)?;
+    let outcome = add_locked(inv, conf, store, &journal, &lock, &ifname);
+    journal.release(lock);
+    outcome
+}
+
+fn add_locked(
+    inv: &Invocation,
+    conf: &PlexusConf,
+    store: Option<&dyn NetworkStore>,
+    journal: &Journal,
+    lock: &ContainerLock,
+    ifname: &IfName,
+) -> Result<Report, crate::Error> {
+    let container_id = inv.container_id();
+    // Refused before anything else happens: rolling back a duplicate would DEL the live
+    // attachment's delegates and free its IPs (host-local releases by container and ifname).
+    if !matches!(journal.read(lock, ifname.as_str())?, Lookup::Missing) {
+        return Err(crate::Error::Duplicate {
+            container_id: container_id.to_string(),
+            ifname: ifname.to_string(),
+        });
+    }
+
+    let resolved = super::resolve(conf, store, &inv.pod, true)?;
+    let pod_ns = inv.pod.namespace.as_deref().unwrap_or("default");
+    let pod_name = inv.pod.name.as_deref().unwrap_or_default();
+    let infra = inv
+        .pod
+        .infra_container_id
+        .as_deref()
+        .unwrap_or(container_id);
+    let pod = inv.pod.name.as_ref().map(|_| PodIdentity {
+        namespace: pod_ns,
+        name: pod_name,
+        uid: inv.pod.uid.as_deref(),
+        infra_container_id: infra,
+    });
+    let attachments = plan::plan(&PlanRequest {
+        cluster: &resolved.cluster,
+        defaults: &resolved.defaults,
+        secondaries: &resolved.secondaries,
+        runtime_ifname: ifname,
+        runtime_config: &conf.runtime_config,
+        pod,
+    })?;
+
+    let mut entry = Entry::new(
+        container_id,
+        ifname.as_str(),
+        inv.netns.as_deref(),
+        &conf.cni_version_str,
+    );
+    entry.pod = inv.pod.clone();
+    entry.attachments = attachments.iter().map(journal_record).collect();
+    // The plan is on disk before the node is touched: a crash from here on is undone by DEL.
+    journal.write(lock, &entry)?;
+
+    let forbidden = forbidden(conf);
+    let cni_path = conf.delegate_path(&inv.cni_path);
+    let mut results: Vec<CniResult> = Vec::with_capacity(attachments.len());
+    let mut reports = Vec::with_capacity(attachments.len());
+    for (i, att) in attachments.iter().enumerate() {
+        entry.attachments[i].state = State::Adding;
+        journal.write(lock, &entry)?;
+        let started = Instant::now();
+        let t = Target {
+            network: &att.network,
+            container_id,
+            netns: inv.netns.as_deref(),
+            ifname: att.ifname.as_str(),
+            cni_args: &att.cni_args,
+            cni_path: &cni_path,
+            timeout: conf.timeout,
+            forbidden: &forbidden,
+        };
+        match invoke::add(&att.conf, &t) {
+            Ok(result) => {
+                entry.attachments[i].state = State::Added;
+                entry.attachments[i].result = Some(result.to_value(Version::V1_1_0));
+                if let Err(e) = journal.write(lock, &entry) {
+                    rollback(inv, conf, journal, lock, &mut entry, &attachments);
+                    return Err(e.into());
+                }
+                reports.push(report(att, &result, started));
+                results.push(result);
+            }
+            Err(e) => {
+                tracing::error!(network = %att.network, error = %e, "ADD failed, rolling back");
+                entry.attachments[i].delegate_error = Some(e.to_string());
+                if e.nothing_ran() {
+                    entry.attachments[i].state = State::Planned;
+                }
+                rollback(inv, conf, journal, lock, &mut entry, &attachments);
+                return Err(e.into());
+            }
+        }
+    }
+
+    let inputs: Vec<StatusInput> = attachments
+        .iter()
+        .zip(&results)
+        .map(|(a, r)| StatusInput {
+            network: &a.network,
+            is_default: a.is_default,
+            result: r,
+            default_route: &a.default_route,
+            device_info: None,
+        })
+        .collect();
+    let network_status = serde_json::to_value(status::network_status(&inputs)).ok();
+    if let Some(ns) = &network_status {
+        tracing::info!(pod = %format!("{pod_ns}/{pod_name}"), network_status = %ns, "attached");
+    }
+    entry.network_status = network_status.clone();
+    if let Err(e) = journal.write(lock, &entry) {
+        rollback(inv, conf, journal, lock, &mut entry, &attachments);
+        return Err(e.into());
+    }
+
+    let result = match conf.result_mode {
+        ResultMode::Cluster => results.first().cloned().unwrap_or_default(),
+        ResultMode::Merged => status::merged_result(&results.iter().collect::<Vec<_>>()),
+    };
+    Ok(Report {
+        stdout: Some(result.to_value(conf.cni_version)),
+        attachments: reports,
+        network_status,
+    })
+}
+
+fn journal_record(a: &Attachment) -> JournaledAttachment {
+    JournaledAttachment {
+        network: a.network.clone(),
+        ifname: a.ifname.to_string(),
+        is_default: a.is_default,
+        conf: a.conf.to_value(),
+        cni_args: a.cni_args.clone(),
+        state: State::Planned,
+        result: None,
+        default_route: a.default_route.clone(),
+        device_id: a.device_id.clone(),
+        delegate_error: None,
+    }
+}
+
+fn report(att: &Attachment, result: &CniResult, started: Instant) -> AttachmentReport {
+    let sandbox = result
+        .interfaces
+        .iter()
+        .position(|i| i.sandbox.as_deref().is_some_and(|s| !s.is_empty()));
+    AttachmentReport {
+        network: att.network.clone(),
+        ifname: att.ifname.to_string(),
+        ips: result.ips.iter().map(|ip| ip.address.to_string()).collect(),
+        mac: sandbox.and_then(|i| result.interfaces[i].mac.clone()),
+        delegates: att
+            .conf
+            .plugins
+            .iter()
+            .map(|p| p.plugin_type().unwrap_or_default().to_string())
+            .collect(),
+        millis: started.elapsed().as_millis(),
+    }
+}
+
+/// Undoes every attachment that was started, in reverse, including the one that failed (a
+/// chain may have done part of its work). The entry is removed only when every DEL
+/// succeeded; otherwise it stays so the runtime's DEL retries what is left.
+fn rollback(
+    inv: &Invocation,
+    conf: &PlexusConf,
+    journal: &Journal,
+    lock: &ContainerLock,
+    entry: &mut Entry,
+    attachments: &[Attachment],
+) {
+    let forbidden = forbidden(conf);
+    let cni_path = conf.delegate_path(&inv.cni_path);
+    let mut clean = true;
+    for (i, att) in attachments.iter().enumerate().rev() {
+        if !matches!(entry.attachments[i].state, State::Adding | State::Added) {
+            continue;
+        }
+        let prev = entry.attachments[i]
+            .result
+            .as_ref()
+            .and_then(|r| CniResult::parse(r, Version::V1_1_0).ok());
+        let t = Target {
+            network: &att.network,
+            container_id: inv.container_id(),
+            netns: inv.netns.as_deref(),
+            ifname: att.ifname.as_str(),
+            cni_args: &att.cni_args,
+            cni_path: &cni_path,
+            timeout: conf.timeout,
+            forbidden: &forbidden,
+        };
+        match invoke::del(&att.conf, &t, prev.as_ref()) {
+            Ok(()) => entry.attachments[i].state = State::Removed,
+            Err(e) => {
+                clean = false;
+                tracing::error!(network = %att.network, error = %e, "rollback DEL failed");
+            }
+        }
+    }
+    let outcome = if clean {
+        journal.remove(lock, &entry.ifname)
+    } else {
+        journal.write(lock, entry)
+    };
+    if let Err(e) = outcome {
+        tracing::error!(error = %e, "journal update after rollback failed");
+    }
+}

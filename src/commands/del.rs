@@ -1,0 +1,164 @@
+//! DEL: replay the journal in reverse. Goes on past errors, succeeds when things are already
+//! gone, works with the netns gone, the store unreachable or the NAD deleted, and can be
+//! repeated. What could not be removed stays journaled for the next DEL.
+
+use super::{LOCK_WAIT, forbidden, journal, journaled_parts};
+use crate::cache::{ContainerLock, Entry, Journal, Lookup, State};
+use crate::conf::PlexusConf;
+use crate::env::Invocation;
+use crate::invoke::{self, Target};
+use crate::store::NetworkStore;
+use std::path::PathBuf;
+
+pub(super) fn del(
+    inv: &Invocation,
+    conf: &PlexusConf,
+    store: Option<&dyn NetworkStore>,
+) -> Result<(), crate::Error> {
+    let Some(ifname) = inv.ifname.as_ref() else {
+        return Err(crate::env::EnvError::Missing("CNI_IFNAME", "DEL").into());
+    };
+    let journal = journal(conf)?;
+    let lock = journal.lock(inv.container_id(), LOCK_WAIT)?;
+    let outcome = match journal.read(&lock, ifname.as_str())? {
+        // The journal is written before any delegate runs, so no entry means nothing of
+        // ours is on the node: DEL without ADD, or a repeated DEL.
+        Lookup::Missing => Ok(()),
+        Lookup::Found(mut entry) => teardown(inv, conf, &journal, &lock, &mut entry),
+        Lookup::Corrupt(reason) => {
+            let moved = journal.quarantine(&lock, ifname.as_str())?;
+            tracing::warn!(%reason, quarantined = %moved.display(), "journal entry unreadable; re-resolving networks to DEL them");
+            rebuild_and_teardown(inv, conf, store, &journal, &lock);
+            Ok(())
+        }
+    };
+    journal.release(lock);
+    outcome
+}
+
+/// DELs every attachment that was started, last first, and rewrites or removes the entry.
+pub(super) fn teardown(
+    inv: &Invocation,
+    conf: &PlexusConf,
+    journal: &Journal,
+    lock: &ContainerLock,
+    entry: &mut Entry,
+) -> Result<(), crate::Error> {
+    let forbidden = forbidden(conf);
+    let cni_path = conf.delegate_path(&inv.cni_path);
+    let netns: Option<PathBuf> = inv
+        .netns
+        .clone()
+        .or_else(|| entry.netns.as_ref().map(PathBuf::from));
+    let mut errors = Vec::new();
+    for i in (0..entry.attachments.len()).rev() {
+        let a = &entry.attachments[i];
+        if matches!(a.state, State::Planned | State::Removed) {
+            continue;
+        }
+        let (Some(list), prev) = journaled_parts(a) else {
+            tracing::error!(network = %a.network, "journaled conf unreadable; skipping");
+            continue;
+        };
+        let t = Target {
+            network: &a.network,
+            container_id: &entry.container_id,
+            netns: netns.as_deref(),
+            ifname: &a.ifname,
+            cni_args: &a.cni_args,
+            cni_path: &cni_path,
+            timeout: conf.timeout,
+            forbidden: &forbidden,
+        };
+        match invoke::del(&list, &t, prev.as_ref()) {
+            Ok(()) => {
+                entry.attachments[i].state = State::Removed;
+                journal.write(lock, entry)?;
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        journal.remove(lock, &entry.ifname)?;
+        Ok(())
+    } else {
+        journal.write(lock, entry)?;
+        Err(crate::Error::Teardown {
+            container_id: entry.container_id.clone(),
+            errors,
+        })
+    }
+}
+
+/// Last resort for an unreadable entry: plan the pod's networks again from the conf and the
+/// store and DEL them all. Failures are logged, not returned: the entry is quarantined, and
+/// a DEL that can never succeed would keep the pod from ever being deleted.
+fn rebuild_and_teardown(
+    inv: &Invocation,
+    conf: &PlexusConf,
+    store: Option<&dyn NetworkStore>,
+    journal: &Journal,
+    lock: &ContainerLock,
+) {
+    let Some(ifname) = inv.ifname.as_ref() else {
+        return;
+    };
+    let plan = super::resolve(conf, store, &inv.pod, false).and_then(|r| {
+        let pod_ns = inv.pod.namespace.as_deref().unwrap_or("default");
+        let infra = inv
+            .pod
+            .infra_container_id
+            .as_deref()
+            .unwrap_or(inv.container_id());
+        let pod = inv
+            .pod
+            .name
+            .as_deref()
+            .map(|name| crate::plan::PodIdentity {
+                namespace: pod_ns,
+                name,
+                uid: inv.pod.uid.as_deref(),
+                infra_container_id: infra,
+            });
+        crate::plan::plan(&crate::plan::PlanRequest {
+            cluster: &r.cluster,
+            defaults: &r.defaults,
+            secondaries: &r.secondaries,
+            runtime_ifname: ifname,
+            runtime_config: &conf.runtime_config,
+            pod,
+        })
+        .map_err(crate::Error::from)
+    });
+    let attachments = match plan {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot re-resolve networks; nothing more to DEL");
+            return;
+        }
+    };
+    let mut entry = Entry::new(
+        inv.container_id(),
+        ifname.as_str(),
+        inv.netns.as_deref(),
+        &conf.cni_version_str,
+    );
+    entry.attachments = attachments
+        .iter()
+        .map(|a| crate::cache::JournaledAttachment {
+            network: a.network.clone(),
+            ifname: a.ifname.to_string(),
+            is_default: a.is_default,
+            conf: a.conf.to_value(),
+            cni_args: a.cni_args.clone(),
+            state: State::Adding,
+            result: None,
+            default_route: a.default_route.clone(),
+            device_id: a.device_id.clone(),
+            delegate_error: None,
+        })
+        .collect();
+    if let Err(e) = teardown(inv, conf, journal, lock, &mut entry) {
+        tracing::warn!(error = %e, "DEL of re-resolved networks incomplete");
+    }
+}

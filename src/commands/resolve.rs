@@ -1,0 +1,295 @@
+//! Step 2 of the flow: from the conf, the pod and the store to the networks to attach —
+//! the cluster network, `defaultNetworks`, and the pod's selections with their NADs.
+
+use crate::conf::{ClusterNetwork, PlexusConf};
+use crate::env::PodRef;
+use crate::plan::ResolvedNetwork;
+use crate::selection::{self, NetworkSelection};
+use crate::store::{ManifestStore, NetworkStore, Pod};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("network {0}: not found as a NAD, a conf in confDir, or a path")]
+    NetworkNotFound(String),
+    #[error("NetworkAttachmentDefinition {0} not found")]
+    NadNotFound(String),
+    #[error("NetworkAttachmentDefinition {key}: {reason}")]
+    BadNad { key: String, reason: String },
+    #[error("conf file {path}: {reason}")]
+    BadFile { path: PathBuf, reason: String },
+    #[error(
+        "pod {namespace}/{name} may not use network {network}: namespace isolation allows only its own namespace and {global:?}"
+    )]
+    Isolation {
+        namespace: String,
+        name: String,
+        network: String,
+        global: Vec<String>,
+    },
+    #[error("pod {namespace}/{name} has UID {actual}, not {expected} as K8S_POD_UID says")]
+    UidMismatch {
+        namespace: String,
+        name: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("no network store: set \"manifests\" (a folder) or \"kubeconfig\"")]
+    NoStore,
+    #[error("the Kubernetes API store is not available in this build; use \"manifests\"")]
+    KubeUnsupported,
+}
+
+impl ResolveError {
+    pub fn code(&self) -> u32 {
+        use cni::Code;
+        match self {
+            // A NAD that is not there yet may be created in a moment (DESIGN.md: code 11).
+            ResolveError::NadNotFound(_) => Code::TryAgainLater.as_u32(),
+            ResolveError::Isolation { .. } => Code::NamespaceIsolation.as_u32(),
+            ResolveError::UidMismatch { .. } => Code::PodUidMismatch.as_u32(),
+            ResolveError::BadFile { .. } => Code::InvalidConfig.as_u32(),
+            _ => Code::InvalidConfig.as_u32(),
+        }
+    }
+}
+
+/// The store the conf asks for, if any.
+pub fn open_store(conf: &PlexusConf) -> Result<Option<Box<dyn NetworkStore>>, crate::Error> {
+    if let Some(dir) = &conf.manifests {
+        return Ok(Some(Box::new(ManifestStore::open(dir)?)));
+    }
+    if conf.kubeconfig.is_some() {
+        return Err(ResolveError::KubeUnsupported.into());
+    }
+    Ok(None)
+}
+
+/// Everything resolved for one ADD.
+pub struct Resolved {
+    pub cluster: ResolvedNetwork,
+    pub defaults: Vec<ResolvedNetwork>,
+    pub secondaries: Vec<ResolvedNetwork>,
+    pub pod: Option<Pod>,
+}
+
+pub fn resolve(
+    conf: &PlexusConf,
+    store: Option<&dyn NetworkStore>,
+    pod_ref: &PodRef,
+    check_uid: bool,
+) -> Result<Resolved, crate::Error> {
+    let cluster = match &conf.cluster_network {
+        ClusterNetwork::Inline(m) => ResolvedNetwork {
+            key: m
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("cluster")
+                .to_string(),
+            config: m.clone(),
+            selection: None,
+            device_id: None,
+        },
+        ClusterNetwork::Reference(r) => network_by_reference(conf, store, r)?,
+    };
+
+    let namespace = pod_ref.namespace.as_deref().unwrap_or("default");
+    let pod = match (store, pod_ref.name.as_deref()) {
+        (Some(s), Some(name)) => s.pod(namespace, name)?,
+        _ => None,
+    };
+    if check_uid
+        && let (Some(p), Some(expected)) = (&pod, pod_ref.uid.as_deref())
+        && let Some(actual) = p.uid.as_deref()
+        && actual != expected
+    {
+        return Err(ResolveError::UidMismatch {
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        }
+        .into());
+    }
+
+    // Namespaces compared, not pod names (Multus #1205 compares the name).
+    let system = conf.system_namespaces.iter().any(|n| n == namespace);
+    let defaults = if system {
+        Vec::new()
+    } else {
+        conf.default_networks
+            .iter()
+            .map(|d| network_by_reference(conf, store, d))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+
+    let mut secondaries = Vec::new();
+    if let (Some(p), Some(s)) = (&pod, store)
+        && let Some(annotation) = p.annotations.get(NETWORKS_ANNOTATION)
+    {
+        for sel in selection::parse_networks(annotation, &p.namespace)? {
+            check_isolation(conf, p, &sel)?;
+            secondaries.push(nad_network(s, sel)?);
+        }
+    }
+    Ok(Resolved {
+        cluster,
+        defaults,
+        secondaries,
+        pod,
+    })
+}
+
+fn check_isolation(
+    conf: &PlexusConf,
+    pod: &Pod,
+    sel: &NetworkSelection,
+) -> Result<(), ResolveError> {
+    if !conf.namespace_isolation
+        || sel.namespace == pod.namespace
+        || conf.global_namespaces.contains(&sel.namespace)
+    {
+        return Ok(());
+    }
+    Err(ResolveError::Isolation {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+        network: format!("{}/{}", sel.namespace, sel.name),
+        global: conf.global_namespaces.clone(),
+    })
+}
+
+fn nad_network(
+    store: &dyn NetworkStore,
+    sel: NetworkSelection,
+) -> Result<ResolvedNetwork, crate::Error> {
+    let key = format!("{}/{}", sel.namespace, sel.name);
+    let nad = store
+        .nad(&sel.namespace, &sel.name)?
+        .ok_or_else(|| ResolveError::NadNotFound(key.clone()))?;
+    let config = nad_config(&key, nad.config.as_deref())?;
+    Ok(ResolvedNetwork {
+        key,
+        config,
+        device_id: sel.device_id.clone(),
+        selection: Some(sel),
+    })
+}
+
+fn nad_config(key: &str, config: Option<&str>) -> Result<Map<String, Value>, ResolveError> {
+    let bad = |reason: String| ResolveError::BadNad {
+        key: key.to_string(),
+        reason,
+    };
+    let text = config
+        .filter(|c| !c.trim().is_empty())
+        // Reading a host conf for an empty spec lets a tenant reach admin-only networks
+        // (reliability-matrix §2), so it is not done.
+        .ok_or_else(|| bad("spec.config is empty".into()))?;
+    cni::netconf::parse_object(text.as_bytes()).map_err(|e| bad(format!("spec.config: {e}")))
+}
+
+/// `clusterNetwork` / `defaultNetworks` entries, as Multus resolves them: a NAD (`[ns/]name`,
+/// bare names in `multusNamespace`), else a conf in `confDir` whose `name` matches, else a
+/// directory (its first conf file) or a conf file path.
+pub fn network_by_reference(
+    conf: &PlexusConf,
+    store: Option<&dyn NetworkStore>,
+    reference: &str,
+) -> Result<ResolvedNetwork, crate::Error> {
+    let path = Path::new(reference);
+    if path.is_absolute() {
+        let file = if path.is_dir() {
+            first_conf_file(path)?.ok_or_else(|| ResolveError::NetworkNotFound(reference.into()))?
+        } else {
+            path.to_path_buf()
+        };
+        let config = read_conf_file(&file)?;
+        return Ok(file_network(config, reference));
+    }
+    let (ns, name) = match reference.split_once('/') {
+        Some((ns, name)) => (ns, name),
+        None => (conf.multus_namespace.as_str(), reference),
+    };
+    if let Some(s) = store
+        && crate::env::is_dns1123_label(ns)
+        && crate::env::is_dns1123_subdomain(name)
+        && let Some(nad) = s.nad(ns, name)?
+    {
+        let key = format!("{ns}/{name}");
+        let config = nad_config(&key, nad.config.as_deref())?;
+        return Ok(ResolvedNetwork {
+            key,
+            config,
+            selection: None,
+            device_id: None,
+        });
+    }
+    if let Some(config) = conf_by_name(&conf.conf_dir, reference)? {
+        return Ok(file_network(config, reference));
+    }
+    Err(ResolveError::NetworkNotFound(reference.into()).into())
+}
+
+fn file_network(config: Map<String, Value>, reference: &str) -> ResolvedNetwork {
+    let key = config
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(reference)
+        .to_string();
+    ResolvedNetwork {
+        key,
+        config,
+        selection: None,
+        device_id: None,
+    }
+}
+
+fn is_conf_file(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("conf" | "conflist" | "json")
+    )
+}
+
+fn sorted_conf_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| is_conf_file(p))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn first_conf_file(dir: &Path) -> Result<Option<PathBuf>, ResolveError> {
+    Ok(sorted_conf_files(dir).into_iter().next())
+}
+
+fn conf_by_name(dir: &Path, name: &str) -> Result<Option<Map<String, Value>>, ResolveError> {
+    for file in sorted_conf_files(dir) {
+        // Unreadable neighbours are not this network's problem.
+        let Ok(config) = read_conf_file(&file) else {
+            continue;
+        };
+        if config.get("name").and_then(Value::as_str) == Some(name) {
+            return Ok(Some(config));
+        }
+    }
+    Ok(None)
+}
+
+fn read_conf_file(path: &Path) -> Result<Map<String, Value>, ResolveError> {
+    let bad = |reason: String| ResolveError::BadFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    cni::netconf::parse_object(&bytes).map_err(|e| bad(e.to_string()))
+}

@@ -1,0 +1,435 @@
+//! Test support for the binary-level tests: a private "node" netns per test thread, pod netns
+//! fixtures, a runner for the real `plexus` binary, stand-in delegates and the leak oracle.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use serde_json::Value;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+
+pub const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
+
+pub fn snapshots() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path(concat!(env!("CARGO_MANIFEST_DIR"), "/snapshots"));
+    s.set_prepend_module_to_snapshot(false);
+    s
+}
+
+/// Fails loudly rather than skipping: these tests are the point of the suite.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests create network namespaces and links: run them as root (the README's test command does)"
+    );
+    assert!(
+        Path::new(REFERENCE_PLUGINS).join("bridge").exists(),
+        "Debian's containernetworking-plugins are missing from {REFERENCE_PLUGINS}: the README's test command installs them"
+    );
+}
+
+/// Moves the calling test thread into a fresh network namespace: the "node". Everything
+/// created in it disappears with the thread, even when the test panics.
+pub fn enter_node_netns() {
+    require_root();
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare node netns");
+    sh("ip link set lo up");
+}
+
+/// A pod network namespace held open by a parked thread; dropping it lets the thread exit,
+/// which frees the namespace and every link in it.
+pub struct PodNs {
+    pub path: PathBuf,
+    stop: Option<mpsc::Sender<()>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PodNs {
+    pub fn new() -> PodNs {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare pod netns");
+            let tid = nix::unistd::gettid();
+            let path = PathBuf::from(format!("/proc/{}/task/{}/ns/net", std::process::id(), tid));
+            ready_tx.send(path).expect("send netns path");
+            let _ = stop_rx.recv();
+        });
+        let path = ready_rx.recv().expect("pod netns thread started");
+        let p = PodNs {
+            path,
+            stop: Some(stop_tx),
+            handle: Some(handle),
+        };
+        p.exec("ip link set lo up");
+        p
+    }
+
+    /// Runs a shell command inside the pod netns.
+    pub fn exec(&self, cmd: &str) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.path.display()))
+            .args(["sh", "-c", cmd])
+            .output()
+            .expect("nsenter")
+    }
+
+    pub fn links(&self) -> Vec<String> {
+        let out = self.exec("ip -j link show");
+        link_names(&out.stdout)
+    }
+
+    pub fn addrs(&self, ifname: &str) -> Vec<String> {
+        let out = self.exec(&format!("ip -j addr show dev {ifname}"));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+            .filter(|a| a["scope"] == "global")
+            .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]))
+            .collect()
+    }
+
+    /// Stops the holder thread: the namespace is gone afterwards (a reboot, for DEL tests).
+    pub fn destroy(mut self) -> PathBuf {
+        let path = self.path.clone();
+        self.stop_thread();
+        path
+    }
+
+    fn stop_thread(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for PodNs {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+fn link_names(json: &[u8]) -> Vec<String> {
+    let v: Value = serde_json::from_slice(json).unwrap_or(Value::Null);
+    let mut names: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["ifname"].as_str().map(String::from))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Runs a shell command in the calling thread's netns (the node) and asserts success.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+pub fn node_links() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-j", "link", "show"])
+        .output()
+        .expect("ip");
+    link_names(&out.stdout)
+}
+
+/// One test's world: temp dirs for the journal, IPAM data, manifests and stand-in plugins.
+pub struct World {
+    pub tmp: tempfile::TempDir,
+    pub cni_dir: PathBuf,
+    pub ipam_dir: PathBuf,
+    pub manifests: PathBuf,
+    pub bin: PathBuf,
+}
+
+impl World {
+    pub fn new() -> World {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let w = World {
+            cni_dir: tmp.path().join("state"),
+            ipam_dir: tmp.path().join("ipam"),
+            manifests: tmp.path().join("manifests"),
+            bin: tmp.path().join("bin"),
+            tmp,
+        };
+        for d in [&w.manifests, &w.bin] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        w
+    }
+
+    pub fn cni_path(&self) -> String {
+        format!("{}:{REFERENCE_PLUGINS}", self.bin.display())
+    }
+
+    /// A stand-in delegate: a shell script in this world's bin dir.
+    pub fn script(&self, name: &str, body: &str) {
+        let p = self.bin.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    pub fn manifest(&self, file: &str, yaml: &str) {
+        std::fs::write(self.manifests.join(file), yaml).unwrap();
+    }
+
+    /// A NAD manifest for `ns/name` with the given spec.config JSON.
+    pub fn nad(&self, ns: &str, name: &str, config: &Value) {
+        let cfg = serde_json::to_string(config).unwrap();
+        self.manifest(
+            &format!("nad-{ns}-{name}.yaml"),
+            &format!(
+                "apiVersion: k8s.cni.cncf.io/v1\nkind: NetworkAttachmentDefinition\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  config: '{}'\n",
+                cfg.replace('\'', "''")
+            ),
+        );
+    }
+
+    pub fn pod(&self, ns: &str, name: &str, networks: &str) {
+        self.manifest(
+            &format!("pod-{ns}-{name}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  uid: 0b1e4a1c-3f5d-4c1e-9a7b-2d6f8e9a0b1c\n  annotations:\n    k8s.v1.cni.cncf.io/networks: '{}'\nspec:\n  containers: []\n",
+                networks.replace('\'', "''")
+            ),
+        );
+    }
+
+    /// bridge + host-local on `subnet`, the cluster network of most tests.
+    pub fn bridge_conf(&self, name: &str, bridge: &str, subnet: &str) -> Value {
+        serde_json::json!({
+            "cniVersion": "1.0.0", "name": name, "type": "bridge", "bridge": bridge,
+            "isGateway": true,
+            "ipam": {"type": "host-local", "subnet": subnet,
+                     "dataDir": self.ipam_dir.display().to_string(),
+                     "routes": [{"dst": "0.0.0.0/0"}]}
+        })
+    }
+
+    pub fn macvlan_conf(&self, name: &str, master: &str, subnet: &str) -> Value {
+        serde_json::json!({
+            "cniVersion": "1.0.0", "name": name, "type": "macvlan", "master": master, "mode": "bridge",
+            "ipam": {"type": "host-local", "subnet": subnet,
+                     "dataDir": self.ipam_dir.display().to_string()}
+        })
+    }
+
+    /// The Plexus conf with the given cluster network inline and this world's dirs.
+    pub fn plexus_conf(&self, cluster: &Value, extra: Value) -> Value {
+        let mut c = serde_json::json!({
+            "cniVersion": "1.1.0", "name": "plexus", "type": "plexus",
+            "manifests": self.manifests.display().to_string(),
+            "cniDir": self.cni_dir.display().to_string(),
+            "binDir": self.bin.display().to_string(),
+            "delegates": [cluster],
+            "timeout": 20,
+        });
+        if let (Value::Object(m), Value::Object(e)) = (&mut c, extra) {
+            m.extend(e);
+        }
+        c
+    }
+
+    /// Host-local reservations left (files named by an IP) in every network of the data dir.
+    pub fn reservations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(nets) = std::fs::read_dir(&self.ipam_dir) {
+            for n in nets.flatten() {
+                for f in std::fs::read_dir(n.path()).into_iter().flatten().flatten() {
+                    let name = f.file_name().to_string_lossy().to_string();
+                    if name.parse::<std::net::IpAddr>().is_ok() {
+                        out.push(format!("{}/{name}", n.file_name().to_string_lossy()));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Everything left in the journal dir (empty when the dir is gone).
+    pub fn journal_files(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(&self.cni_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Processes whose command line mentions this world's temp dir (stand-in delegates).
+    pub fn stray_processes(&self) -> Vec<String> {
+        let marker = self.tmp.path().display().to_string();
+        let out = Command::new("pgrep")
+            .args(["-af", &marker])
+            .output()
+            .expect("pgrep");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.contains("pgrep"))
+            .map(String::from)
+            .collect()
+    }
+
+    /// The leak oracle: no reservation, journal file or stray process, and only `lo` in the
+    /// pod netns.
+    pub fn assert_clean(&self, pod: Option<&PodNs>) {
+        assert_eq!(
+            self.reservations(),
+            Vec::<String>::new(),
+            "IP reservations left"
+        );
+        assert_eq!(
+            self.journal_files(),
+            Vec::<String>::new(),
+            "journal files left"
+        );
+        assert_eq!(
+            self.stray_processes(),
+            Vec::<String>::new(),
+            "processes left"
+        );
+        if let Some(p) = pod {
+            assert_eq!(
+                p.links(),
+                vec!["lo".to_string()],
+                "links left in the pod netns"
+            );
+        }
+    }
+}
+
+/// What one run of the binary gave.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {:?}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    pub fn ok(&self) -> &Run {
+        assert_eq!(
+            self.code, 0,
+            "expected success; stdout: {} stderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Asserts a CNI error object with `code` and exit 1; returns the object.
+    pub fn err(&self, code: u64) -> Value {
+        assert_eq!(
+            self.code, 1,
+            "expected exit 1; stdout: {} stderr: {}",
+            self.stdout, self.stderr
+        );
+        let v = self.json();
+        assert_eq!(v["code"], code, "wrong error code: {v}");
+        assert!(
+            v["msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "error without msg: {v}"
+        );
+        v
+    }
+}
+
+/// The CNI environment of one call.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub command: String,
+    pub container_id: String,
+    pub netns: Option<PathBuf>,
+    pub ifname: String,
+    pub args: String,
+    pub path: String,
+    pub extra_env: Vec<(String, String)>,
+    pub unset: Vec<String>,
+}
+
+impl Call {
+    pub fn new(command: &str, container_id: &str, netns: Option<&Path>, w: &World) -> Call {
+        Call {
+            command: command.into(),
+            container_id: container_id.into(),
+            netns: netns.map(Path::to_path_buf),
+            ifname: "eth0".into(),
+            args: format!(
+                "IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME={container_id}"
+            ),
+            path: w.cni_path(),
+            extra_env: Vec::new(),
+            unset: Vec::new(),
+        }
+    }
+
+    pub fn pod(mut self, ns: &str, name: &str) -> Call {
+        self.args = format!("IgnoreUnknown=true;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}");
+        self
+    }
+
+    pub fn run(&self, stdin: &[u8]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plexus"));
+        cmd.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", &self.command)
+            .env("CNI_CONTAINERID", &self.container_id)
+            .env("CNI_IFNAME", &self.ifname)
+            .env("CNI_ARGS", &self.args)
+            .env("CNI_PATH", &self.path);
+        if let Some(n) = &self.netns {
+            cmd.env("CNI_NETNS", n);
+        }
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        for k in &self.unset {
+            cmd.env_remove(k);
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn plexus");
+        {
+            let mut stdin_pipe = child.stdin.take().expect("stdin");
+            let _ = stdin_pipe.write_all(stdin);
+        }
+        let out = child.wait_with_output().expect("wait plexus");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        }
+    }
+
+    pub fn run_json(&self, conf: &Value) -> Run {
+        self.run(serde_json::to_string(conf).unwrap().as_bytes())
+    }
+}

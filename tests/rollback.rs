@@ -1,0 +1,200 @@
+//! ADD is all-or-nothing: a delegate that fails, hangs, or prints garbage or too much makes
+//! Plexus DEL what it already added, in reverse, and return the error; nothing is left.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// NADs `n1`..`n4` through macvlan+host-local, and `bad` through the stand-in `stand-in`.
+fn networks(w: &World) {
+    sh("ip link add upl0 type bridge && ip link set upl0 up");
+    for i in 1..=4 {
+        w.nad(
+            "default",
+            &format!("n{i}"),
+            &w.macvlan_conf(&format!("n{i}"), "upl0", &format!("10.89.{i}.0/24")),
+        );
+    }
+    w.nad(
+        "default",
+        "bad",
+        &json!({"cniVersion": "1.0.0", "name": "bad", "type": "stand-in"}),
+    );
+}
+
+fn conf(w: &World, bridge: &str, timeout: u64) -> Value {
+    let mut c = w.plexus_conf(
+        &w.bridge_conf("cluster", bridge, "10.88.10.0/24"),
+        json!({}),
+    );
+    c["timeout"] = json!(timeout);
+    c
+}
+
+#[test]
+fn failure_on_the_third_attachment_rolls_back_the_first_two() {
+    enter_node_netns();
+    let w = World::new();
+    networks(&w);
+    // Fails ADD with its own error, accepts DEL.
+    w.script(
+        "stand-in",
+        r#"[ "$CNI_COMMAND" = DEL ] && exit 0
+echo '{"cniVersion":"1.0.0","code":7,"msg":"stand-in refuses","details":"on purpose"}'; exit 1"#,
+    );
+    w.pod("default", "p", "n1, bad, n2");
+    let pod = PodNs::new();
+    let r = Call::new("ADD", "c-fail3", Some(&pod.path), &w)
+        .pod("default", "p")
+        .run_json(&conf(&w, "cni-r0", 20));
+    let e = r.err(100);
+    assert!(e["msg"].as_str().unwrap().contains("default/bad"), "{e}");
+    assert!(
+        e["details"].as_str().unwrap().contains("stand-in refuses"),
+        "delegate's msg kept: {e}"
+    );
+    assert!(
+        e["details"].as_str().unwrap().contains('7'),
+        "delegate's code kept: {e}"
+    );
+    // cluster (eth0) and n1 (net1) were added, then removed with their IPs.
+    w.assert_clean(Some(&pod));
+    assert!(
+        !node_links().iter().any(|l| l.starts_with("veth")),
+        "host veth left: {:?}",
+        node_links()
+    );
+}
+
+#[test]
+fn a_hanging_delegate_times_out_with_code_11_and_its_process_group_dies() {
+    enter_node_netns();
+    let w = World::new();
+    networks(&w);
+    w.script(
+        "stand-in",
+        r#"[ "$CNI_COMMAND" = DEL ] && exit 0
+sleep 1000 &
+sleep 1000"#,
+    );
+    w.pod("default", "p", "n1, bad");
+    let pod = PodNs::new();
+    let started = Instant::now();
+    let r = Call::new("ADD", "c-hang", Some(&pod.path), &w)
+        .pod("default", "p")
+        .run_json(&conf(&w, "cni-r1", 2));
+    let e = r.err(11);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(e["msg"].as_str().unwrap().contains("default/bad"), "{e}");
+    w.assert_clean(Some(&pod));
+}
+
+#[test]
+fn garbage_and_oversized_output_are_clear_errors() {
+    enter_node_netns();
+    let w = World::new();
+    networks(&w);
+    let pod = PodNs::new();
+    let cases = [
+        (
+            "garbage",
+            r#"[ "$CNI_COMMAND" = DEL ] && exit 0
+echo 'this is not json'"#,
+        ),
+        ("empty", r#"exit 0"#),
+        (
+            "huge",
+            r#"[ "$CNI_COMMAND" = DEL ] && exit 0
+head -c 67108864 /dev/zero | tr '\0' 'x'"#,
+        ),
+    ];
+    for (i, (name, body)) in cases.iter().enumerate() {
+        w.script("stand-in", body);
+        w.pod("default", "p", "n1, bad");
+        let r = Call::new("ADD", &format!("c-{name}"), Some(&pod.path), &w)
+            .pod("default", "p")
+            .run_json(&conf(&w, &format!("cni-r2{i}"), 20));
+        let e = r.err(100);
+        assert!(
+            e["msg"].as_str().unwrap().contains("default/bad"),
+            "{name}: {e}"
+        );
+        if *name == "huge" {
+            assert!(
+                e["msg"].as_str().unwrap().contains("too large")
+                    || e["details"].as_str().unwrap_or("").contains("too large"),
+                "{e}"
+            );
+        }
+        w.assert_clean(Some(&pod));
+    }
+}
+
+#[test]
+fn a_killed_add_is_undone_by_the_next_del() {
+    enter_node_netns();
+    let w = World::new();
+    networks(&w);
+    let ready = w.tmp.path().join("ready");
+    w.script(
+        "stand-in",
+        &format!(
+            r#"[ "$CNI_COMMAND" = DEL ] && exit 0
+touch {}
+sleep 1000"#,
+            ready.display()
+        ),
+    );
+    w.pod("default", "p", "n1, bad");
+    let pod = PodNs::new();
+    let c = conf(&w, "cni-r3", 60);
+    // Spawned from this thread, so plexus runs in the node netns.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_plexus"));
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "c-kill2")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_NETNS", &pod.path)
+        .env("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p")
+        .env("CNI_PATH", w.cni_path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&serde_json::to_vec(&c).unwrap())
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "stand-in never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The stand-in's group outlives a SIGKILLed parent; the runtime would kill the sandbox.
+    let _ = std::process::Command::new("pkill")
+        .args(["-9", "-f", &w.tmp.path().display().to_string()])
+        .status();
+    assert!(
+        pod.links().contains(&"net1".to_string()),
+        "the first attachments were made"
+    );
+    Call::new("DEL", "c-kill2", Some(&pod.path), &w)
+        .pod("default", "p")
+        .run_json(&c)
+        .ok();
+    w.assert_clean(Some(&pod));
+}
