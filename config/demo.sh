@@ -5,7 +5,7 @@
 # Everything happens inside a private "node" network namespace, so the machine's own
 # network is never touched.
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
+here=$(cd "$(dirname "$0")/examples" && pwd)
 root=$(cd "$here/../.." && pwd)
 
 if [ -z "${PLEXUS_DEMO_NODE:-}" ]; then
