@@ -124,6 +124,18 @@ impl NetworkStore for Overlay {
     fn kind(&self) -> &'static str {
         "command-line overlay"
     }
+    fn publish_status(&self, namespace: &str, name: &str, status: &str) -> Result<(), StoreError> {
+        match &self.inner {
+            Some(s) => s.publish_status(namespace, name, status),
+            None => Ok(()),
+        }
+    }
+    fn event(&self, pod: &Pod, event: &crate::store::PodEvent) -> Result<(), StoreError> {
+        match &self.inner {
+            Some(s) => s.event(pod, event),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Parser)]

@@ -8,7 +8,7 @@ use crate::env::Invocation;
 use crate::invoke::{self, Target};
 use crate::plan::{self, Attachment, PlanRequest, PodIdentity};
 use crate::status::{self, StatusInput};
-use crate::store::NetworkStore;
+use crate::store::{NetworkStore, PodEvent};
 use cni::{CniResult, IfName, Version};
 use std::time::Instant;
 
@@ -112,6 +112,16 @@ fn add_locked(
             }
             Err(e) => {
                 tracing::error!(network = %att.network, error = %e, "ADD failed, rolling back");
+                if let (Some(store), Some(pod)) = (store, &resolved.pod) {
+                    let event = PodEvent {
+                        reason: "AttachFailed".into(),
+                        message: format!("network {} on {}: {e}", att.network, att.ifname),
+                        warning: true,
+                    };
+                    if let Err(err) = store.event(pod, &event) {
+                        tracing::warn!(error = %err, "recording event failed");
+                    }
+                }
                 entry.attachments[i].delegate_error = Some(e.to_string());
                 if e.nothing_ran() {
                     entry.attachments[i].state = State::Planned;
@@ -141,6 +151,25 @@ fn add_locked(
     if let Err(e) = journal.write(lock, &entry) {
         rollback(inv, conf, journal, lock, &mut entry, &attachments);
         return Err(e.into());
+    }
+    if let (Some(store), Some(pod), Some(ns)) = (store, &resolved.pod, &network_status) {
+        // A pod whose status cannot be written would run with networks nobody can see:
+        // all-or-nothing covers the status too (the store tolerates a pod that is gone).
+        if let Err(e) = store.publish_status(&pod.namespace, &pod.name, &ns.to_string()) {
+            tracing::error!(error = %e, "publishing network-status failed, rolling back");
+            rollback(inv, conf, journal, lock, &mut entry, &attachments);
+            return Err(e.into());
+        }
+        for r in &reports {
+            let event = PodEvent {
+                reason: "AddedInterface".into(),
+                message: format!("Add {} [{}] from {}", r.ifname, r.ips.join(","), r.network),
+                warning: false,
+            };
+            if let Err(e) = store.event(pod, &event) {
+                tracing::warn!(error = %e, "recording event failed");
+            }
+        }
     }
 
     let result = match conf.result_mode {

@@ -47,6 +47,31 @@ pub trait NetworkStore {
     fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, StoreError>;
     /// Short name of the store for logs and error details ("manifests", "memory", "kubernetes").
     fn kind(&self) -> &'static str;
+    /// Publishes the pod's `k8s.v1.cni.cncf.io/network-status` annotation (`status` is its JSON
+    /// value). A store with nowhere to publish (a folder of manifests) does nothing; a pod that
+    /// is gone is not an error (the runtime is tearing it down).
+    fn publish_status(
+        &self,
+        _namespace: &str,
+        _name: &str,
+        _status: &str,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Records an event on the pod (`AddedInterface`, or a warning naming the network that
+    /// failed). Best effort: callers log and ignore errors.
+    fn event(&self, _pod: &Pod, _event: &PodEvent) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// An event about a pod's networks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodEvent {
+    /// `AddedInterface`, `NoNetworkFound`, `AttachFailed`, ...
+    pub reason: String,
+    pub message: String,
+    pub warning: bool,
 }
 
 /// Why a store could not answer.
