@@ -40,6 +40,11 @@ pub enum CacheError {
 }
 
 impl CacheError {
+    /// The state dir is read-only: DEL goes on best effort, ADD must not start.
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, CacheError::Io { source, .. } if source.raw_os_error() == Some(nix::libc::EROFS))
+    }
+
     pub fn code(&self) -> u32 {
         match self {
             CacheError::LockTimeout { .. } => cni::Code::TryAgainLater.as_u32(),
@@ -145,7 +150,9 @@ pub struct Journal {
 
 /// The per-container lock; dropping it unlocks.
 pub struct ContainerLock {
-    file: File,
+    /// `None` on a read-only state dir, where no lock file can be made: nothing can be
+    /// written there either, so there is nothing to serialize but reads.
+    file: Option<File>,
     path: PathBuf,
     container_id: String,
 }
@@ -205,7 +212,7 @@ impl Journal {
         let path = self.dir.join(format!("{container_id}.lock"));
         let start = Instant::now();
         loop {
-            let file = OpenOptions::new()
+            let file = match OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
@@ -213,14 +220,24 @@ impl Journal {
                 .mode(0o600)
                 .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
                 .open(&path)
-                .map_err(io("open lock", &path))?;
+            {
+                Ok(f) => f,
+                Err(e) if e.raw_os_error() == Some(nix::libc::EROFS) => {
+                    return Ok(ContainerLock {
+                        file: None,
+                        path,
+                        container_id: container_id.to_string(),
+                    });
+                }
+                Err(e) => return Err(io("open lock", &path)(e)),
+            };
             match file.try_lock() {
                 Ok(()) => {
                     let held = file.metadata().map_err(io("stat lock", &path))?;
                     match std::fs::symlink_metadata(&path) {
                         Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
                             return Ok(ContainerLock {
-                                file,
+                                file: Some(file),
                                 path,
                                 container_id: container_id.to_string(),
                             });
@@ -351,7 +368,7 @@ impl Journal {
                 })
             })
             .unwrap_or(true);
-        if !has_entries {
+        if !has_entries && lock.file.is_some() {
             let _ = std::fs::remove_file(&lock.path);
         }
         drop(lock.file);

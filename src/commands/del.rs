@@ -73,16 +73,16 @@ pub(super) fn teardown(
         match invoke::del(&list, &t, prev.as_ref()) {
             Ok(()) => {
                 entry.attachments[i].state = State::Removed;
-                journal.write(lock, entry)?;
+                tolerate_read_only(journal.write(lock, entry))?;
             }
             Err(e) => errors.push(e),
         }
     }
     if errors.is_empty() {
-        journal.remove(lock, &entry.ifname)?;
+        tolerate_read_only(journal.remove(lock, &entry.ifname))?;
         Ok(())
     } else {
-        journal.write(lock, entry)?;
+        tolerate_read_only(journal.write(lock, entry))?;
         Err(crate::Error::Teardown {
             container_id: entry.container_id.clone(),
             errors,
@@ -160,5 +160,17 @@ fn rebuild_and_teardown(
         .collect();
     if let Err(e) = teardown(inv, conf, journal, lock, &mut entry) {
         tracing::warn!(error = %e, "DEL of re-resolved networks incomplete");
+    }
+}
+
+/// On a read-only state dir DEL still undoes what it can (reliability-matrix N5); the entry
+/// stays, and a later DEL repeats the (idempotent) delegate DELs.
+fn tolerate_read_only(r: Result<(), crate::cache::CacheError>) -> Result<(), crate::Error> {
+    match r {
+        Err(e) if e.is_read_only() => {
+            tracing::warn!(error = %e, "journal is read-only; DEL goes on without updating it");
+            Ok(())
+        }
+        other => other.map_err(Into::into),
     }
 }

@@ -1,0 +1,274 @@
+//! The journal under stress: corrupt or leftover files, unsafe state dirs, a full or read-only
+//! disk, a careless umask. Each through the real binary, each ending with the leak oracle.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+fn setup(w: &World, bridge: &str, subnet: &str) -> serde_json::Value {
+    sh("ip link add upl0 type bridge && ip link set upl0 up");
+    w.nad(
+        "default",
+        "n1",
+        &w.macvlan_conf("n1", "upl0", "10.89.1.0/24"),
+    );
+    w.pod("default", "p", "n1");
+    w.plexus_conf(&w.bridge_conf("cluster", bridge, subnet), json!({}))
+}
+
+fn entry_file(w: &World) -> std::path::PathBuf {
+    let name = w
+        .journal_files()
+        .into_iter()
+        .find(|f| f.ends_with(".json"))
+        .expect("a journal entry");
+    w.cni_dir.join(name)
+}
+
+#[test]
+fn a_corrupt_entry_is_quarantined_and_del_still_releases_everything() {
+    enter_node_netns();
+    let w = World::new();
+    let conf = setup(&w, "cni-j0", "10.88.30.0/24");
+    for (i, garbage) in [
+        &b""[..],
+        b"{\"format\":1,\"contai",
+        b"[1,2,3]",
+        b"\x00\xff garbage",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let pod = PodNs::new();
+        let call =
+            Call::new("ADD", &format!("c-corrupt{i}"), Some(&pod.path), &w).pod("default", "p");
+        call.run_json(&conf).ok();
+        assert_eq!(w.reservations().len(), 2);
+        std::fs::write(entry_file(&w), garbage).unwrap();
+        // An ADD for the same container stays refused while the entry is unreadable.
+        call.run_json(&conf).err(7);
+        Call {
+            command: "DEL".into(),
+            ..call.clone()
+        }
+        .run_json(&conf)
+        .ok();
+        assert_eq!(
+            w.reservations(),
+            Vec::<String>::new(),
+            "case {i}: IPs released"
+        );
+        assert_eq!(pod.links(), ["lo"], "case {i}: links removed");
+        let left = w.journal_files();
+        assert_eq!(
+            left,
+            ["quarantine"],
+            "case {i}: only the quarantined copy stays"
+        );
+        let quarantined = std::fs::read_dir(w.cni_dir.join("quarantine"))
+            .unwrap()
+            .count();
+        assert_eq!(quarantined, i + 1);
+        // The pod can be set up again afterwards.
+        call.run_json(&conf).ok();
+        Call {
+            command: "DEL".into(),
+            ..call
+        }
+        .run_json(&conf)
+        .ok();
+    }
+}
+
+#[test]
+fn leftover_temp_files_do_not_disturb_the_entry() {
+    enter_node_netns();
+    let w = World::new();
+    let conf = setup(&w, "cni-j1", "10.88.31.0/24");
+    let pod = PodNs::new();
+    let call = Call::new("ADD", "c-tmp", Some(&pod.path), &w).pod("default", "p");
+    call.run_json(&conf).ok();
+    let entry = entry_file(&w);
+    let tmp = std::path::PathBuf::from(format!("{}.tmp.99999", entry.display()));
+    std::fs::write(&tmp, "half-written by a crashed plexus").unwrap();
+    Call {
+        command: "CHECK".into(),
+        ..call.clone()
+    }
+    .run_json(&conf)
+    .ok();
+    Call {
+        command: "DEL".into(),
+        ..call
+    }
+    .run_json(&conf)
+    .ok();
+    assert_eq!(w.reservations(), Vec::<String>::new());
+    // GC sweeps stale temp files.
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    gc["gcGracePeriod"] = json!(0);
+    let mut g = Call::new("GC", "", None, &w);
+    g.unset = vec!["CNI_CONTAINERID".into(), "CNI_IFNAME".into()];
+    g.run_json(&gc).ok();
+    w.assert_clean(Some(&pod));
+}
+
+#[test]
+fn unsafe_state_dirs_are_refused_with_code_5() {
+    enter_node_netns();
+    let w = World::new();
+    let conf = setup(&w, "cni-j2", "10.88.32.0/24");
+    let pod = PodNs::new();
+    let canary = w.tmp.path().join("canary");
+    std::fs::create_dir(&canary).unwrap();
+    std::os::unix::fs::symlink(&canary, &w.cni_dir).unwrap();
+    Call::new("ADD", "c-unsafe", Some(&pod.path), &w)
+        .pod("default", "p")
+        .run_json(&conf)
+        .err(5);
+    assert_eq!(
+        std::fs::read_dir(&canary).unwrap().count(),
+        0,
+        "nothing written through the link"
+    );
+    std::fs::remove_file(&w.cni_dir).unwrap();
+    std::fs::create_dir(&w.cni_dir).unwrap();
+    std::fs::set_permissions(&w.cni_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    Call::new("ADD", "c-unsafe", Some(&pod.path), &w)
+        .pod("default", "p")
+        .run_json(&conf)
+        .err(5);
+    assert_eq!(pod.links(), ["lo"]);
+    assert_eq!(w.reservations(), Vec::<String>::new());
+}
+
+#[test]
+fn files_are_private_even_with_umask_000() {
+    enter_node_netns();
+    let w = World::new();
+    let mut conf = setup(&w, "cni-j3", "10.88.33.0/24");
+    let log = w.tmp.path().join("plexus.log");
+    conf["logFile"] = json!(log.display().to_string());
+    conf["logLevel"] = json!("debug");
+    conf["logToStderr"] = json!(false);
+    let pod = PodNs::new();
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &format!("umask 000; exec {}", env!("CARGO_BIN_EXE_plexus")),
+        ])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "c-umask")
+        .env("CNI_NETNS", &pod.path)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p")
+        .env("CNI_PATH", w.cni_path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(&serde_json::to_vec(&conf).unwrap())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // stdout is the result and nothing else.
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["cniVersion"], "1.1.0");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&w.cni_dir), 0o700);
+    assert_eq!(mode(&entry_file(&w)), 0o600);
+    assert_eq!(mode(&log), 0o600);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("attached"),
+        "log has the network-status line: {text}"
+    );
+    assert!(text.lines().count() >= 2, "one event per line");
+    Call::new("DEL", "c-umask", Some(&pod.path), &w)
+        .pod("default", "p")
+        .run_json(&conf)
+        .ok();
+    w.assert_clean(Some(&pod));
+}
+
+/// A tmpfs mounted over the state dir for the test's lifetime.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, opts: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        sh(&format!(
+            "mount -t tmpfs -o {opts},mode=0700 plexus-test {}",
+            dir.display()
+        ));
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_or_read_only_state_dir_fails_add_before_any_delegate_runs() {
+    enter_node_netns();
+    let w = World::new();
+    let conf = setup(&w, "cni-j4", "10.88.34.0/24");
+    let pod = PodNs::new();
+    {
+        let _fs = Tmpfs::mount(&w.cni_dir, "size=64k");
+        // Fill it up.
+        let _ = Command::new("dd")
+            .args([
+                "if=/dev/zero",
+                &format!("of={}/fill", w.cni_dir.display()),
+                "bs=4k",
+            ])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let r = Call::new("ADD", "c-full", Some(&pod.path), &w)
+            .pod("default", "p")
+            .run_json(&conf);
+        let e = r.err(5);
+        assert!(e["msg"].as_str().unwrap().contains("journal"), "{e}");
+        assert_eq!(pod.links(), ["lo"]);
+        assert_eq!(w.reservations(), Vec::<String>::new(), "no delegate ran");
+        // DEL on a full disk still answers 0.
+        Call::new("DEL", "c-full", Some(&pod.path), &w)
+            .pod("default", "p")
+            .run_json(&conf)
+            .ok();
+    }
+    {
+        let _fs = Tmpfs::mount(&w.cni_dir, "size=1m,ro");
+        let r = Call::new("ADD", "c-ro", Some(&pod.path), &w)
+            .pod("default", "p")
+            .run_json(&conf);
+        r.err(5);
+        assert_eq!(pod.links(), ["lo"]);
+        assert_eq!(w.reservations(), Vec::<String>::new());
+        Call::new("DEL", "c-ro", Some(&pod.path), &w)
+            .pod("default", "p")
+            .run_json(&conf)
+            .ok();
+    }
+}
