@@ -4,7 +4,7 @@
 use crate::conf::{ClusterNetwork, PlexusConf};
 use crate::env::PodRef;
 use crate::plan::ResolvedNetwork;
-use crate::selection::{self, NetworkSelection};
+use crate::selection::{self, DEFAULT_NETWORK_ANNOTATION, NetworkSelection};
 use crate::store::{ManifestStore, NetworkStore, Pod};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -82,20 +82,6 @@ pub fn resolve(
     pod_ref: &PodRef,
     check_uid: bool,
 ) -> Result<Resolved, crate::Error> {
-    let cluster = match &conf.cluster_network {
-        ClusterNetwork::Inline(m) => ResolvedNetwork {
-            key: m
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("cluster")
-                .to_string(),
-            config: m.clone(),
-            selection: None,
-            device_id: None,
-        },
-        ClusterNetwork::Reference(r) => network_by_reference(conf, store, r)?,
-    };
-
     let namespace = pod_ref.namespace.as_deref().unwrap_or("default");
     let pod = match (store, pod_ref.name.as_deref()) {
         (Some(s), Some(name)) => s.pod(namespace, name)?,
@@ -115,6 +101,39 @@ pub fn resolve(
         .into());
     }
 
+    // `v1.multus-cni.io/default-network` replaces the cluster network for this pod. Bare
+    // names resolve in multusNamespace, as Multus does; namespace isolation applies here too
+    // (Multus skips it on this path).
+    let overridden = if let (Some(p), Some(s)) = (&pod, store)
+        && let Some(annotation) = p.annotations.get(DEFAULT_NETWORK_ANNOTATION)
+        && !annotation.trim().is_empty()
+    {
+        let sel = selection::parse_default_network(annotation, &conf.multus_namespace)?;
+        if sel.namespace != conf.multus_namespace {
+            check_isolation(conf, p, &sel)?;
+        }
+        Some(nad_network(conf, s, sel)?)
+    } else {
+        None
+    };
+
+    let cluster = match overridden {
+        Some(c) => c,
+        None => match &conf.cluster_network {
+            ClusterNetwork::Inline(m) => ResolvedNetwork {
+                key: m
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("cluster")
+                    .to_string(),
+                config: m.clone(),
+                selection: None,
+                device_id: None,
+            },
+            ClusterNetwork::Reference(r) => network_by_reference(conf, store, r)?,
+        },
+    };
+
     // Namespaces compared, not pod names (Multus #1205 compares the name).
     let system = conf.system_namespaces.iter().any(|n| n == namespace);
     let defaults = if system {
@@ -132,7 +151,7 @@ pub fn resolve(
     {
         for sel in selection::parse_networks(annotation, &p.namespace)? {
             check_isolation(conf, p, &sel)?;
-            secondaries.push(nad_network(s, sel)?);
+            secondaries.push(nad_network(conf, s, sel)?);
         }
     }
     Ok(Resolved {
@@ -163,6 +182,7 @@ fn check_isolation(
 }
 
 fn nad_network(
+    conf: &PlexusConf,
     store: &dyn NetworkStore,
     sel: NetworkSelection,
 ) -> Result<ResolvedNetwork, crate::Error> {
@@ -170,13 +190,38 @@ fn nad_network(
     let nad = store
         .nad(&sel.namespace, &sel.name)?
         .ok_or_else(|| ResolveError::NadNotFound(key.clone()))?;
-    let config = nad_config(&key, nad.config.as_deref())?;
+    let config = nad_or_disk_config(conf, &key, &sel.name, nad.config.as_deref())?;
     Ok(ResolvedNetwork {
         key,
         config,
         device_id: sel.device_id.clone(),
         selection: Some(sel),
     })
+}
+
+/// A NAD's conf; for an empty spec, the conf file of the same name in `confDir` (NPWG §3.4.1)
+/// — only when the conf opts in with `nadConfFromConfDir`: otherwise a tenant's empty NAD
+/// could reach networks the node admin meant for the host only (reliability-matrix §2).
+fn nad_or_disk_config(
+    conf: &PlexusConf,
+    key: &str,
+    name: &str,
+    config: Option<&str>,
+) -> Result<Map<String, Value>, crate::Error> {
+    let empty = config.is_none_or(|c| c.trim().is_empty());
+    if empty && conf.nad_conf_from_conf_dir {
+        return conf_by_name(&conf.conf_dir, name)?.ok_or_else(|| {
+            ResolveError::BadNad {
+                key: key.to_string(),
+                reason: format!(
+                    "spec.config is empty and no conf named {name:?} is in {}",
+                    conf.conf_dir.display()
+                ),
+            }
+            .into()
+        });
+    }
+    Ok(nad_config(key, config)?)
 }
 
 fn nad_config(key: &str, config: Option<&str>) -> Result<Map<String, Value>, ResolveError> {
@@ -188,7 +233,9 @@ fn nad_config(key: &str, config: Option<&str>) -> Result<Map<String, Value>, Res
         .filter(|c| !c.trim().is_empty())
         // Reading a host conf for an empty spec lets a tenant reach admin-only networks
         // (reliability-matrix §2), so it is not done.
-        .ok_or_else(|| bad("spec.config is empty".into()))?;
+        .ok_or_else(|| {
+            bad("spec.config is empty (set nadConfFromConfDir to read a conf of the same name from confDir)".into())
+        })?;
     cni::netconf::parse_object(text.as_bytes()).map_err(|e| bad(format!("spec.config: {e}")))
 }
 
@@ -220,7 +267,7 @@ pub fn network_by_reference(
         && let Some(nad) = s.nad(ns, name)?
     {
         let key = format!("{ns}/{name}");
-        let config = nad_config(&key, nad.config.as_deref())?;
+        let config = nad_or_disk_config(conf, &key, name, nad.config.as_deref())?;
         return Ok(ResolvedNetwork {
             key,
             config,

@@ -82,6 +82,8 @@ pub struct PlexusConf {
     pub global_namespaces: Vec<String>,
     pub readiness_indicator_file: Option<PathBuf>,
     pub retry_delete_on_error: bool,
+    /// Read the conf of an empty-spec NAD from `confDir` (off: see resolve).
+    pub nad_conf_from_conf_dir: bool,
     pub auxiliary_cni_chain_name: Option<String>,
     pub log_file: Option<PathBuf>,
     pub log_level: String,
@@ -246,6 +248,7 @@ impl PlexusConf {
             global_namespaces,
             readiness_indicator_file: r.abs_path("readinessindicatorfile")?,
             retry_delete_on_error: r.boolean("retryDeleteOnError")?.unwrap_or(false),
+            nad_conf_from_conf_dir: r.boolean("nadConfFromConfDir")?.unwrap_or(false),
             auxiliary_cni_chain_name: r.string("auxiliaryCNIChainName")?,
             log_file: r.abs_path("logFile")?,
             log_level,
