@@ -1,0 +1,1 @@
+//! In-process IPAM (host-local, static); placeholder until the IPAM work is merged.
