@@ -4,14 +4,50 @@
 //! Delegates see one plugin conf and a container; they never see Kubernetes or Plexus's own
 //! conf. Each is also shipped as a standalone CNI binary (`src/bin/`).
 
+pub mod bridge;
 pub mod error;
 pub mod exec_ipam;
 pub mod ipam;
 pub mod link;
+pub mod masq;
 pub mod netns;
 pub mod request;
+pub mod verify;
 pub mod wire;
 
 pub use error::DelegateError;
 pub use link::remove_links_batched;
 pub use request::{Ipam, Kind, Request, kind_of};
+
+/// Runs ADD for a built-in kind.
+pub fn add(kind: Kind, req: &Request) -> Result<cni::CniResult, DelegateError> {
+    match kind {
+        Kind::Bridge => bridge::add(req),
+        _ => Err(DelegateError::Failed {
+            step: "add".into(),
+            reason: "not yet".into(),
+        }),
+    }
+}
+
+/// Runs DEL: idempotent; with the netns absent or gone it still releases the IPAM reservation.
+pub fn del(kind: Kind, req: &Request) -> Result<(), DelegateError> {
+    match kind {
+        Kind::Bridge => bridge::del(req),
+        _ => Err(DelegateError::Failed {
+            step: "del".into(),
+            reason: "not yet".into(),
+        }),
+    }
+}
+
+/// Runs CHECK against the `prevResult` in the conf.
+pub fn check(kind: Kind, req: &Request) -> Result<(), DelegateError> {
+    match kind {
+        Kind::Bridge => bridge::check(req),
+        _ => Err(DelegateError::Failed {
+            step: "check".into(),
+            reason: "not yet".into(),
+        }),
+    }
+}

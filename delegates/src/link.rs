@@ -272,3 +272,19 @@ pub fn remove_links_batched(netns: &Path, ifnames: &[&str]) -> Result<(), Delega
         }
     })?
 }
+
+/// FNV-1a over the parts with a separator byte, for short stable names.
+pub fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h ^= 0xff;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        for b in p.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}

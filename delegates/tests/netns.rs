@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 mod common;
 
 use common::TestNs;

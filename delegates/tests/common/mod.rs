@@ -86,18 +86,52 @@ impl TestNs {
         serde_json::from_str(&self.sh(script)).expect("command printed JSON")
     }
 
-    pub fn ping(&self, addr: &str) -> bool {
-        self.exec(&["ping", "-c1", "-W2", addr]).status.success()
+    /// Whether this netns reaches `addr` in `server`: a TCP connection from here to a listener
+    /// bound to `addr` there. (No `ping` on this machine; a TCP handshake proves the same
+    /// two-way reachability, and binding proves `addr` lives in `server`.)
+    pub fn reaches(&self, server: &TestNs, addr: &str) -> bool {
+        let ip: std::net::IpAddr = addr.parse().expect("an IP address");
+        let (tx, rx) = mpsc::channel();
+        std::thread::scope(|s| {
+            let srv = s.spawn(move || {
+                server.setns_here();
+                let l = std::net::TcpListener::bind((ip, 0)).expect("bind in server netns");
+                tx.send(l.local_addr().expect("bound").port())
+                    .expect("send port");
+                l.set_nonblocking(true).expect("nonblocking");
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+                while std::time::Instant::now() < deadline {
+                    if l.accept().is_ok() {
+                        return true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                false
+            });
+            let port = rx.recv().expect("server bound");
+            let connected = self.enter(|| {
+                std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::new(ip, port),
+                    std::time::Duration::from_secs(2),
+                )
+                .is_ok()
+            });
+            connected && srv.join().expect("server thread")
+        })
+    }
+
+    fn setns_here(&self) {
+        let file = std::fs::File::open(&self.path).expect("open test netns");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("setns into test netns");
     }
 
     /// Runs `f` on a thread that has entered this netns, as the runtime would run the plugin
     /// with this as the node's netns.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let file = std::fs::File::open(&self.path).expect("open test netns");
         std::thread::scope(|s| {
             s.spawn(|| {
-                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .expect("setns into test netns");
+                self.setns_here();
                 f()
             })
             .join()
