@@ -8,7 +8,9 @@ pub mod bridge;
 pub mod error;
 pub mod exec_ipam;
 pub mod ipam;
+pub mod ipvlan;
 pub mod link;
+pub mod macvlan;
 pub mod masq;
 pub mod netns;
 pub mod request;
@@ -23,10 +25,9 @@ pub use request::{Ipam, Kind, Request, kind_of};
 pub fn add(kind: Kind, req: &Request) -> Result<cni::CniResult, DelegateError> {
     match kind {
         Kind::Bridge => bridge::add(req),
-        _ => Err(DelegateError::Failed {
-            step: "add".into(),
-            reason: "not yet".into(),
-        }),
+        Kind::Macvlan => macvlan::add(req),
+        Kind::Ipvlan => ipvlan::add(req),
+        Kind::Vxlan => not_yet(),
     }
 }
 
@@ -34,10 +35,9 @@ pub fn add(kind: Kind, req: &Request) -> Result<cni::CniResult, DelegateError> {
 pub fn del(kind: Kind, req: &Request) -> Result<(), DelegateError> {
     match kind {
         Kind::Bridge => bridge::del(req),
-        _ => Err(DelegateError::Failed {
-            step: "del".into(),
-            reason: "not yet".into(),
-        }),
+        Kind::Macvlan => macvlan::del(req),
+        Kind::Ipvlan => ipvlan::del(req),
+        Kind::Vxlan => not_yet(),
     }
 }
 
@@ -45,9 +45,15 @@ pub fn del(kind: Kind, req: &Request) -> Result<(), DelegateError> {
 pub fn check(kind: Kind, req: &Request) -> Result<(), DelegateError> {
     match kind {
         Kind::Bridge => bridge::check(req),
-        _ => Err(DelegateError::Failed {
-            step: "check".into(),
-            reason: "not yet".into(),
-        }),
+        Kind::Macvlan => macvlan::check(req),
+        Kind::Ipvlan => ipvlan::check(req),
+        Kind::Vxlan => not_yet(),
     }
+}
+
+fn not_yet<T>() -> Result<T, DelegateError> {
+    Err(DelegateError::Failed {
+        step: "vxlan".into(),
+        reason: "not built in yet".into(),
+    })
 }

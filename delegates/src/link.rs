@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use nix::libc::{EEXIST, ENODEV, ENOENT, ESRCH};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
-use rtnetlink::packet_route::route::{RouteMessage, RouteMetric, RouteScope};
+use rtnetlink::packet_route::route::{RouteMessage, RouteMetric, RouteProtocol, RouteScope};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 use std::net::IpAddr;
 use std::path::Path;
@@ -169,7 +169,11 @@ pub fn route_message(
     let mut b = RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(dst.network(), dst.prefix_len())
         .map_err(|e| e.to_string())?
-        .output_interface(index);
+        .output_interface(index)
+        // RTPROT_BOOT, as netlink's default and the reference plugins' routes: rtnetlink's
+        // builder would mark them `proto static`, which route-watching daemons treat as
+        // admin-configured.
+        .protocol(RouteProtocol::Boot);
     if let Some(gw) = gw {
         b = b.gateway(gw).map_err(|e| e.to_string())?;
     } else {

@@ -545,6 +545,11 @@ fn same_outcome_as_the_reference_bridge() {
     assert_eq!(addrs(&ours_pod, "eth0"), addrs(&ref_pod, "eth0"));
     assert_eq!(routes(&ours_pod, "-4"), routes(&ref_pod, "-4"));
     assert_eq!(routes(&ours_pod, "-6"), routes(&ref_pod, "-6"));
+    // Whole route lines too: protocol, scope and metrics must match, not just dst/gw.
+    assert_eq!(
+        ours_pod.sh("ip -4 route show"),
+        ref_pod.sh("ip -4 route show")
+    );
     assert_eq!(addrs(&ours_node, "brtest0"), addrs(&ref_node, "brtest0"));
     let mtu = |ns: &TestNs| ns.json("ip -j link show dev eth0")[0]["mtu"].clone();
     assert_eq!(mtu(&ours_pod), mtu(&ref_pod));
