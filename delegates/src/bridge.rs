@@ -181,35 +181,19 @@ fn setup(
                 }
             }
         }
-        let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
-            .name(ifname)
-            .setns_by_fd(pod_fd);
-        if let Some(m) = conf.mtu {
-            peer = peer.mtu(m);
-        }
-        if let Some(mac) = &conf.mac {
-            peer = peer.address(mac.clone());
-        }
-        let mut msg = LinkVeth::new(&host_name, ifname)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
-            .controller(br.header.index)
-            .up();
-        if let Some(m) = conf.mtu {
-            msg = msg.mtu(m);
-        }
-        host.link().add(msg.build()).execute().await.map_err(|e| {
-            let step = if errno(&e) == Some(EEXIST) {
-                format!(
-                    "create veth {host_name} <-> {ifname}: a link with either name already exists"
-                )
-            } else {
-                format!(
-                    "create veth {host_name} <-> {ifname} on bridge {}",
-                    conf.bridge
-                )
-            };
-            DelegateError::netlink(step, e)
-        })?;
+        create_pod_veth(
+            &host,
+            &PodVeth {
+                host_name: &host_name,
+                ifname,
+                pod_fd,
+                controller: br.header.index,
+                controller_name: conf.bridge,
+                mtu: conf.mtu,
+                mac: conf.mac.as_deref(),
+            },
+        )
+        .await?;
         let host_link = link::require(&host, &host_name, "read the host veth").await?;
         let hidx = host_link.header.index;
         if conf.hairpin {
@@ -256,6 +240,50 @@ fn setup(
         ip.interface = Some(2);
     }
     Ok(())
+}
+
+pub(crate) struct PodVeth<'a> {
+    pub host_name: &'a str,
+    pub ifname: &'a str,
+    pub pod_fd: std::os::fd::RawFd,
+    pub controller: u32,
+    pub controller_name: &'a str,
+    pub mtu: Option<u32>,
+    pub mac: Option<&'a [u8]>,
+}
+
+/// Creates the veth pair with its container end born in the pod netns (`IFLA_NET_NS_FD` on
+/// the peer), so the container's name never exists on the host and cannot collide there; the
+/// host end joins `controller` in the same request.
+pub(crate) async fn create_pod_veth(host: &Handle, v: &PodVeth<'_>) -> Result<(), DelegateError> {
+    let (host_name, ifname) = (v.host_name, v.ifname);
+    let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(ifname)
+        .setns_by_fd(v.pod_fd);
+    if let Some(m) = v.mtu {
+        peer = peer.mtu(m);
+    }
+    if let Some(mac) = v.mac {
+        peer = peer.address(mac.to_vec());
+    }
+    let mut msg = LinkVeth::new(host_name, ifname)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
+        .controller(v.controller)
+        .up();
+    if let Some(m) = v.mtu {
+        msg = msg.mtu(m);
+    }
+    host.link().add(msg.build()).execute().await.map_err(|e| {
+        let step = if errno(&e) == Some(EEXIST) {
+            format!("create veth {host_name} <-> {ifname}: a link with either name already exists")
+        } else {
+            format!(
+                "create veth {host_name} <-> {ifname} on {}",
+                v.controller_name
+            )
+        };
+        DelegateError::netlink(step, e)
+    })
 }
 
 async fn ensure_bridge(

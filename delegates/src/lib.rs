@@ -15,6 +15,7 @@ pub mod masq;
 pub mod netns;
 pub mod request;
 pub mod verify;
+pub mod vxlan;
 pub mod wire;
 
 pub use error::DelegateError;
@@ -27,7 +28,7 @@ pub fn add(kind: Kind, req: &Request) -> Result<cni::CniResult, DelegateError> {
         Kind::Bridge => bridge::add(req),
         Kind::Macvlan => macvlan::add(req),
         Kind::Ipvlan => ipvlan::add(req),
-        Kind::Vxlan => not_yet(),
+        Kind::Vxlan => vxlan::add(req),
     }
 }
 
@@ -37,7 +38,7 @@ pub fn del(kind: Kind, req: &Request) -> Result<(), DelegateError> {
         Kind::Bridge => bridge::del(req),
         Kind::Macvlan => macvlan::del(req),
         Kind::Ipvlan => ipvlan::del(req),
-        Kind::Vxlan => not_yet(),
+        Kind::Vxlan => vxlan::del(req),
     }
 }
 
@@ -47,13 +48,6 @@ pub fn check(kind: Kind, req: &Request) -> Result<(), DelegateError> {
         Kind::Bridge => bridge::check(req),
         Kind::Macvlan => macvlan::check(req),
         Kind::Ipvlan => ipvlan::check(req),
-        Kind::Vxlan => not_yet(),
+        Kind::Vxlan => vxlan::check(req),
     }
-}
-
-fn not_yet<T>() -> Result<T, DelegateError> {
-    Err(DelegateError::Failed {
-        step: "vxlan".into(),
-        reason: "not built in yet".into(),
-    })
 }

@@ -61,6 +61,15 @@ impl TestNs {
         &self.path
     }
 
+    /// The holder thread's id, for `ip link set ... netns <tid>`.
+    pub fn tid(&self) -> String {
+        let s = self.path.to_string_lossy();
+        s.split('/')
+            .nth(4)
+            .expect("/proc/<pid>/task/<tid>/ns/net")
+            .to_string()
+    }
+
     /// Runs a command inside this netns.
     pub fn exec(&self, args: &[&str]) -> Output {
         Command::new("nsenter")
