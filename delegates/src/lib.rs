@@ -14,6 +14,7 @@ pub mod macvlan;
 pub mod masq;
 pub mod netns;
 pub mod request;
+pub mod standalone;
 pub mod verify;
 pub mod vxlan;
 pub mod wire;
