@@ -7,15 +7,15 @@ use crate::link;
 use crate::masq;
 use crate::netns::NetNs;
 use crate::request::Request;
+pub use crate::veth::host_veth_name;
+use crate::veth::{PodVeth, create_pod_veth};
 use cni::CniResult;
 use cni::result::{Interface, Route};
 use ipnet::IpNet;
 use nix::libc::EEXIST;
+use rtnetlink::packet_route::link::BridgeVlanInfoFlags;
 use rtnetlink::packet_route::link::LinkAttribute;
-use rtnetlink::packet_route::link::{BridgeVlanInfoFlags, InfoData, InfoVeth};
-use rtnetlink::{
-    Handle, LinkBridge, LinkBridgePort, LinkBridgeVlan, LinkMessageBuilder, LinkUnspec, LinkVeth,
-};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkBridgeVlan, LinkUnspec};
 use std::net::IpAddr;
 
 const DEFAULT_BRIDGE: &str = "cni0";
@@ -61,32 +61,9 @@ fn parse<'a>(req: &Request<'a>) -> Result<Conf<'a>, DelegateError> {
         hairpin: k.bool("hairpinMode")?,
         promisc: k.bool("promiscMode")?,
         vlan,
-        mac: runtime_mac(req)?,
+        mac: req.runtime_mac()?,
         network: k.str("name")?.unwrap_or(""),
     })
-}
-
-/// `runtimeConfig.mac` (capability `mac`), as the reference plugins read it.
-pub(crate) fn runtime_mac(req: &Request) -> Result<Option<Vec<u8>>, DelegateError> {
-    let Some(serde_json::Value::Object(rc)) = req.conf.0.get("runtimeConfig") else {
-        return Ok(None);
-    };
-    match rc.get("mac") {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => link::parse_mac(s)
-            .map(Some)
-            .ok_or_else(|| DelegateError::config("runtimeConfig.mac", "not a MAC address")),
-        Some(_) => Err(DelegateError::config(
-            "runtimeConfig.mac",
-            "must be a string",
-        )),
-    }
-}
-
-/// The host end's name: stable for a container and interface, so DEL finds it even when the
-/// pod netns is gone, and ≤15 bytes.
-pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
-    format!("veth{:08x}", link::fnv1a(&[container_id, ifname]) as u32)
 }
 
 /// Fills in the gateways IPAM left out and, for `isDefaultGateway`, a default route per family.
@@ -240,50 +217,6 @@ fn setup(
         ip.interface = Some(2);
     }
     Ok(())
-}
-
-pub(crate) struct PodVeth<'a> {
-    pub host_name: &'a str,
-    pub ifname: &'a str,
-    pub pod_fd: std::os::fd::RawFd,
-    pub controller: u32,
-    pub controller_name: &'a str,
-    pub mtu: Option<u32>,
-    pub mac: Option<&'a [u8]>,
-}
-
-/// Creates the veth pair with its container end born in the pod netns (`IFLA_NET_NS_FD` on
-/// the peer), so the container's name never exists on the host and cannot collide there; the
-/// host end joins `controller` in the same request.
-pub(crate) async fn create_pod_veth(host: &Handle, v: &PodVeth<'_>) -> Result<(), DelegateError> {
-    let (host_name, ifname) = (v.host_name, v.ifname);
-    let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
-        .name(ifname)
-        .setns_by_fd(v.pod_fd);
-    if let Some(m) = v.mtu {
-        peer = peer.mtu(m);
-    }
-    if let Some(mac) = v.mac {
-        peer = peer.address(mac.to_vec());
-    }
-    let mut msg = LinkVeth::new(host_name, ifname)
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
-        .controller(v.controller)
-        .up();
-    if let Some(m) = v.mtu {
-        msg = msg.mtu(m);
-    }
-    host.link().add(msg.build()).execute().await.map_err(|e| {
-        let step = if errno(&e) == Some(EEXIST) {
-            format!("create veth {host_name} <-> {ifname}: a link with either name already exists")
-        } else {
-            format!(
-                "create veth {host_name} <-> {ifname} on {}",
-                v.controller_name
-            )
-        };
-        DelegateError::netlink(step, e)
-    })
 }
 
 async fn ensure_bridge(
@@ -543,17 +476,6 @@ pub fn check(req: &Request) -> Result<(), DelegateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_veth_name_is_stable_short_and_distinct() {
-        let a = host_veth_name("c1", "eth0");
-        assert_eq!(a, host_veth_name("c1", "eth0"));
-        assert!(a.len() <= 15 && a.starts_with("veth"), "{a}");
-        assert_ne!(a, host_veth_name("c1", "net1"));
-        assert_ne!(a, host_veth_name("c2", "eth0"));
-        // The separator keeps ("ab","c") and ("a","bc") apart.
-        assert_ne!(host_veth_name("ab", "c"), host_veth_name("a", "bc"));
-    }
 
     #[test]
     fn gateway_defaults_to_first_host_and_default_route_is_added_once() {

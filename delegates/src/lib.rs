@@ -16,6 +16,7 @@ pub mod netns;
 pub mod request;
 pub mod standalone;
 pub mod verify;
+pub mod veth;
 pub mod vxlan;
 pub mod wire;
 

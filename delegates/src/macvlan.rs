@@ -64,7 +64,7 @@ pub fn add(req: &Request) -> Result<CniResult, DelegateError> {
     let k = req.keys();
     let mode = mode(k.str("mode")?)?;
     let mtu = k.u32("mtu")?.filter(|m| *m != 0);
-    let mac = crate::bridge::runtime_mac(req)?;
+    let mac = req.runtime_mac()?;
     let ifname = req.ifname;
     let build = move |master: u32, fd: Option<RawFd>| {
         link_message(ifname, master, mode, mtu, mac.clone(), fd)

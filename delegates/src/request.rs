@@ -89,6 +89,23 @@ impl Request<'_> {
         crate::wire::parse_result(v).map_err(|e| DelegateError::config("prevResult", e))
     }
 
+    /// `runtimeConfig.mac` (capability `mac`), as the reference plugins read it.
+    pub fn runtime_mac(&self) -> Result<Option<Vec<u8>>, DelegateError> {
+        let Some(serde_json::Value::Object(rc)) = self.conf.0.get("runtimeConfig") else {
+            return Ok(None);
+        };
+        match rc.get("mac") {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => crate::link::parse_mac(s)
+                .map(Some)
+                .ok_or_else(|| DelegateError::config("runtimeConfig.mac", "not a MAC address")),
+            Some(_) => Err(DelegateError::config(
+                "runtimeConfig.mac",
+                "must be a string",
+            )),
+        }
+    }
+
     pub fn cni_version(&self) -> &str {
         self.conf
             .0

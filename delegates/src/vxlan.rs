@@ -11,11 +11,11 @@
 //! "Last pod" is decided by counting the bridge's ports other than the vxlan device, under a
 //! lock file per VNI, so a DEL never removes the device under a concurrent ADD.
 
-use crate::bridge::{PodVeth, create_pod_veth, host_veth_name};
 use crate::error::{DelegateError, errno};
 use crate::link;
 use crate::netns::NetNs;
 use crate::request::Request;
+use crate::veth::{PodVeth, create_pod_veth, host_veth_name};
 use cni::CniResult;
 use cni::result::Interface;
 use futures::{StreamExt, TryStreamExt};

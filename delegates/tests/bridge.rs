@@ -156,7 +156,7 @@ fn add_check_del_del() {
     node.enter(|| {
         let r = add(&n, "c-acdd", pod.path(), "eth0").unwrap();
         let names: Vec<_> = r.interfaces.iter().map(|i| i.name.as_str()).collect();
-        let host = delegates::bridge::host_veth_name("c-acdd", "eth0");
+        let host = delegates::veth::host_veth_name("c-acdd", "eth0");
         assert_eq!(names, ["brtest0", host.as_str(), "eth0"]);
         assert_eq!(
             r.interfaces[2].sandbox.as_deref(),
@@ -236,7 +236,7 @@ fn del_after_pod_netns_is_gone_releases_the_address() {
     node.enter(|| {
         del(&n, "c-gone", Some(&path), "eth0").unwrap();
         assert!(reservations(n.data.path(), "brnet").is_empty());
-        let host = delegates::bridge::host_veth_name("c-gone", "eth0");
+        let host = delegates::veth::host_veth_name("c-gone", "eth0");
         assert!(!link_exists(&node, &host), "host end removed");
     });
 }
@@ -270,7 +270,7 @@ fn mtu_applies_to_both_ends_and_the_new_bridge() {
     let n = net(json!({"mtu": 1400}), v4());
     node.enter(|| {
         add(&n, "c-mtu", pod.path(), "eth0").unwrap();
-        let host = delegates::bridge::host_veth_name("c-mtu", "eth0");
+        let host = delegates::veth::host_veth_name("c-mtu", "eth0");
         assert_eq!(pod.json("ip -j link show dev eth0")[0]["mtu"], 1400);
         assert_eq!(
             node.json(&format!("ip -j link show dev {host}"))[0]["mtu"],
@@ -352,7 +352,7 @@ fn hairpin_and_promisc() {
     let n = net(json!({"hairpinMode": true, "promiscMode": true}), v4());
     node.enter(|| {
         add(&n, "c-hp", pod.path(), "eth0").unwrap();
-        let host = delegates::bridge::host_veth_name("c-hp", "eth0");
+        let host = delegates::veth::host_veth_name("c-hp", "eth0");
         let d = node.json(&format!("ip -d -j link show dev {host}"));
         assert_eq!(d[0]["linkinfo"]["info_slave_data"]["hairpin"], true, "{d}");
         let br = node.json("ip -d -j link show dev brtest0");
@@ -388,7 +388,7 @@ fn vlan_port_or_a_clear_kernel_error() {
         .success();
     let n = net(json!({"vlan": 42, "isGateway": false}), v4());
     node.enter(|| {
-        let host = delegates::bridge::host_veth_name("c-vl", "eth0");
+        let host = delegates::veth::host_veth_name("c-vl", "eth0");
         match add(&n, "c-vl", pod.path(), "eth0") {
             Ok(_) => {
                 assert!(supported, "kernel lacks vlan filtering, ADD must fail");
@@ -453,7 +453,7 @@ fn failed_link_setup_releases_ipam_and_leaves_no_host_veth() {
             reservations(n.data.path(), "brnet").is_empty(),
             "address released"
         );
-        let host = delegates::bridge::host_veth_name("c-fail", "eth0");
+        let host = delegates::veth::host_veth_name("c-fail", "eth0");
         assert!(!link_exists(&node, &host));
         assert!(
             link_exists(&pod, "eth0"),
