@@ -565,3 +565,37 @@ fn same_outcome_as_the_reference_bridge() {
         reservations(ref_net.data.path(), "brnet")
     );
 }
+
+#[test]
+fn concurrent_adds_share_a_new_bridge() {
+    let node = TestNs::new();
+    let pods: Vec<TestNs> = (0..4).map(|_| TestNs::new()).collect();
+    let n = net(json!({}), v4());
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let (n, node) = (&n, &node);
+                s.spawn(move || node.enter(|| add(n, &format!("c-par{i}"), p.path(), "eth0")))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &results {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let ports = node.sh("ip -o link show master brtest0 | wc -l");
+    assert_eq!(ports.trim(), "4");
+    assert_eq!(
+        addrs(&node, "brtest0"),
+        ["10.77.0.1/24"],
+        "one gateway address"
+    );
+    node.enter(|| {
+        for (i, p) in pods.iter().enumerate() {
+            del(&n, &format!("c-par{i}"), Some(p.path()), "eth0").unwrap();
+        }
+    });
+    assert!(reservations(n.data.path(), "brnet").is_empty());
+}

@@ -256,3 +256,45 @@ fn bad_config_names_the_key_and_allocates_nothing() {
         });
     }
 }
+
+#[test]
+fn concurrent_adds_and_dels_keep_the_refcount_right() {
+    let (na, _nb) = two_nodes();
+    let pods: Vec<TestNs> = (0..4).map(|_| TestNs::new()).collect();
+    let n = net(json!({}), A);
+    let na_ref = &na;
+    let run_all = |op: &(dyn Fn(usize, &TestNs) + Sync)| {
+        std::thread::scope(|s| {
+            for (i, p) in pods.iter().enumerate() {
+                s.spawn(move || na_ref.enter(|| op(i, p)));
+            }
+        });
+    };
+    run_all(&|i, p| {
+        add(&n, &format!("c-p{i}"), p.path()).unwrap();
+    });
+    assert_eq!(
+        na.sh("ip -o link show master vxbr4242 | wc -l").trim(),
+        "5",
+        "4 pods + vxlan"
+    );
+    // Two leave while two stay: the overlay must survive.
+    run_all(&|i, p| {
+        if i % 2 == 0 {
+            del(&n, &format!("c-p{i}"), Some(p.path())).unwrap();
+        }
+    });
+    assert!(exists(&na, "vxlan4242") && exists(&na, "vxbr4242"));
+    let ip3 = pods[3].sh("ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1");
+    assert!(
+        pods[1].reaches(&pods[3], ip3.trim()),
+        "remaining pods still connected"
+    );
+    run_all(&|i, p| {
+        if i % 2 == 1 {
+            del(&n, &format!("c-p{i}"), Some(p.path())).unwrap();
+        }
+    });
+    assert!(!exists(&na, "vxlan4242") && !exists(&na, "vxbr4242"));
+    assert!(reservations(n.data.path(), "vxnet").is_empty());
+}
