@@ -1,3 +1,55 @@
-//! netns helpers (filled by the built-in delegates work).
+//! Built-in CNI delegates (bridge, macvlan, ipvlan, vxlan) run in-process over rtnetlink, the
+//! netns/netlink helpers they share, and in-process IPAM.
+//!
+//! Delegates see one plugin conf and a container; they never see Kubernetes or Plexus's own
+//! conf. Each is also shipped as a standalone CNI binary (`src/bin/`).
 
+pub mod bridge;
+pub mod error;
+pub mod exec_ipam;
 pub mod ipam;
+pub mod ipvlan;
+pub mod link;
+pub mod macvlan;
+pub mod masq;
+pub mod netns;
+pub mod request;
+pub mod standalone;
+pub mod verify;
+pub mod veth;
+pub mod vxlan;
+pub mod wire;
+
+pub use error::DelegateError;
+pub use link::remove_links_batched;
+pub use request::{Ipam, Kind, Request, kind_of};
+
+/// Runs ADD for a built-in kind.
+pub fn add(kind: Kind, req: &Request) -> Result<cni::CniResult, DelegateError> {
+    match kind {
+        Kind::Bridge => bridge::add(req),
+        Kind::Macvlan => macvlan::add(req),
+        Kind::Ipvlan => ipvlan::add(req),
+        Kind::Vxlan => vxlan::add(req),
+    }
+}
+
+/// Runs DEL: idempotent; with the netns absent or gone it still releases the IPAM reservation.
+pub fn del(kind: Kind, req: &Request) -> Result<(), DelegateError> {
+    match kind {
+        Kind::Bridge => bridge::del(req),
+        Kind::Macvlan => macvlan::del(req),
+        Kind::Ipvlan => ipvlan::del(req),
+        Kind::Vxlan => vxlan::del(req),
+    }
+}
+
+/// Runs CHECK against the `prevResult` in the conf.
+pub fn check(kind: Kind, req: &Request) -> Result<(), DelegateError> {
+    match kind {
+        Kind::Bridge => bridge::check(req),
+        Kind::Macvlan => macvlan::check(req),
+        Kind::Ipvlan => ipvlan::check(req),
+        Kind::Vxlan => vxlan::check(req),
+    }
+}

@@ -1,0 +1,240 @@
+//! The macvlan delegate, and the flow it shares with ipvlan: a sub-interface of a master link
+//! created directly in the pod netns (`IFLA_NET_NS_FD` on the create message: the master is
+//! looked up in the caller's netns, the new link is born in the pod's under its final name).
+//! Reads the reference `macvlan` plugin's conf schema.
+
+use crate::error::{DelegateError, errno};
+use crate::link;
+use crate::netns::NetNs;
+use crate::request::Request;
+use cni::CniResult;
+use cni::result::Interface;
+use nix::libc::{EEXIST, EOPNOTSUPP};
+use rtnetlink::packet_route::link::{LinkMessage, MacVlanMode};
+use rtnetlink::{Handle, LinkMacVlan};
+use std::os::fd::RawFd;
+
+/// What differs between macvlan and ipvlan; the rest of the flow is shared.
+pub(crate) struct SubLink<'a> {
+    pub kind: &'static str,
+    pub master: Option<&'a str>,
+    /// The master lives in the pod netns (e.g. an SR-IOV VF moved there earlier).
+    pub link_in_container: bool,
+    /// Builds the create message from the master's index and the pod netns fd (None when the
+    /// link is created from inside the pod netns).
+    pub build: &'a (dyn Fn(u32, Option<RawFd>) -> LinkMessage + Sync),
+}
+
+pub fn mode(name: Option<&str>) -> Result<MacVlanMode, DelegateError> {
+    match name.unwrap_or("bridge") {
+        "bridge" => Ok(MacVlanMode::Bridge),
+        "private" => Ok(MacVlanMode::Private),
+        "vepa" => Ok(MacVlanMode::Vepa),
+        "passthru" => Ok(MacVlanMode::Passthrough),
+        other => Err(DelegateError::config(
+            "mode",
+            format!("unknown macvlan mode {other:?} (bridge, private, vepa, passthru)"),
+        )),
+    }
+}
+
+/// The create message, kept apart from the kernel call so it can be checked byte for byte.
+pub fn link_message(
+    ifname: &str,
+    master: u32,
+    mode: MacVlanMode,
+    mtu: Option<u32>,
+    mac: Option<Vec<u8>>,
+    netns_fd: Option<RawFd>,
+) -> LinkMessage {
+    let mut b = LinkMacVlan::new(ifname, master, mode);
+    if let Some(m) = mtu {
+        b = b.mtu(m);
+    }
+    if let Some(mac) = mac {
+        b = b.address(mac);
+    }
+    if let Some(fd) = netns_fd {
+        b = b.setns_by_fd(fd);
+    }
+    b.build()
+}
+
+pub fn add(req: &Request) -> Result<CniResult, DelegateError> {
+    let k = req.keys();
+    let mode = mode(k.str("mode")?)?;
+    let mtu = k.u32("mtu")?.filter(|m| *m != 0);
+    let mac = req.runtime_mac()?;
+    let ifname = req.ifname;
+    let build = move |master: u32, fd: Option<RawFd>| {
+        link_message(ifname, master, mode, mtu, mac.clone(), fd)
+    };
+    add_sublink(
+        req,
+        &SubLink {
+            kind: "macvlan",
+            master: k.ifname("master")?,
+            link_in_container: k.bool("linkInContainer")?,
+            build: &build,
+        },
+    )
+}
+
+pub fn del(req: &Request) -> Result<(), DelegateError> {
+    del_sublink(req)
+}
+
+pub fn check(req: &Request) -> Result<(), DelegateError> {
+    check_sublink(req, "macvlan")
+}
+
+/// The interface of the default IPv4 (else IPv6) route, the reference plugins' default master.
+async fn default_route_link(h: &Handle) -> Result<Option<u32>, DelegateError> {
+    use futures::TryStreamExt;
+    use rtnetlink::RouteMessageBuilder;
+    use rtnetlink::packet_route::route::RouteAttribute;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    for filter in [
+        RouteMessageBuilder::<Ipv4Addr>::new().build(),
+        RouteMessageBuilder::<Ipv6Addr>::new().build(),
+    ] {
+        let routes: Vec<_> = h
+            .route()
+            .get(filter)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| DelegateError::netlink("find the default route", e))?;
+        let oif = routes
+            .iter()
+            .filter(|r| r.header.destination_prefix_length == 0)
+            .find_map(|r| {
+                r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Oif(i) => Some(*i),
+                    _ => None,
+                })
+            });
+        if oif.is_some() {
+            return Ok(oif);
+        }
+    }
+    Ok(None)
+}
+
+pub(crate) fn add_sublink(req: &Request, spec: &SubLink) -> Result<CniResult, DelegateError> {
+    let netns = NetNs::open(req.netns_required()?)?;
+    let mut result = req.ipam_add()?;
+    let ifname = req.ifname;
+    let pod_fd = netns.fd();
+    let sandbox = netns.path().display().to_string();
+    let to_configure = result.clone();
+    let created = netns.run_with_host(|host, pod| async move {
+        let parent = if spec.link_in_container { &pod } else { &host };
+        let master = match spec.master {
+            Some(name) => link::by_name(parent, name)
+                .await
+                .map_err(|e| DelegateError::netlink(format!("look up master {name}"), e))?
+                .map(|l| l.header.index)
+                .ok_or_else(|| DelegateError::config("master", format!("link {name} not found")))?,
+            None => default_route_link(parent).await?.ok_or_else(|| {
+                DelegateError::config(
+                    "master",
+                    "not set and there is no default route to take it from",
+                )
+            })?,
+        };
+        let fd = (!spec.link_in_container).then_some(pod_fd);
+        parent
+            .link()
+            .add((spec.build)(master, fd))
+            .execute()
+            .await
+            .map_err(|e| match errno(&e) {
+                // rtnl_newlink answers EOPNOTSUPP when no driver registers the link kind.
+                Some(EOPNOTSUPP) => DelegateError::KernelLacks {
+                    kind: spec.kind,
+                    source: e,
+                },
+                Some(EEXIST) => DelegateError::netlink(
+                    format!(
+                        "create {} {ifname}: the pod already has a link of that name",
+                        spec.kind
+                    ),
+                    e,
+                ),
+                _ => DelegateError::netlink(format!("create {} {ifname}", spec.kind), e),
+            })?;
+        let pod_link = link::require(&pod, ifname, "read the new interface").await?;
+        let idx = pod_link.header.index;
+        if let Err(e) = link::configure(&pod, idx, ifname, &to_configure).await {
+            let _ = link::delete(&pod, idx).await;
+            return Err(e);
+        }
+        Ok::<_, DelegateError>(Interface {
+            name: ifname.to_string(),
+            mac: link::mac(&pod_link),
+            sandbox: Some(sandbox),
+            ..Default::default()
+        })
+    });
+    match created {
+        Ok(Ok(iface)) => {
+            result.interfaces = vec![iface];
+            for ip in &mut result.ips {
+                ip.interface = Some(0);
+            }
+            Ok(result)
+        }
+        Ok(Err(e)) => {
+            let _ = req.ipam_del();
+            Err(e)
+        }
+        Err(e) => {
+            let _ = req.ipam_del();
+            Err(e.into())
+        }
+    }
+}
+
+pub(crate) fn del_sublink(req: &Request) -> Result<(), DelegateError> {
+    let mut errors = Vec::new();
+    if let Err(e) = req.ipam_del() {
+        errors.push(e);
+    }
+    let ifname = req.ifname;
+    if let Some(path) = req.netns {
+        match NetNs::open(path) {
+            Ok(ns) => match ns.run(|h| async move { link::delete_by_name(&h, ifname).await }) {
+                Ok(Err(e)) => errors.push(e),
+                Err(e) => errors.push(e.into()),
+                Ok(Ok(())) => {}
+            },
+            // The link died with its netns.
+            Err(e) if e.is_gone() => {}
+            Err(e) => errors.push(e.into()),
+        }
+    }
+    DelegateError::collect(errors)
+}
+
+pub(crate) fn check_sublink(req: &Request, kind: &'static str) -> Result<(), DelegateError> {
+    let prev = req.prev_result()?;
+    let netns = NetNs::open(req.netns_required()?)?;
+    req.ipam_check()?;
+    let ifname = req.ifname;
+    netns.run(|h| async move {
+        let l = link::require(&h, ifname, "check the container interface").await?;
+        let is_kind = match link::kind(&l) {
+            Some(rtnetlink::packet_route::link::InfoKind::MacVlan) => kind == "macvlan",
+            Some(rtnetlink::packet_route::link::InfoKind::IpVlan) => kind == "ipvlan",
+            _ => false,
+        };
+        if !is_kind {
+            return Err(DelegateError::Failed {
+                step: "check the container interface".into(),
+                reason: format!("{ifname} is not a {kind} link"),
+            });
+        }
+        crate::verify::pod_interface(&h, ifname, &prev).await
+    })?
+}

@@ -1,0 +1,475 @@
+//! The vxlan delegate: an L2 overlay across nodes. Per network and node there is one vxlan
+//! device (`vxlan<vni>`) enslaved to one bridge (`vxbr<vni>` unless `bridge` is set); each pod
+//! gets a veth whose host end joins that bridge. The device and bridge appear with the first
+//! pod on the node and go with the last one.
+//!
+//! Conf keys: `vni` (required), `port` (4789), `group` (multicast) or `remotes` (head-end
+//! replication: an all-zero FDB entry per remote, the node's own addresses skipped so one conf
+//! serves every node), `underlayInterface`, `localIP`, `mtu` (default: underlay MTU minus the
+//! encapsulation), `bridge`, `learning` (true).
+//!
+//! "Last pod" is decided by counting the bridge's ports other than the vxlan device, under a
+//! lock file per VNI, so a DEL never removes the device under a concurrent ADD.
+
+use crate::error::{DelegateError, errno};
+use crate::link;
+use crate::netns::NetNs;
+use crate::request::Request;
+use crate::veth::{PodVeth, create_pod_veth, host_veth_name};
+use cni::CniResult;
+use cni::result::Interface;
+use futures::{StreamExt, TryStreamExt};
+use nix::libc::EEXIST;
+use rtnetlink::packet_core::{
+    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+};
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::{Handle, LinkBridge, LinkVxlan};
+use std::fs::File;
+use std::net::IpAddr;
+
+const LOCK_DIR: &str = "/run/plexus";
+const MAX_VNI: u32 = (1 << 24) - 1;
+
+#[derive(Debug, Clone)]
+pub struct Conf {
+    pub vni: u32,
+    pub port: u16,
+    pub group: Option<IpAddr>,
+    pub remotes: Vec<IpAddr>,
+    pub underlay: Option<String>,
+    pub local: Option<IpAddr>,
+    pub mtu: Option<u32>,
+    pub bridge: String,
+    pub learning: bool,
+}
+
+impl Conf {
+    pub fn device(&self) -> String {
+        format!("vxlan{}", self.vni)
+    }
+}
+
+fn ip_key(key: &str, s: &str) -> Result<IpAddr, DelegateError> {
+    s.parse()
+        .map_err(|_| DelegateError::config(key, format!("{s:?} is not an IP address")))
+}
+
+pub fn parse(req: &Request) -> Result<Conf, DelegateError> {
+    let k = req.keys();
+    let vni = k
+        .u32("vni")?
+        .ok_or_else(|| DelegateError::config("vni", "is required"))?;
+    if vni == 0 || vni > MAX_VNI {
+        return Err(DelegateError::config(
+            "vni",
+            format!("must be 1..={MAX_VNI}"),
+        ));
+    }
+    let port = match k.u32("port")? {
+        None => 4789,
+        Some(p) => u16::try_from(p)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| DelegateError::config("port", "must be 1..=65535"))?,
+    };
+    let group = k.str("group")?.map(|s| ip_key("group", s)).transpose()?;
+    if let Some(g) = group
+        && !g.is_multicast()
+    {
+        return Err(DelegateError::config(
+            "group",
+            format!("{g} is not multicast"),
+        ));
+    }
+    let remotes = k
+        .strings("remotes")?
+        .into_iter()
+        .map(|s| ip_key("remotes", s))
+        .collect::<Result<Vec<_>, _>>()?;
+    if group.is_some() && !remotes.is_empty() {
+        return Err(DelegateError::config(
+            "remotes",
+            "use either group or remotes, not both",
+        ));
+    }
+    let local = k
+        .str("localIP")?
+        .map(|s| ip_key("localIP", s))
+        .transpose()?;
+    let learning = match req.conf.0.get("learning") {
+        None | Some(serde_json::Value::Null) => true,
+        Some(_) => k.bool("learning")?,
+    };
+    Ok(Conf {
+        vni,
+        port,
+        group,
+        remotes,
+        underlay: k.ifname("underlayInterface")?.map(str::to_string),
+        local,
+        mtu: k.u32("mtu")?.filter(|m| *m != 0),
+        bridge: k
+            .ifname("bridge")?
+            .map_or_else(|| format!("vxbr{vni}"), str::to_string),
+        learning,
+    })
+}
+
+/// The outer headers: Ethernet 14 + VXLAN 8 + UDP 8 + IPv4 20 (or IPv6 40).
+fn overhead(c: &Conf) -> u32 {
+    let v6 = c
+        .local
+        .or(c.group)
+        .or(c.remotes.first().copied())
+        .is_some_and(|a| a.is_ipv6());
+    if v6 { 70 } else { 50 }
+}
+
+struct Lock(#[allow(dead_code)] File);
+
+fn lock(vni: u32) -> Result<Lock, DelegateError> {
+    let io = |step: String| move |source| DelegateError::Io { step, source };
+    std::fs::create_dir_all(LOCK_DIR).map_err(io(format!("create {LOCK_DIR}")))?;
+    let path = format!("{LOCK_DIR}/vxlan-{vni}.lock");
+    let f = File::create(&path).map_err(io(format!("open lock {path}")))?;
+    f.lock().map_err(io(format!("lock {path}")))?;
+    Ok(Lock(f))
+}
+
+pub fn add(req: &Request) -> Result<CniResult, DelegateError> {
+    let conf = parse(req)?;
+    let netns = NetNs::open(req.netns_required()?)?;
+    let mut result = req.ipam_add()?;
+    let guard = lock(conf.vni)?;
+    let host_name = host_veth_name(req.container_id, req.ifname);
+    let ifname = req.ifname;
+    let pod_fd = netns.fd();
+    let sandbox = netns.path().display().to_string();
+    let to_configure = result.clone();
+    let c = &conf;
+    let hn = host_name.as_str();
+    let done = netns.run_with_host(|host, pod| async move {
+        let outcome = async {
+            let (br, mtu) = ensure_overlay(&host, c).await?;
+            create_pod_veth(
+                &host,
+                &PodVeth {
+                    host_name: hn,
+                    ifname,
+                    pod_fd,
+                    controller: br.header.index,
+                    controller_name: &c.bridge,
+                    mtu: Some(mtu),
+                    mac: None,
+                },
+            )
+            .await?;
+            let host_link = link::require(&host, hn, "read the host veth").await?;
+            let pod_link = link::require(&pod, ifname, "read the container interface").await?;
+            link::configure(&pod, pod_link.header.index, ifname, &to_configure).await?;
+            let br_now = link::require(&host, &c.bridge, "read the bridge").await?;
+            Ok::<_, DelegateError>(vec![
+                Interface {
+                    name: c.bridge.clone(),
+                    mac: link::mac(&br_now),
+                    ..Default::default()
+                },
+                Interface {
+                    name: hn.to_string(),
+                    mac: link::mac(&host_link),
+                    ..Default::default()
+                },
+                Interface {
+                    name: ifname.to_string(),
+                    mac: link::mac(&pod_link),
+                    mtu: Some(mtu),
+                    sandbox: Some(sandbox),
+                    ..Default::default()
+                },
+            ])
+        }
+        .await;
+        if outcome.is_err() {
+            let _ = link::delete_by_name(&host, hn).await;
+            let _ = teardown_if_unused(&host, c).await;
+        }
+        outcome
+    });
+    drop(guard);
+    match done {
+        Ok(Ok(interfaces)) => {
+            result.interfaces = interfaces;
+            for ip in &mut result.ips {
+                ip.interface = Some(2);
+            }
+            Ok(result)
+        }
+        Ok(Err(e)) => {
+            let _ = req.ipam_del();
+            Err(e)
+        }
+        Err(e) => {
+            let _ = req.ipam_del();
+            Err(e.into())
+        }
+    }
+}
+
+/// The bridge and the vxlan device on it, created when missing; returns the bridge and the
+/// MTU pods get.
+async fn ensure_overlay(h: &Handle, c: &Conf) -> Result<(LinkMessage, u32), DelegateError> {
+    let dev = c.device();
+    let underlay = match &c.underlay {
+        Some(name) => Some(
+            link::by_name(h, name)
+                .await
+                .map_err(|e| DelegateError::netlink(format!("look up underlay {name}"), e))?
+                .ok_or_else(|| {
+                    DelegateError::config("underlayInterface", format!("link {name} not found"))
+                })?,
+        ),
+        None => None,
+    };
+    let mtu = c.mtu.unwrap_or_else(|| {
+        underlay
+            .as_ref()
+            .and_then(link::mtu)
+            .unwrap_or(1500)
+            .saturating_sub(overhead(c))
+    });
+
+    let br = match link::by_name(h, &c.bridge)
+        .await
+        .map_err(|e| DelegateError::netlink(format!("look up bridge {}", c.bridge), e))?
+    {
+        Some(br) => br,
+        None => {
+            let msg = LinkBridge::new(&c.bridge).mtu(mtu).build();
+            match h.link().add(msg).execute().await {
+                Err(e) if errno(&e) != Some(EEXIST) => {
+                    return Err(DelegateError::netlink(
+                        format!("create bridge {}", c.bridge),
+                        e,
+                    ));
+                }
+                _ => {}
+            }
+            link::require(h, &c.bridge, "read the new bridge").await?
+        }
+    };
+    if link::kind(&br) != Some(&InfoKind::Bridge) {
+        return Err(DelegateError::config(
+            "bridge",
+            format!("{} exists and is not a bridge", c.bridge),
+        ));
+    }
+
+    let vx = match link::by_name(h, &dev)
+        .await
+        .map_err(|e| DelegateError::netlink(format!("look up {dev}"), e))?
+    {
+        Some(vx) => vx,
+        None => {
+            let mut b = LinkVxlan::new(&dev, c.vni)
+                .port(c.port)
+                .learning(c.learning)
+                .mtu(mtu)
+                .controller(br.header.index)
+                .up();
+            if let Some(u) = &underlay {
+                b = b.dev(u.header.index);
+            }
+            match c.local {
+                Some(IpAddr::V4(a)) => b = b.local(a),
+                Some(IpAddr::V6(a)) => b = b.local6(a),
+                None => {}
+            }
+            match c.group {
+                Some(IpAddr::V4(g)) => b = b.group(g),
+                Some(IpAddr::V6(g)) => b = b.group6(g),
+                None => {}
+            }
+            h.link().add(b.build()).execute().await.map_err(|e| {
+                DelegateError::netlink(format!("create vxlan {dev} (vni {})", c.vni), e)
+            })?;
+            link::require(h, &dev, "read the new vxlan device").await?
+        }
+    };
+    if link::kind(&vx) != Some(&InfoKind::Vxlan) {
+        return Err(DelegateError::Failed {
+            step: format!("use vxlan {dev}"),
+            reason: "a link with that name exists and is not a vxlan device".into(),
+        });
+    }
+    if link::controller(&vx) != Some(br.header.index) {
+        return Err(DelegateError::Failed {
+            step: format!("use vxlan {dev}"),
+            reason: format!("it is not a port of {}", c.bridge),
+        });
+    }
+    let local = local_addresses(h, c, underlay.as_ref()).await?;
+    for remote in c.remotes.iter().filter(|r| !local.contains(r)) {
+        append_flood_entry(h, vx.header.index, *remote)
+            .await
+            .map_err(|e| DelegateError::netlink(format!("add remote {remote} to {dev}"), e))?;
+    }
+    Ok((br, mtu))
+}
+
+/// The node's own underlay addresses, skipped among `remotes`.
+async fn local_addresses(
+    h: &Handle,
+    c: &Conf,
+    underlay: Option<&LinkMessage>,
+) -> Result<Vec<IpAddr>, DelegateError> {
+    let mut out: Vec<IpAddr> = c.local.into_iter().collect();
+    if let Some(u) = underlay {
+        let addrs = link::addresses(h, u.header.index)
+            .await
+            .map_err(|e| DelegateError::netlink("list underlay addresses", e))?;
+        out.extend(addrs.iter().map(|a| a.addr()));
+    }
+    Ok(out)
+}
+
+/// `bridge fdb append 00:00:00:00:00:00 dev <vxlan> dst <remote>`: broadcast and unknown
+/// unicast go to every remote. Several entries share the all-zero MAC, which needs
+/// NLM_F_APPEND — rtnetlink's neighbour request only sends EXCL or REPLACE, so the message is
+/// built here. An existing entry is success.
+async fn append_flood_entry(
+    h: &Handle,
+    index: u32,
+    remote: IpAddr,
+) -> Result<(), rtnetlink::Error> {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Bridge;
+    msg.header.ifindex = index;
+    msg.header.state = NeighbourState::Permanent;
+    // NTF_SELF: the entry belongs to the vxlan device's own FDB, not the bridge's.
+    msg.header.flags = NeighbourFlags::Own;
+    msg.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(vec![0; 6]));
+    msg.attributes
+        .push(NeighbourAttribute::Destination(match remote {
+            IpAddr::V4(a) => NeighbourAddress::Inet(a),
+            IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+        }));
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(msg));
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND;
+    let mut handle = h.clone();
+    let mut responses = handle.request(req)?;
+    while let Some(m) = responses.next().await {
+        if let NetlinkPayload::Error(e) = m.payload {
+            let err = rtnetlink::Error::NetlinkError(e);
+            if errno(&err) != Some(EEXIST) && errno(&err) != Some(0) {
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the vxlan device and bridge when no pod port is left on the bridge. Call with the
+/// VNI lock held.
+async fn teardown_if_unused(h: &Handle, c: &Conf) -> Result<(), DelegateError> {
+    let Some(br) = link::by_name(h, &c.bridge)
+        .await
+        .map_err(|e| DelegateError::netlink(format!("look up bridge {}", c.bridge), e))?
+    else {
+        return Ok(());
+    };
+    let dev = c.device();
+    // A dump filtered by IFLA_MASTER; the lock keeps this network's ports from changing
+    // meanwhile, and the result is checked again client-side.
+    let mut get = h.link().get();
+    get.message_mut()
+        .attributes
+        .push(LinkAttribute::Controller(br.header.index));
+    let ports: Vec<LinkMessage> = get
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| DelegateError::netlink(format!("list ports of {}", c.bridge), e))?;
+    let pods = ports
+        .iter()
+        .filter(|l| link::controller(l) == Some(br.header.index))
+        .filter(|l| link_name(l) != Some(dev.as_str()))
+        .count();
+    if pods > 0 {
+        return Ok(());
+    }
+    link::delete_by_name(h, &dev).await?;
+    link::delete(h, br.header.index)
+        .await
+        .map_err(|e| DelegateError::netlink(format!("delete bridge {}", c.bridge), e))
+}
+
+fn link_name(l: &LinkMessage) -> Option<&str> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.as_str()),
+        _ => None,
+    })
+}
+
+pub fn del(req: &Request) -> Result<(), DelegateError> {
+    let conf = parse(req)?;
+    let mut errors = Vec::new();
+    if let Err(e) = req.ipam_del() {
+        errors.push(e);
+    }
+    let ifname = req.ifname;
+    if let Some(path) = req.netns {
+        match NetNs::open(path) {
+            Ok(ns) => match ns.run(|h| async move { link::delete_by_name(&h, ifname).await }) {
+                Ok(Err(e)) => errors.push(e),
+                Err(e) => errors.push(e.into()),
+                Ok(Ok(())) => {}
+            },
+            Err(e) if e.is_gone() => {}
+            Err(e) => errors.push(e.into()),
+        }
+    }
+    let host_name = host_veth_name(req.container_id, req.ifname);
+    let c = &conf;
+    let hn = host_name.as_str();
+    let teardown = lock(conf.vni).and_then(|_guard| {
+        NetNs::current()?.run(|h| async move {
+            // A pod netns that vanished takes its veth end with it, asynchronously.
+            link::delete_by_name(&h, hn).await?;
+            teardown_if_unused(&h, c).await
+        })?
+    });
+    if let Err(e) = teardown {
+        errors.push(e);
+    }
+    DelegateError::collect(errors)
+}
+
+pub fn check(req: &Request) -> Result<(), DelegateError> {
+    let conf = parse(req)?;
+    let prev = req.prev_result()?;
+    let netns = NetNs::open(req.netns_required()?)?;
+    req.ipam_check()?;
+    let host_name = host_veth_name(req.container_id, req.ifname);
+    let ifname = req.ifname;
+    let c = &conf;
+    let hn = host_name.as_str();
+    netns.run_with_host(|host, pod| async move {
+        let br = link::require(&host, &c.bridge, "check the bridge").await?;
+        for name in [c.device().as_str(), hn] {
+            let l = link::require(&host, name, "check the overlay").await?;
+            if link::controller(&l) != Some(br.header.index) {
+                return Err(DelegateError::Failed {
+                    step: "check the overlay".into(),
+                    reason: format!("{name} is not a port of {}", c.bridge),
+                });
+            }
+        }
+        crate::verify::pod_interface(&pod, ifname, &prev).await
+    })?
+}
