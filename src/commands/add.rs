@@ -1,7 +1,7 @@
 //! ADD: resolve, plan, journal, invoke each attachment in order, roll back on any failure,
 //! report.
 
-use super::{AttachmentReport, LOCK_WAIT, Report, forbidden, journal};
+use super::{AttachmentReport, LOCK_WAIT, Report, journal};
 use crate::cache::{ContainerLock, Entry, Journal, JournaledAttachment, Lookup, State};
 use crate::conf::{PlexusConf, ResultMode};
 use crate::env::Invocation;
@@ -81,8 +81,7 @@ fn add_locked(
     // The plan is on disk before the node is touched: a crash from here on is undone by DEL.
     journal.write(lock, &entry)?;
 
-    let forbidden = forbidden(conf);
-    let cni_path = conf.delegate_path(&inv.cni_path);
+    let runner = super::runner(conf, inv);
     let mut results: Vec<CniResult> = Vec::with_capacity(attachments.len());
     let mut reports = Vec::with_capacity(attachments.len());
     for (i, att) in attachments.iter().enumerate() {
@@ -95,9 +94,7 @@ fn add_locked(
             netns: inv.netns.as_deref(),
             ifname: att.ifname.as_str(),
             cni_args: &att.cni_args,
-            cni_path: &cni_path,
-            timeout: conf.timeout,
-            forbidden: &forbidden,
+            runner: &runner,
         };
         match invoke::add(&att.conf, &t) {
             Ok(result) => {
@@ -229,8 +226,7 @@ fn rollback(
     entry: &mut Entry,
     attachments: &[Attachment],
 ) {
-    let forbidden = forbidden(conf);
-    let cni_path = conf.delegate_path(&inv.cni_path);
+    let runner = super::runner(conf, inv);
     let mut clean = true;
     for (i, att) in attachments.iter().enumerate().rev() {
         if !matches!(entry.attachments[i].state, State::Adding | State::Added) {
@@ -246,9 +242,7 @@ fn rollback(
             netns: inv.netns.as_deref(),
             ifname: att.ifname.as_str(),
             cni_args: &att.cni_args,
-            cni_path: &cni_path,
-            timeout: conf.timeout,
-            forbidden: &forbidden,
+            runner: &runner,
         };
         match invoke::del(&att.conf, &t, prev.as_ref()) {
             Ok(()) => entry.attachments[i].state = State::Removed,

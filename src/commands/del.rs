@@ -2,7 +2,7 @@
 //! gone, works with the netns gone, the store unreachable or the NAD deleted, and can be
 //! repeated. What could not be removed stays journaled for the next DEL.
 
-use super::{LOCK_WAIT, forbidden, journal, journaled_parts};
+use super::{LOCK_WAIT, journal, journaled_parts};
 use crate::cache::{ContainerLock, Entry, Journal, Lookup, State};
 use crate::conf::PlexusConf;
 use crate::env::Invocation;
@@ -44,8 +44,7 @@ pub(super) fn teardown(
     lock: &ContainerLock,
     entry: &mut Entry,
 ) -> Result<(), crate::Error> {
-    let forbidden = forbidden(conf);
-    let cni_path = conf.delegate_path(&inv.cni_path);
+    let runner = super::runner(conf, inv);
     let netns: Option<PathBuf> = inv
         .netns
         .clone()
@@ -66,9 +65,7 @@ pub(super) fn teardown(
             netns: netns.as_deref(),
             ifname: &a.ifname,
             cni_args: &a.cni_args,
-            cni_path: &cni_path,
-            timeout: conf.timeout,
-            forbidden: &forbidden,
+            runner: &runner,
         };
         match invoke::del(&list, &t, prev.as_ref()) {
             Ok(()) => {

@@ -1,6 +1,6 @@
 //! CHECK, GC and STATUS: the verbs that look at what is there rather than change a pod.
 
-use super::{LOCK_WAIT, forbidden, journal, journaled_parts};
+use super::{LOCK_WAIT, journal, journaled_parts};
 use crate::cache::{Lookup, State};
 use crate::conf::PlexusConf;
 use crate::env::Invocation;
@@ -30,8 +30,7 @@ pub(super) fn check(inv: &Invocation, conf: &PlexusConf) -> Result<(), crate::Er
             });
         }
     };
-    let forbidden = forbidden(conf);
-    let cni_path = conf.delegate_path(&inv.cni_path);
+    let runner = super::runner(conf, inv);
     for a in &entry.attachments {
         if a.state != State::Added {
             return Err(crate::Error::UnknownContainer {
@@ -48,9 +47,7 @@ pub(super) fn check(inv: &Invocation, conf: &PlexusConf) -> Result<(), crate::Er
             netns: inv.netns.as_deref(),
             ifname: &a.ifname,
             cni_args: &a.cni_args,
-            cni_path: &cni_path,
-            timeout: conf.timeout,
-            forbidden: &forbidden,
+            runner: &runner,
         };
         if !invoke::check(&list, &t, &prev)? {
             tracing::info!(network = %a.network, "CHECK skipped: delegate predates 0.4.0 or disableCheck");
@@ -144,8 +141,7 @@ pub(super) fn gc(
         live.entry(r.cluster.key.clone())
             .or_insert_with(|| (Value::Object(r.cluster.config.clone()), Vec::new()));
     }
-    let forbidden = forbidden(conf);
-    let cni_path = conf.delegate_path(&inv.cni_path);
+    let runner = super::runner(conf, inv);
     for (network, (conf_value, attachments)) in &live {
         let Value::Object(m) = conf_value else {
             continue;
@@ -159,9 +155,7 @@ pub(super) fn gc(
             netns: None,
             ifname: "",
             cni_args: "",
-            cni_path: &cni_path,
-            timeout: conf.timeout,
-            forbidden: &forbidden,
+            runner: &runner,
         };
         if let Err(e) = invoke::gc(&list, &t, attachments) {
             failures.push(e.to_string());
@@ -206,17 +200,14 @@ pub(super) fn status(
         .map_err(|e| not_ready(format!("cluster network: {e}")))?;
     let list = cni::netconf::NetConfList::from_map(r.cluster.config.clone())
         .map_err(|e| not_ready(format!("cluster network {}: {e}", r.cluster.key)))?;
-    let forbidden = forbidden(conf);
-    let cni_path = conf.delegate_path(&inv.cni_path);
+    let runner = super::runner(conf, inv);
     let t = Target {
         network: &r.cluster.key,
         container_id: "",
         netns: None,
         ifname: "",
         cni_args: "",
-        cni_path: &cni_path,
-        timeout: conf.timeout,
-        forbidden: &forbidden,
+        runner: &runner,
     };
     invoke::status(&list, &t).map_err(|e| not_ready(e.to_string()))
 }

@@ -12,6 +12,7 @@ pub use resolve::{NETWORKS_ANNOTATION, ResolveError, network_by_reference, open_
 use crate::cache::{Journal, JournaledAttachment};
 use crate::conf::PlexusConf;
 use crate::env::{Command, Invocation};
+use crate::invoke::Runner;
 use crate::store::NetworkStore;
 use cni::CniResult;
 use cni::netconf::NetConfList;
@@ -59,13 +60,18 @@ pub fn run(
     }
 }
 
-/// Plugin types that must never be exec'd as a delegate: Plexus itself.
-fn forbidden(conf: &PlexusConf) -> Vec<&str> {
-    let mut f = vec!["plexus"];
+/// How this command runs delegates. Plexus itself is never a delegate (no recursion).
+fn runner<'a>(conf: &'a PlexusConf, inv: &Invocation) -> Runner<'a> {
+    let mut forbidden = vec!["plexus"];
     if conf.plugin_type != "plexus" {
-        f.push(conf.plugin_type.as_str());
+        forbidden.push(conf.plugin_type.as_str());
     }
-    f
+    Runner {
+        cni_path: conf.delegate_path(&inv.cni_path),
+        timeout: conf.timeout,
+        forbidden,
+        builtins: &conf.builtins,
+    }
 }
 
 /// A journaled attachment's conflist and cached result, as DEL and CHECK need them.

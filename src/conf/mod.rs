@@ -47,6 +47,32 @@ pub enum ResultMode {
     Merged,
 }
 
+/// Which plugin types run in-process. `"builtins": false` execs every type from the plugin
+/// path; `{"bridge": false}` execs just that one (the reference binary of the same name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Builtins {
+    pub enabled: bool,
+    pub overrides: std::collections::BTreeMap<String, bool>,
+}
+
+impl Default for Builtins {
+    fn default() -> Self {
+        Builtins {
+            enabled: true,
+            overrides: Default::default(),
+        }
+    }
+}
+
+impl Builtins {
+    pub fn allows(&self, plugin_type: &str) -> bool {
+        self.overrides
+            .get(plugin_type)
+            .copied()
+            .unwrap_or(self.enabled)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
     #[default]
@@ -92,6 +118,7 @@ pub struct PlexusConf {
     pub timeout: Duration,
     pub gc_grace: Duration,
     pub result_mode: ResultMode,
+    pub builtins: Builtins,
     /// Pod-level `runtimeConfig` from the runtime: reaches the cluster network only (NPWG §7.5).
     pub runtime_config: Map<String, Value>,
     pub prev_result: Option<Value>,
@@ -218,6 +245,36 @@ impl PlexusConf {
             }
         };
 
+        let builtins = match raw.get("builtins") {
+            None | Some(Value::Null) => Builtins::default(),
+            Some(Value::Bool(b)) => Builtins {
+                enabled: *b,
+                overrides: Default::default(),
+            },
+            Some(Value::Object(m)) => {
+                let mut overrides = std::collections::BTreeMap::new();
+                for (k, v) in m {
+                    let Value::Bool(b) = v else {
+                        return Err(ConfError::Invalid {
+                            key: "builtins",
+                            reason: format!("{k:?} must be true or false"),
+                        });
+                    };
+                    overrides.insert(k.clone(), *b);
+                }
+                Builtins {
+                    enabled: true,
+                    overrides,
+                }
+            }
+            Some(_) => {
+                return Err(ConfError::Invalid {
+                    key: "builtins",
+                    reason: "must be true, false or an object of plugin types".into(),
+                });
+            }
+        };
+
         Ok(PlexusConf {
             cni_version,
             cni_version_str,
@@ -259,6 +316,7 @@ impl PlexusConf {
                 .seconds_allow_zero("gcGracePeriod")?
                 .unwrap_or(DEFAULT_GC_GRACE),
             result_mode,
+            builtins,
             runtime_config,
             prev_result: raw.get("prevResult").cloned(),
             raw,

@@ -10,6 +10,10 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::conf::Builtins;
+
+mod builtin;
+
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
     #[error("network {network}: {plugin} {command}: {source}")]
@@ -76,30 +80,43 @@ impl InvokeError {
     }
 }
 
-/// Where a plugin's code comes from.
+/// Where a plugin's code comes from: in-process, or a binary on the plugin path.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delegate {
+    Builtin(delegates::Kind),
     Exec(PathBuf),
+}
+
+/// How delegates are run during one command: the same for every attachment.
+#[derive(Debug, Clone)]
+pub struct Runner<'a> {
+    /// The delegate search path (binDir then CNI_PATH).
+    pub cni_path: String,
+    pub timeout: Duration,
+    /// Plugin types that would recurse into Plexus.
+    pub forbidden: Vec<&'a str>,
+    pub builtins: &'a Builtins,
 }
 
 /// Everything about one attachment that is not its conf.
 #[derive(Debug, Clone)]
 pub struct Target<'a> {
+    pub runner: &'a Runner<'a>,
     pub network: &'a str,
     pub container_id: &'a str,
     pub netns: Option<&'a Path>,
     pub ifname: &'a str,
     pub cni_args: &'a str,
-    /// The delegate search path (binDir then CNI_PATH).
-    pub cni_path: &'a str,
-    pub timeout: Duration,
-    /// Plugin types that would recurse into Plexus.
-    pub forbidden: &'a [&'a str],
 }
 
 pub fn resolve(plugin_type: &str, t: &Target) -> Result<Delegate, ExecError> {
-    let dirs = cni::exec::split_path(t.cni_path);
-    cni::exec::find_plugin(plugin_type, &dirs, t.forbidden).map(Delegate::Exec)
+    if t.runner.builtins.allows(plugin_type)
+        && let Some(kind) = delegates::kind_of(plugin_type)
+    {
+        return Ok(Delegate::Builtin(kind));
+    }
+    let dirs = cni::exec::split_path(&t.runner.cni_path);
+    cni::exec::find_plugin(plugin_type, &dirs, &t.runner.forbidden).map(Delegate::Exec)
 }
 
 fn plugin_types(list: &NetConfList) -> Vec<String> {
@@ -109,6 +126,8 @@ fn plugin_types(list: &NetConfList) -> Vec<String> {
         .collect()
 }
 
+/// Runs one plugin of a chain; returns what an exec'd plugin would print on success (a result
+/// for ADD, nothing otherwise).
 fn call(
     t: &Target,
     plugin: &str,
@@ -121,21 +140,25 @@ fn call(
         command,
         source: Box::new(source),
     };
-    let Delegate::Exec(path) = resolve(plugin, t).map_err(wrap)?;
     // A DEL into a namespace that no longer exists still has to run (IPAM release must not
     // depend on the netns, SPEC.md DEL); the reference plugins take an empty CNI_NETNS then.
     let netns = t.netns.filter(|p| command != "DEL" || p.exists());
-    let req = ExecRequest {
-        command,
-        container_id: t.container_id,
-        netns,
-        ifname: t.ifname,
-        args: t.cni_args,
-        cni_path: t.cni_path,
-        stdin: &conf.to_bytes(),
-        timeout: t.timeout,
-    };
-    cni::exec::run(&path, &req).map_err(wrap)
+    match resolve(plugin, t).map_err(wrap)? {
+        Delegate::Builtin(kind) => builtin::call(t, kind, plugin, command, conf, netns),
+        Delegate::Exec(path) => {
+            let req = ExecRequest {
+                command,
+                container_id: t.container_id,
+                netns,
+                ifname: t.ifname,
+                args: t.cni_args,
+                cni_path: &t.runner.cni_path,
+                stdin: &conf.to_bytes(),
+                timeout: t.runner.timeout,
+            };
+            cni::exec::run(&path, &req).map_err(wrap)
+        }
+    }
 }
 
 /// ADD: every plugin in order; returns the last plugin's result in current form.
@@ -206,10 +229,14 @@ pub fn check(list: &NetConfList, t: &Target, prev: &CniResult) -> Result<bool, I
 /// forwarded to it: delegates before 1.1.0 answer them with "unknown CNI_COMMAND".
 pub fn speaks_1_1(plugin: &str, t: &Target) -> bool {
     match resolve(plugin, t) {
-        Ok(Delegate::Exec(path)) => cni::exec::version(&path, t.cni_path, t.timeout)
-            .map(|v| v.contains(&Version::V1_1_0))
-            .unwrap_or(false),
-        Err(_) => false,
+        Ok(Delegate::Exec(path)) => {
+            cni::exec::version(&path, &t.runner.cni_path, t.runner.timeout)
+                .map(|v| v.contains(&Version::V1_1_0))
+                .unwrap_or(false)
+        }
+        // The built-ins keep no state of their own beyond IPAM reservations, which DEL
+        // releases; they have nothing to collect and are always ready.
+        Ok(Delegate::Builtin(_)) | Err(_) => false,
     }
 }
 
