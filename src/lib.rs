@@ -5,6 +5,7 @@ pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod conf;
+pub mod crd;
 pub mod env;
 pub mod error;
 pub mod invoke;

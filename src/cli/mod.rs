@@ -151,6 +151,17 @@ enum CliCommand {
     Version,
     /// Run a CNI operation by hand, through the same code path as the runtime's (cnitool-like).
     Exec(ExecArgs),
+    /// Print a generated manifest on stdout.
+    Gen {
+        #[arg(value_enum)]
+        what: GenWhat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GenWhat {
+    /// The NetworkAttachmentDefinition CRD (crds/network-attachment-definition.yaml).
+    Crd,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -202,6 +213,16 @@ pub fn main() -> ExitCode {
             println!("CNI versions: {}", versions.join(", "));
             ExitCode::SUCCESS
         }
+        CliCommand::Gen { what: GenWhat::Crd } => match crate::crd::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("plexus: {e}");
+                ExitCode::from(1)
+            }
+        },
         CliCommand::Exec(args) => match exec(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(obj) => {
