@@ -47,6 +47,32 @@ fn median(mut v: Vec<Duration>) -> f64 {
     v[v.len() / 2].as_secs_f64() * 1000.0
 }
 
+/// One ADD+DEL of pod `p<n>` through plexus with `conf`, in a fresh pod netns.
+fn plexus_cycle(w: &World, conf: &Value, n: usize, cid: &str) -> Duration {
+    let pod = PodNs::new();
+    let add = Call::new("ADD", cid, Some(&pod.path), w).pod("default", &format!("p{n}"));
+    let started = Instant::now();
+    add.run_json(conf).ok();
+    Call { command: "DEL".into(), ..add }.run_json(conf).ok();
+    started.elapsed()
+}
+
+/// The same attachments made by exec'ing the reference plugins one after another.
+fn direct_cycle(cluster: &Value, secondaries: &[Value], n: usize, cid: &str) -> Duration {
+    let pod = PodNs::new();
+    let ns = pod.path.display().to_string();
+    let started = Instant::now();
+    exec_plugin("bridge", "ADD", cid, &ns, "eth0", cluster);
+    for (i, c) in secondaries.iter().take(n).enumerate() {
+        exec_plugin("macvlan", "ADD", cid, &ns, &format!("net{}", i + 1), c);
+    }
+    for (i, c) in secondaries.iter().take(n).enumerate().rev() {
+        exec_plugin("macvlan", "DEL", cid, &ns, &format!("net{}", i + 1), c);
+    }
+    exec_plugin("bridge", "DEL", cid, &ns, "eth0", cluster);
+    started.elapsed()
+}
+
 fn main() {
     enter_node_netns();
     let rounds: usize = std::env::var("PLEXUS_BENCH_ROUNDS")
@@ -56,55 +82,45 @@ fn main() {
     let w = World::new();
     sh("ip link add upl0 type bridge && ip link set upl0 up");
     let cluster = w.bridge_conf("cluster", "cni-bench", "10.88.0.0/16");
-    let conf = w.plexus_conf(&cluster, json!({}));
+    let exec_conf = w.plexus_conf(&cluster, json!({}));
+    let builtin_conf = w.plexus_conf(&cluster, json!({"builtins": true}));
     let secondaries: Vec<Value> = (1..=16)
         .map(|i| w.macvlan_conf(&format!("m{i}"), "upl0", &format!("10.{}.0.0/16", 100 + i)))
         .collect();
     for (i, c) in secondaries.iter().enumerate() {
         w.nad("default", &format!("m{}", i + 1), c);
     }
-    println!("ADD+DEL cycle, median of {rounds} rounds, milliseconds");
-    println!(
-        "{:>3}  {:>10}  {:>22}  {:>6}",
-        "N", "plexus", "reference exec'd (base)", "ratio"
-    );
     for n in [1usize, 4, 16] {
         let networks: Vec<String> = (1..=n).map(|i| format!("m{i}")).collect();
         w.pod("default", &format!("p{n}"), &networks.join(","));
-        let mut plexus = Vec::new();
-        let mut base = Vec::new();
-        for round in 0..rounds {
-            let pod = PodNs::new();
-            let cid = format!("bench-{n}-{round}");
-            let add = Call::new("ADD", &cid, Some(&pod.path), &w).pod("default", &format!("p{n}"));
-            let started = Instant::now();
-            add.run_json(&conf).ok();
-            Call {
-                command: "DEL".into(),
-                ..add
-            }
-            .run_json(&conf)
-            .ok();
-            plexus.push(started.elapsed());
-            drop(pod);
-
-            let pod = PodNs::new();
-            let ns = pod.path.display().to_string();
-            let cid = format!("base-{n}-{round}");
-            let started = Instant::now();
-            exec_plugin("bridge", "ADD", &cid, &ns, "eth0", &cluster);
-            for (i, c) in secondaries.iter().take(n).enumerate() {
-                exec_plugin("macvlan", "ADD", &cid, &ns, &format!("net{}", i + 1), c);
-            }
-            for (i, c) in secondaries.iter().take(n).enumerate().rev() {
-                exec_plugin("macvlan", "DEL", &cid, &ns, &format!("net{}", i + 1), c);
-            }
-            exec_plugin("bridge", "DEL", &cid, &ns, "eth0", &cluster);
-            base.push(started.elapsed());
-            drop(pod);
-        }
-        let (p, b) = (median(plexus), median(base));
-        println!("{n:>3}  {p:>10.1}  {b:>22.1}  {:>6.2}", p / b);
     }
+
+    // Peak RSS of plexus itself: the largest child reaped so far, read before any reference
+    // plugin runs (with built-ins, plexus forks nothing; the fixtures' `ip` is smaller).
+    plexus_cycle(&w, &builtin_conf, 16, "rss");
+    let rss_kib = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .map(|u| u.max_rss())
+        .unwrap_or(0);
+
+    println!("ADD+DEL cycle of 1 cluster + N secondary networks, median of {rounds} interleaved rounds (ms)");
+    println!(
+        "{:>3}  {:>16}  {:>16}  {:>18}  {:>14}  {:>14}",
+        "N", "plexus built-in", "plexus exec", "reference direct", "built-in/ref", "exec/ref"
+    );
+    for n in [1usize, 4, 16] {
+        let (mut builtin, mut exec, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            builtin.push(plexus_cycle(&w, &builtin_conf, n, &format!("b-{n}-{round}")));
+            exec.push(plexus_cycle(&w, &exec_conf, n, &format!("e-{n}-{round}")));
+            direct.push(direct_cycle(&cluster, &secondaries, n, &format!("d-{n}-{round}")));
+        }
+        let (b, e, d) = (median(builtin), median(exec), median(direct));
+        println!(
+            "{n:>3}  {b:>16.1}  {e:>16.1}  {d:>18.1}  {:>14.2}  {:>14.2}",
+            b / d,
+            e / d
+        );
+    }
+    println!("peak RSS of plexus (built-in, N=16): {:.1} MiB", rss_kib as f64 / 1024.0);
     w.assert_clean(None);
 }

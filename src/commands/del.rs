@@ -49,6 +49,9 @@ pub(super) fn teardown(
         .netns
         .clone()
         .or_else(|| entry.netns.as_ref().map(PathBuf::from));
+    if let Some(ns) = netns.as_deref() {
+        remove_links_together(ns, entry);
+    }
     let mut errors = Vec::new();
     for i in (0..entry.attachments.len()).rev() {
         let a = &entry.attachments[i];
@@ -169,5 +172,40 @@ fn tolerate_read_only(r: Result<(), crate::cache::CacheError>) -> Result<(), cra
             Ok(())
         }
         other => other.map_err(Into::into),
+    }
+}
+
+/// Plugin types whose pod interface is a virtual link the kernel can delete, and whose DEL
+/// still does the rest of its work (IPAM release, host-side cleanup) when that link is gone.
+/// A physical device (host-device, SR-IOV) must be handed back by its plugin instead.
+const BATCHABLE: &[&str] = &[
+    "bridge", "macvlan", "ipvlan", "vxlan", "ptp", "plexus-bridge", "plexus-macvlan",
+    "plexus-ipvlan", "plexus-vxlan",
+];
+
+/// Removing a link costs ~20–25 ms of kernel time (RCU grace periods), but a set of links
+/// removed in one request costs about the same as one (shared/reference/performance.md). So
+/// the pod's virtual links go first, together; each delegate's DEL then finds its link gone
+/// and releases the rest. Best effort: on any failure the delegates remove their own links.
+fn remove_links_together(netns: &std::path::Path, entry: &Entry) {
+    let ifnames: Vec<&str> = entry
+        .attachments
+        .iter()
+        .filter(|a| matches!(a.state, State::Adding | State::Added))
+        .filter(|a| {
+            a.conf
+                .get("plugins")
+                .and_then(|p| p.get(0))
+                .and_then(|p| p.get("type"))
+                .and_then(|t| t.as_str())
+                .is_some_and(|t| BATCHABLE.contains(&t))
+        })
+        .map(|a| a.ifname.as_str())
+        .collect();
+    if ifnames.len() < 2 {
+        return;
+    }
+    if let Err(e) = delegates::remove_links_batched(netns, &ifnames) {
+        tracing::warn!(error = %e, "batched link removal failed; delegates remove their own links");
     }
 }

@@ -230,9 +230,12 @@ impl World {
         })
     }
 
-    /// The Plexus conf with the given cluster network inline and this world's dirs.
+    /// The Plexus conf with the given cluster network inline and this world's dirs. Every
+    /// delegate is exec'd from the plugin path (Debian's reference plugins); tests of the
+    /// built-ins turn them on with `"builtins": true` in `extra`.
     pub fn plexus_conf(&self, cluster: &Value, extra: Value) -> Value {
         let mut c = serde_json::json!({
+            "builtins": false,
             "cniVersion": "1.1.0", "name": "plexus", "type": "plexus",
             "manifests": self.manifests.display().to_string(),
             "cniDir": self.cni_dir.display().to_string(),
