@@ -151,6 +151,10 @@ enum CliCommand {
     Version,
     /// Run a CNI operation by hand, through the same code path as the runtime's (cnitool-like).
     Exec(ExecArgs),
+    /// Wrap the node's primary CNI conf into 00-plexus.conflist in the CNI conf dir.
+    GenerateConfig(crate::autoconf::command::GenerateArgs),
+    /// Install the binary (atomically), a kubeconfig, and the generated conf: the DaemonSet's init step.
+    Install(crate::autoconf::command::InstallArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -202,6 +206,8 @@ pub fn main() -> ExitCode {
             println!("CNI versions: {}", versions.join(", "));
             ExitCode::SUCCESS
         }
+        CliCommand::GenerateConfig(args) => crate::autoconf::command::run_generate(&args),
+        CliCommand::Install(args) => crate::autoconf::command::run_install(&args),
         CliCommand::Exec(args) => match exec(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(obj) => {
