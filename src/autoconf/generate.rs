@@ -304,11 +304,11 @@ fn check_file_name(what: &'static str, name: &str) -> Result<(), AutoconfError> 
         name: name.to_string(),
         reason: reason.to_string(),
     };
-    if name.is_empty() || name.starts_with('.') {
-        return Err(bad("must not be empty or start with a dot"));
-    }
     if name.contains('/') || name.contains('\0') {
         return Err(bad("must be a file name in the conf dir, not a path"));
+    }
+    if name.is_empty() || name.starts_with('.') {
+        return Err(bad("must not be empty or start with a dot"));
     }
     Ok(())
 }
