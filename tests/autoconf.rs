@@ -650,3 +650,114 @@ fn snapshot_of_a_generated_conflist() {
     let text = std::fs::read_to_string(d.path().join("00-plexus.conflist")).unwrap();
     snapshots().bind(|| insta::assert_snapshot!("autoconf__flannel_conflist", text));
 }
+
+#[test]
+fn warns_when_a_conf_sorts_before_the_output() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "10-flannel.conflist", &flannel().to_string());
+    let out = generate(d.path(), &["--output", "99-plexus.conflist"]);
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("10-flannel.conflist sort(s) before") && err.contains("will not use plexus"),
+        "{err}"
+    );
+    let out = generate(d.path(), &[]);
+    assert!(!stderr(&out).contains("sort(s) before"), "{}", stderr(&out));
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(10), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn install_refresh_keeps_token_and_conf_current_and_keeps_the_conf_on_sigterm() {
+    let d = tempfile::tempdir().unwrap();
+    let bin = d.path().join("bin");
+    let conf_dir = d.path().join("net.d");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::create_dir(&conf_dir).unwrap();
+    write(&conf_dir, "10-flannel.conflist", &flannel().to_string());
+    let ca = d.path().join("ca.crt");
+    std::fs::write(&ca, "ca").unwrap();
+    let source_token = d.path().join("sa-token");
+    std::fs::write(&source_token, "token-1").unwrap();
+    let host_token = conf_dir.join("plexus.d/token");
+    let kc = conf_dir.join("plexus.d/plexus.kubeconfig");
+    let s = |p: &Path| p.display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plexus"))
+        .env_clear()
+        .args([
+            "install",
+            "--bin-dir",
+            &s(&bin),
+            "--conf-dir",
+            &s(&conf_dir),
+            "--kubeconfig-out",
+            &s(&kc),
+            "--token-file",
+            &s(&host_token),
+            "--token-source",
+            &s(&source_token),
+            "--server",
+            "https://127.0.0.1:6443",
+            "--ca-file",
+            &s(&ca),
+            "--refresh",
+            "1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let conf = conf_dir.join("00-plexus.conflist");
+    wait_until("first install", || {
+        std::fs::read_to_string(&host_token).is_ok_and(|t| t == "token-1") && conf.exists()
+    });
+    assert_eq!(
+        std::fs::metadata(&host_token).unwrap().mode() & 0o7777,
+        0o600
+    );
+
+    // kubelet rotates the projected token; the primary CNI rewrites its conf.
+    std::fs::write(&source_token, "token-2").unwrap();
+    let mut f = flannel();
+    f["plugins"][1]["capabilities"]["bandwidth"] = json!(true);
+    write(&conf_dir, "10-flannel.conflist", &f.to_string());
+    wait_until("token and conf refreshed", || {
+        std::fs::read_to_string(&host_token).is_ok_and(|t| t == "token-2")
+            && read_json(&conf)["plugins"][0]["capabilities"]["bandwidth"] == true
+    });
+
+    // The primary disappears: the conf stays as it was (never an empty or missing conf).
+    std::fs::remove_file(conf_dir.join("10-flannel.conflist")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(read_json(&conf)["plugins"][0]["delegates"][0], f);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let t = Instant::now();
+    let mut status = None;
+    while t.elapsed() < Duration::from_secs(5) {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("install --refresh did not stop on SIGTERM");
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(conf.exists(), "the conf must stay after exit");
+    assert!(kc.exists());
+}

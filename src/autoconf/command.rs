@@ -63,6 +63,14 @@ pub struct InstallArgs {
     /// The kubeconfig user's tokenFile, as the host sees it; re-read on every invocation.
     #[arg(long, default_value_t = format!("{}/token", kubeconfig::SERVICE_ACCOUNT_DIR))]
     pub token_file: String,
+    /// Copy this token (the pod's projected service-account token) to --token-file on every
+    /// run, for hosts that cannot see the pod's /var/run/secrets.
+    #[arg(long)]
+    pub token_source: Option<PathBuf>,
+    /// After installing, stay up and redo the kubeconfig (token copy) and the conf every
+    /// this many seconds: the DaemonSet's long-running container. Nothing is removed on exit.
+    #[arg(long, value_name = "SECONDS")]
+    pub refresh: Option<u64>,
     /// API server URL (default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT).
     #[arg(long)]
     pub server: Option<String>,
@@ -118,6 +126,7 @@ impl InstallArgs {
                 Some(KubeconfigOptions {
                     out: out.clone(),
                     token_file: PathBuf::from(&self.token_file),
+                    token_source: self.token_source.clone(),
                     server,
                     ca_file: PathBuf::from(&self.ca_file),
                 })
@@ -144,25 +153,82 @@ pub fn run_generate(args: &GenerateArgs) -> ExitCode {
 }
 
 pub fn run_install(args: &InstallArgs) -> ExitCode {
-    let installed = args
-        .options(|k| std::env::var(k).ok())
-        .and_then(|opts| super::install(&opts));
-    match installed {
+    let opts = match args.options(|k| std::env::var(k).ok()) {
+        Ok(o) => o,
+        Err(e) => return fail(&e),
+    };
+    // Blocked before any thread exists, so every thread inherits the mask and the waiter
+    // below is the only one to take SIGTERM. A blocked signal also reaches a container's
+    // PID 1, which drops signals it has no handler for.
+    let stop = match args.refresh {
+        Some(secs) if secs > 0 => match stop_channel() {
+            Ok(rx) => Some((rx, Duration::from_secs(secs))),
+            Err(e) => {
+                eprintln!("plexus: error: block SIGTERM/SIGINT: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        _ => None,
+    };
+    match super::install(&opts) {
         Ok(i) => {
             println!("plexus: {} {}", verb(i.binary_written), i.binary.display());
             if let Some((path, w)) = &i.kubeconfig {
                 println!("plexus: {} {}", verb(*w), path.display());
             }
             report_generated(&i.generated);
-            ExitCode::SUCCESS
         }
-        Err(e) => fail(&e),
+        Err(e) => return fail(&e),
     }
+    let Some((rx, every)) = stop else {
+        return ExitCode::SUCCESS;
+    };
+    // Keeps the token copy fresh and the conf in step with the primary. Errors are logged
+    // and retried: the files already written stay, a conf is never removed.
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+        if let Some(k) = &opts.kubeconfig {
+            match super::install::write_kubeconfig(k) {
+                Ok(Written::Replaced) => println!("plexus: wrote {}", k.out.display()),
+                Ok(Written::Unchanged) => {}
+                Err(e) => eprintln!("plexus: error: {e}"),
+            }
+        }
+        match super::generate(&opts.generate) {
+            Ok(g) if g.written == Written::Replaced => report_generated(&g),
+            Ok(_) => {}
+            Err(e) => eprintln!("plexus: error: {e} (the previous conf stays)"),
+        }
+    }
+    println!("plexus: stopping; {} stays", opts.generate.output);
+    ExitCode::SUCCESS
+}
+
+/// A channel that receives once SIGTERM or SIGINT arrives.
+fn stop_channel() -> nix::Result<std::sync::mpsc::Receiver<()>> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if set.wait().is_ok() {
+            let _ = tx.send(());
+        }
+    });
+    Ok(rx)
 }
 
 fn report_generated(g: &Generated) {
     for s in &g.skipped {
         eprintln!("plexus: warning: skipped {}: {}", s.file, s.reason);
+    }
+    if !g.ahead.is_empty() {
+        eprintln!(
+            "plexus: warning: {} sort(s) before {}: the runtime loads the first conf, so it will not use plexus",
+            g.ahead.join(", "),
+            g.output.display()
+        );
     }
     println!(
         "plexus: {} {} (primary {})",

@@ -66,6 +66,9 @@ pub struct Generated {
     pub primary: String,
     pub written: Written,
     pub skipped: Vec<Skipped>,
+    /// Conf files that sort before the output: the runtime loads the lexically first conf,
+    /// so while any of these is there Plexus is not the node's CNI.
+    pub ahead: Vec<String>,
     pub conflist: Map<String, Value>,
 }
 
@@ -108,11 +111,17 @@ pub fn generate(opts: &GenerateOptions) -> Result<Generated, AutoconfError> {
             path: output.clone(),
             source,
         })?;
+    let ahead = conf_files(&opts.conf_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.as_str() < opts.output.as_str())
+        .collect();
     Ok(Generated {
         output,
         primary: primary.file,
         written,
         skipped: primary.skipped,
+        ahead,
         conflist,
     })
 }
@@ -142,28 +151,12 @@ fn pick_primary_waiting(
 /// own output and other meta plugins' confs. Unusable files are reported, never chosen: an
 /// empty or half-written primary must not become an empty Plexus conf (Multus #1155).
 pub fn pick_primary(dir: &Path, output: &str) -> Result<Primary, AutoconfError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| AutoconfError::ReadConfDir {
+    let names = conf_files(dir).map_err(|source| AutoconfError::ReadConfDir {
         dir: dir.to_path_buf(),
         source,
     })?;
-    let mut names: Vec<String> = Vec::new();
     let mut skipped = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| AutoconfError::ReadConfDir {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        let ext = Path::new(&name).extension().and_then(|e| e.to_str());
-        if name != output && ext.is_some_and(|e| CONF_EXTENSIONS.contains(&e)) {
-            names.push(name);
-        }
-    }
-    // Byte order, as Go's sort.Strings in libcni: no locale can change the pick.
-    names.sort();
-    for name in names {
+    for name in names.into_iter().filter(|n| n != output) {
         match read_candidate(dir, &name) {
             Ok(conf) => {
                 return Ok(Primary {
@@ -182,6 +175,23 @@ pub fn pick_primary(dir: &Path, output: &str) -> Result<Primary, AutoconfError> 
             .map(|s| format!("{}: {}", s.file, s.reason))
             .collect(),
     })
+}
+
+/// The names in `dir` with an extension libcni loads, in byte order (Go's sort.Strings in
+/// libcni: no locale can change the pick).
+fn conf_files(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let Ok(name) = entry?.file_name().into_string() else {
+            continue;
+        };
+        let ext = Path::new(&name).extension().and_then(|e| e.to_str());
+        if ext.is_some_and(|e| CONF_EXTENSIONS.contains(&e)) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// Reads one conf file the way the runtime would (by its extension) and says why it cannot

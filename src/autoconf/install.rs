@@ -20,6 +20,9 @@ pub struct KubeconfigOptions {
     pub out: PathBuf,
     /// The path written as the user's `tokenFile`, as the host sees it.
     pub token_file: PathBuf,
+    /// When set, this token (the pod's projected one) is copied to `token_file` on each run,
+    /// for hosts that cannot see the pod's `/var/run/secrets`.
+    pub token_source: Option<PathBuf>,
     pub server: String,
     pub ca_file: PathBuf,
 }
@@ -86,15 +89,34 @@ pub fn write_kubeconfig(opts: &KubeconfigOptions) -> Result<Written, AutoconfErr
             path: opts.token_file.clone(),
         });
     }
-    if let Some(dir) = opts.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| AutoconfError::Write {
-            path: dir.to_path_buf(),
+    if let Some(source) = &opts.token_source {
+        let token = std::fs::read(source).map_err(|e| AutoconfError::Read {
+            what: "token",
+            path: source.clone(),
             source: e,
         })?;
+        create_parent(&opts.token_file)?;
+        atomic::replace(&opts.token_file, &token, KUBECONFIG_MODE).map_err(|e| {
+            AutoconfError::Write {
+                path: opts.token_file.clone(),
+                source: e,
+            }
+        })?;
     }
+    create_parent(&opts.out)?;
     let yaml = kubeconfig::render(&opts.server, &ca, &opts.token_file);
     atomic::replace(&opts.out, yaml.as_bytes(), KUBECONFIG_MODE).map_err(|e| AutoconfError::Write {
         path: opts.out.clone(),
         source: e,
     })
+}
+
+fn create_parent(path: &Path) -> Result<(), AutoconfError> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir).map_err(|e| AutoconfError::Write {
+            path: dir.to_path_buf(),
+            source: e,
+        }),
+        None => Ok(()),
+    }
 }
