@@ -709,6 +709,9 @@ fn install_refresh_keeps_token_and_conf_current_and_keeps_the_conf_on_sigterm() 
             &s(&ca),
             "--refresh",
             "1",
+            // For the first install only: a refresh round must not stall on a missing primary.
+            "--primary-timeout",
+            "600",
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -184,7 +184,10 @@ pub fn run_install(args: &InstallArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     };
     // Keeps the token copy fresh and the conf in step with the primary. Errors are logged
-    // and retried: the files already written stay, a conf is never removed.
+    // and retried next round (no waiting for a primary within a round): the files already
+    // written stay, a conf is never removed.
+    let mut generate = opts.generate.clone();
+    generate.primary_timeout = Duration::ZERO;
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
         if let Some(k) = &opts.kubeconfig {
             match super::install::write_kubeconfig(k) {
@@ -193,7 +196,7 @@ pub fn run_install(args: &InstallArgs) -> ExitCode {
                 Err(e) => eprintln!("plexus: error: {e}"),
             }
         }
-        match super::generate(&opts.generate) {
+        match super::generate(&generate) {
             Ok(g) if g.written == Written::Replaced => report_generated(&g),
             Ok(_) => {}
             Err(e) => eprintln!("plexus: error: {e} (the previous conf stays)"),
