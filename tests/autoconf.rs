@@ -235,6 +235,29 @@ fn waits_for_a_primary_that_appears_later() {
     assert_ok(&out);
     assert!(t.elapsed() >= Duration::from_millis(1500));
     assert!(stdout(&out).contains("primary 10-late.conf"));
+
+    // A pinned primary is waited for too, and the other file present meanwhile is not taken.
+    let dir = d.path().to_path_buf();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        write(
+            &dir,
+            "50-pinned.conf",
+            r#"{"cniVersion":"1.0.0","name":"pinned","type":"bridge"}"#,
+        );
+    });
+    let out = generate(
+        d.path(),
+        &["--primary", "50-pinned.conf", "--primary-timeout", "10"],
+    );
+    writer.join().unwrap();
+    assert_ok(&out);
+    assert!(stdout(&out).contains("primary 50-pinned.conf"));
+    // Without a timeout a missing pin fails at once.
+    let t = Instant::now();
+    let out = generate(d.path(), &["--primary", "60-absent.conf"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(t.elapsed() < Duration::from_secs(1));
 }
 
 #[test]

@@ -83,23 +83,10 @@ pub fn generate(opts: &GenerateOptions) -> Result<Generated, AutoconfError> {
             reason: "must end in .conflist: the runtime reads the file by its extension".into(),
         });
     }
-    let primary = match &opts.primary {
-        Some(name) => {
-            check_file_name("primary", name)?;
-            let conf = read_candidate(&opts.conf_dir, name).map_err(|reason| {
-                AutoconfError::BadPrimary {
-                    path: opts.conf_dir.join(name),
-                    reason,
-                }
-            })?;
-            Primary {
-                file: name.clone(),
-                conf,
-                skipped: Vec::new(),
-            }
-        }
-        None => pick_primary_waiting(&opts.conf_dir, &opts.output, opts.primary_timeout)?,
-    };
+    if let Some(name) = &opts.primary {
+        check_file_name("primary", name)?;
+    }
+    let primary = find_primary_waiting(opts)?;
     let conflist = build_conflist(primary.conf, opts);
     validate(&conflist)?;
     let output = opts.conf_dir.join(&opts.output);
@@ -126,18 +113,26 @@ pub fn generate(opts: &GenerateOptions) -> Result<Generated, AutoconfError> {
     })
 }
 
-/// [`pick_primary`], retried every second while the conf dir is missing or has nothing usable.
-fn pick_primary_waiting(
-    dir: &Path,
-    output: &str,
-    timeout: Duration,
-) -> Result<Primary, AutoconfError> {
-    let deadline = Instant::now() + timeout;
+/// The pinned primary or the first usable one, looked for again every second while there is
+/// none (the conf dir missing, nothing usable, the pinned file absent or half-written).
+fn find_primary_waiting(opts: &GenerateOptions) -> Result<Primary, AutoconfError> {
+    let deadline = Instant::now() + opts.primary_timeout;
     loop {
-        match pick_primary(dir, output) {
-            Err(AutoconfError::NoPrimary { .. } | AutoconfError::ReadConfDir { .. })
-                if Instant::now() < deadline =>
-            {
+        let found = match &opts.primary {
+            Some(name) => read_candidate(&opts.conf_dir, name)
+                .map(|conf| Primary {
+                    file: name.clone(),
+                    conf,
+                    skipped: Vec::new(),
+                })
+                .map_err(|reason| AutoconfError::BadPrimary {
+                    path: opts.conf_dir.join(name),
+                    reason,
+                }),
+            None => pick_primary(&opts.conf_dir, &opts.output),
+        };
+        match found {
+            Err(_) if Instant::now() < deadline => {
                 std::thread::sleep(
                     PRIMARY_POLL.min(deadline.saturating_duration_since(Instant::now())),
                 );
