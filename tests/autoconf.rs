@@ -709,7 +709,9 @@ fn install_refresh_keeps_token_and_conf_current_and_keeps_the_conf_on_sigterm() 
     std::fs::write(&ca, "ca").unwrap();
     let source_token = d.path().join("sa-token");
     std::fs::write(&source_token, "token-1").unwrap();
+    // The container writes the copy under its mount; the kubeconfig names the host's path.
     let host_token = conf_dir.join("plexus.d/token");
+    let host_view = "/etc/cni/net.d/plexus.d/token";
     let kc = conf_dir.join("plexus.d/plexus.kubeconfig");
     let s = |p: &Path| p.display().to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_plexus"))
@@ -723,6 +725,8 @@ fn install_refresh_keeps_token_and_conf_current_and_keeps_the_conf_on_sigterm() 
             "--kubeconfig-out",
             &s(&kc),
             "--token-file",
+            host_view,
+            "--token-out",
             &s(&host_token),
             "--token-source",
             &s(&source_token),
@@ -747,6 +751,16 @@ fn install_refresh_keeps_token_and_conf_current_and_keeps_the_conf_on_sigterm() 
     assert_eq!(
         std::fs::metadata(&host_token).unwrap().mode() & 0o7777,
         0o600
+    );
+    let k = kube::config::Kubeconfig::read_from(&kc).unwrap();
+    assert_eq!(
+        k.auth_infos[0]
+            .auth_info
+            .as_ref()
+            .unwrap()
+            .token_file
+            .as_deref(),
+        Some(host_view)
     );
 
     // kubelet rotates the projected token; the primary CNI rewrites its conf.

@@ -63,10 +63,13 @@ pub struct InstallArgs {
     /// The kubeconfig user's tokenFile, as the host sees it; re-read on every invocation.
     #[arg(long, default_value_t = format!("{}/token", kubeconfig::SERVICE_ACCOUNT_DIR))]
     pub token_file: String,
-    /// Copy this token (the pod's projected service-account token) to --token-file on every
-    /// run, for hosts that cannot see the pod's /var/run/secrets.
+    /// Copy this token (the pod's projected service-account token) on every run, for hosts
+    /// that cannot see the pod's /var/run/secrets.
     #[arg(long)]
     pub token_source: Option<PathBuf>,
+    /// Where the copy is written, as this container sees --token-file (default: --token-file).
+    #[arg(long, requires = "token_source")]
+    pub token_out: Option<PathBuf>,
     /// After installing, stay up and redo the kubeconfig (token copy) and the conf every
     /// this many seconds: the DaemonSet's long-running container. Nothing is removed on exit.
     #[arg(long, value_name = "SECONDS")]
@@ -126,7 +129,13 @@ impl InstallArgs {
                 Some(KubeconfigOptions {
                     out: out.clone(),
                     token_file: PathBuf::from(&self.token_file),
-                    token_source: self.token_source.clone(),
+                    token_copy: self.token_source.clone().map(|src| {
+                        let dest = self
+                            .token_out
+                            .clone()
+                            .unwrap_or_else(|| PathBuf::from(&self.token_file));
+                        (src, dest)
+                    }),
                     server,
                     ca_file: PathBuf::from(&self.ca_file),
                 })

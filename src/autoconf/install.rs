@@ -20,9 +20,10 @@ pub struct KubeconfigOptions {
     pub out: PathBuf,
     /// The path written as the user's `tokenFile`, as the host sees it.
     pub token_file: PathBuf,
-    /// When set, this token (the pod's projected one) is copied to `token_file` on each run,
-    /// for hosts that cannot see the pod's `/var/run/secrets`.
-    pub token_source: Option<PathBuf>,
+    /// When set, this token (the pod's projected one) is copied on each run, for hosts that
+    /// cannot see the pod's `/var/run/secrets`: `(source, destination)`, the destination
+    /// being `token_file` as this process sees it.
+    pub token_copy: Option<(PathBuf, PathBuf)>,
     pub server: String,
     pub ca_file: PathBuf,
 }
@@ -89,18 +90,16 @@ pub fn write_kubeconfig(opts: &KubeconfigOptions) -> Result<Written, AutoconfErr
             path: opts.token_file.clone(),
         });
     }
-    if let Some(source) = &opts.token_source {
+    if let Some((source, dest)) = &opts.token_copy {
         let token = std::fs::read(source).map_err(|e| AutoconfError::Read {
             what: "token",
             path: source.clone(),
             source: e,
         })?;
-        create_parent(&opts.token_file)?;
-        atomic::replace(&opts.token_file, &token, KUBECONFIG_MODE).map_err(|e| {
-            AutoconfError::Write {
-                path: opts.token_file.clone(),
-                source: e,
-            }
+        create_parent(dest)?;
+        atomic::replace(dest, &token, KUBECONFIG_MODE).map_err(|e| AutoconfError::Write {
+            path: dest.clone(),
+            source: e,
         })?;
     }
     create_parent(&opts.out)?;

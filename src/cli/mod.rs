@@ -154,7 +154,7 @@ enum CliCommand {
     /// Wrap the node's primary CNI conf into 00-plexus.conflist in the CNI conf dir.
     GenerateConfig(crate::autoconf::command::GenerateArgs),
     /// Install the binary (atomically), a kubeconfig, and the generated conf: the DaemonSet's init step.
-    Install(crate::autoconf::command::InstallArgs),
+    Install(Box<crate::autoconf::command::InstallArgs>),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
