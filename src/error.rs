@@ -40,6 +40,8 @@ pub enum Error {
     Gc(String),
     #[error("{0}")]
     NotReady(String),
+    #[error(transparent)]
+    Readiness(#[from] crate::autoconf::ReadinessError),
 }
 
 fn join(errors: &[crate::invoke::InvokeError]) -> String {
@@ -69,6 +71,7 @@ impl Error {
                 .map_or(Code::DelegateFailed.as_u32(), |e| e.code()),
             Error::Gc(_) => Code::DelegateFailed.as_u32(),
             Error::NotReady(_) => Code::NotAvailable.as_u32(),
+            Error::Readiness(e) => e.code(),
         }
     }
 

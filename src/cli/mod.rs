@@ -156,13 +156,16 @@ enum CliCommand {
         #[arg(value_enum)]
         what: GenWhat,
     },
+    /// Wrap the node's primary CNI conf into 00-plexus.conflist in the CNI conf dir.
+    GenerateConfig(crate::autoconf::command::GenerateArgs),
+    /// Install the binary (atomically), a kubeconfig, and the generated conf: the DaemonSet's init step.
+    Install(Box<crate::autoconf::command::InstallArgs>),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum GenWhat {
     /// The NetworkAttachmentDefinition CRD (crds/network-attachment-definition.yaml).
     Crd,
-}
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Verb {
@@ -223,6 +226,8 @@ pub fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        CliCommand::GenerateConfig(args) => crate::autoconf::command::run_generate(&args),
+        CliCommand::Install(args) => crate::autoconf::command::run_install(&args),
         CliCommand::Exec(args) => match exec(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(obj) => {

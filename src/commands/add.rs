@@ -22,6 +22,9 @@ pub(super) fn add(
         .ifname
         .clone()
         .ok_or(crate::env::EnvError::Missing("CNI_IFNAME", "ADD"))?;
+    // Before the journal dir or anything else is created: a node whose cluster network is
+    // not up yet gets code 11 and no trace of the attempt.
+    crate::autoconf::wait_for_conf(conf)?;
     let journal = journal(conf)?;
     let lock = journal.lock(&container_id, LOCK_WAIT)?;
     let outcome = add_locked(inv, conf, store, &journal, &lock, &ifname);

@@ -96,6 +96,7 @@ pub(super) fn gc(
     store: Option<&dyn NetworkStore>,
 ) -> Result<(), crate::Error> {
     let valid = valid_attachments(conf)?;
+    crate::autoconf::wait_for_conf(conf)?;
     let journal = journal(conf)?;
     let now = crate::cache::now_secs();
     let mut failures = Vec::new();

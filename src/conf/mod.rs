@@ -13,6 +13,8 @@ pub const DEFAULT_CONF_DIR: &str = "/etc/cni/multus/net.d";
 pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(60);
+/// How long ADD and GC wait for `readinessindicatorfile` (Multus's 45 s).
+pub const DEFAULT_READINESS_TIMEOUT: Duration = Duration::from_secs(45);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfError {
@@ -107,6 +109,7 @@ pub struct PlexusConf {
     pub namespace_isolation: bool,
     pub global_namespaces: Vec<String>,
     pub readiness_indicator_file: Option<PathBuf>,
+    pub readiness_timeout: Duration,
     pub retry_delete_on_error: bool,
     /// Read the conf of an empty-spec NAD from `confDir` (off: see resolve).
     pub nad_conf_from_conf_dir: bool,
@@ -304,6 +307,9 @@ impl PlexusConf {
             namespace_isolation: r.boolean("namespaceIsolation")?.unwrap_or(false),
             global_namespaces,
             readiness_indicator_file: r.abs_path("readinessindicatorfile")?,
+            readiness_timeout: r
+                .seconds_allow_zero("readinessTimeout")?
+                .unwrap_or(DEFAULT_READINESS_TIMEOUT),
             retry_delete_on_error: r.boolean("retryDeleteOnError")?.unwrap_or(false),
             nad_conf_from_conf_dir: r.boolean("nadConfFromConfDir")?.unwrap_or(false),
             auxiliary_cni_chain_name: r.string("auxiliaryCNIChainName")?,
