@@ -166,6 +166,7 @@ enum CliCommand {
 enum GenWhat {
     /// The NetworkAttachmentDefinition CRD (crds/network-attachment-definition.yaml).
     Crd,
+}
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Verb {
