@@ -99,10 +99,9 @@ impl ExecIpam {
 impl Ipam for ExecIpam {
     fn add(&self, conf: &NetConf) -> Result<CniResult, ErrorObject> {
         let out = self.call("ADD", conf)?;
-        let v: serde_json::Value = serde_json::from_slice(&out)
-            .map_err(|e| ErrorObject::new(Code::Decode, "decode ipam result", e.to_string()))?;
-        crate::wire::parse_result(&v)
-            .map_err(|e| ErrorObject::new(Code::Decode, "decode ipam result", e))
+        CniResult::from_slice(&out)
+            .map(|(result, _)| result)
+            .map_err(|e| ErrorObject::new(Code::Decode, "decode ipam result", e.to_string()))
     }
 
     fn del(&self, conf: &NetConf) -> Result<(), ErrorObject> {

@@ -18,7 +18,6 @@ pub mod standalone;
 pub mod verify;
 pub mod veth;
 pub mod vxlan;
-pub mod wire;
 
 pub use error::DelegateError;
 pub use link::remove_links_batched;

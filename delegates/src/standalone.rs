@@ -10,8 +10,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Versions whose results the minimal renderer in `wire` can write (1.x, and 0.3.x/0.4.0 by
-/// adding `ips[].version`).
+/// Versions the binaries answer; results are written with `CniResult::to_value`.
 const SUPPORTED: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 pub fn main(kind: Kind) -> ExitCode {
@@ -68,14 +67,17 @@ pub fn run(
         .map_err(|e| ErrorObject::new(Code::InvalidConfig, e.to_string(), ""))?
         .unwrap_or("0.1.0")
         .to_string();
-    if !SUPPORTED.contains(&version.as_str()) {
-        return Err(ErrorObject::new(
-            Code::IncompatibleVersion,
-            format!("unsupported cniVersion {version:?}"),
-            format!("supported: {}", SUPPORTED.join(", ")),
-        )
-        .with_version(version));
-    }
+    let parsed = match Version::parse(&version) {
+        Ok(v) if SUPPORTED.contains(&version.as_str()) => v,
+        _ => {
+            return Err(ErrorObject::new(
+                Code::IncompatibleVersion,
+                format!("unsupported cniVersion {version:?}"),
+                format!("supported: {}", SUPPORTED.join(", ")),
+            )
+            .with_version(version));
+        }
+    };
     let tag = |e: ErrorObject| e.with_version(version.clone());
     if matches!(command.as_str(), "STATUS" | "GC") {
         // Built-ins need no daemon and keep no state outside IPAM: always ready, nothing to
@@ -107,30 +109,10 @@ pub fn run(
                 return Err(tag(env_error("CNI_NETNS is required".into())));
             }
             let result = crate::add(kind, &req).map_err(fail)?;
-            let mut v = crate::wire::render_result(&result, &version);
-            if version.starts_with("0.") {
-                add_ip_versions(&mut v);
-            }
-            Ok(Some(v.to_string()))
+            Ok(Some(result.to_value(parsed).to_string()))
         }
         "DEL" => crate::del(kind, &req).map(|()| None).map_err(fail),
         "CHECK" => crate::check(kind, &req).map(|()| None).map_err(fail),
         other => Err(tag(env_error(format!("unknown CNI_COMMAND {other:?}")))),
-    }
-}
-
-/// 0.3.x/0.4.0 results name each address's family in `ips[].version`.
-fn add_ip_versions(v: &mut serde_json::Value) {
-    let Some(ips) = v.get_mut("ips").and_then(|i| i.as_array_mut()) else {
-        return;
-    };
-    for ip in ips {
-        let family = match ip.get("address").and_then(|a| a.as_str()) {
-            Some(a) if a.contains(':') => "6",
-            _ => "4",
-        };
-        if let Some(o) = ip.as_object_mut() {
-            o.insert("version".into(), family.into());
-        }
     }
 }
