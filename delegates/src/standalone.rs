@@ -94,6 +94,7 @@ pub fn run(
         ifname: ifname.clone(),
         cni_path: env("CNI_PATH").unwrap_or_default(),
         cni_args: env("CNI_ARGS"),
+        timeout: crate::exec_ipam::DEFAULT_TIMEOUT,
     };
     let req = Request {
         container_id: &container_id,
