@@ -8,6 +8,7 @@ pub mod bridge;
 pub mod error;
 pub mod exec_ipam;
 pub mod ipam;
+pub mod ipam_select;
 pub mod ipvlan;
 pub mod link;
 pub mod macvlan;
@@ -20,6 +21,7 @@ pub mod veth;
 pub mod vxlan;
 
 pub use error::DelegateError;
+pub use ipam_select::BuiltinIpam;
 pub use link::remove_links_batched;
 pub use request::{Ipam, Kind, Request, kind_of};
 
