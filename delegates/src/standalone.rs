@@ -1,14 +1,17 @@
-//! The standalone CNI binaries (`plexus-bridge`, ...): the same delegates behind the plain
-//! CNI calling convention — `CNI_*` environment, conf on stdin, result or error object on
-//! stdout, exit 1 on error. IPAM is [`BuiltinIpam`]: host-local and static in-process, any
-//! other `ipam.type` exec'd from `CNI_PATH`.
+//! The standalone CNI binaries (`plexus-bridge`, ..., `plexus-host-local`, `plexus-static`):
+//! the same delegates and IPAM behind the plain CNI calling convention — `CNI_*` environment,
+//! conf on stdin, result or error object on stdout, exit 1 on error. A link binary's IPAM is
+//! [`BuiltinIpam`]: host-local and static in-process, any other `ipam.type` exec'd from
+//! `CNI_PATH`.
 
 use crate::exec_ipam::{self, ExecIpam};
+use crate::ipam::{self, IpamRequest};
 use crate::ipam_select::BuiltinIpam;
 use crate::request::{Kind, Request};
 use cni::args::CniArgs;
 use cni::netconf::{NetConf, parse_object};
-use cni::{Code, ErrorObject, IfName, Version};
+use cni::{CniResult, Code, ErrorObject, IfName, Version};
+use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +21,27 @@ pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 pub fn main(kind: Kind) -> ExitCode {
     finish(run(kind, &process_env))
+}
+
+/// The IPAM a `plexus-host-local` or `plexus-static` binary serves, whatever `ipam.type`
+/// names (the binary may be installed under another name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpamKind {
+    HostLocal,
+    Static,
+}
+
+impl IpamKind {
+    fn type_name(self) -> &'static str {
+        match self {
+            IpamKind::HostLocal => "host-local",
+            IpamKind::Static => "static",
+        }
+    }
+}
+
+pub fn main_ipam(kind: IpamKind) -> ExitCode {
+    finish(run_ipam(kind, &process_env))
 }
 
 fn process_env(key: &str) -> Option<String> {
@@ -190,8 +214,37 @@ pub fn run(kind: Kind, env: Env) -> Result<Option<String>, ErrorObject> {
     }
 }
 
+/// Runs one CNI command as an IPAM plugin. No netns is needed: IPAM only keeps files.
+pub fn run_ipam(kind: IpamKind, env: Env) -> Result<Option<String>, ErrorObject> {
+    let mut call = match prepare(env)? {
+        Prepared::Call(call) => call,
+        Prepared::Answered(out) => return Ok(out),
+    };
+    if let Some(Value::Object(section)) = call.conf.0.get_mut("ipam") {
+        section.insert("type".into(), kind.type_name().into());
+    }
+    let req = IpamRequest {
+        container_id: &call.container_id,
+        ifname: &call.ifname,
+        conf: &call.conf,
+        args: &call.cni_args,
+    };
+    let fail = |e: ipam::IpamError| call.tag(ErrorObject::from(e));
+    match call.command.as_str() {
+        "ADD" => {
+            let result = ipam::add(&req).map_err(fail)?;
+            render(&call, &result).map(Some).inspect_err(|_| {
+                let _ = ipam::del(&req);
+            })
+        }
+        "DEL" => ipam::del(&req).map(|()| None).map_err(fail),
+        "CHECK" => ipam::check(&req).map(|()| None).map_err(fail),
+        other => Err(call.tag(env_error(format!("unknown CNI_COMMAND {other:?}")))),
+    }
+}
+
 /// The result in the conf's version; 0.1.0/0.2.0 cannot carry a result without an address.
-fn render(call: &Call, result: &cni::CniResult) -> Result<String, ErrorObject> {
+fn render(call: &Call, result: &CniResult) -> Result<String, ErrorObject> {
     result
         .try_to_value(call.version)
         .map(|v| v.to_string())
