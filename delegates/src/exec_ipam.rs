@@ -1,15 +1,21 @@
-//! An [`Ipam`] that execs the IPAM plugin named by `ipam.type` from `CNI_PATH`, for the
-//! standalone binaries and for tests against the reference host-local.
+//! An [`Ipam`] that execs the IPAM plugin named by `ipam.type` from `CNI_PATH`, through
+//! `cni::exec`: the type must be a bare file name found in a root-owned directory nobody else
+//! can write, the plugin sees only the `CNI_*` environment and `PATH`, and it runs in its own
+//! process group that is killed when it outlives `timeout` or floods stdout.
 //!
-//! Children inherit the netns of the thread that spawns them, so this must be called from a
+//! Children start in the netns of the thread that spawns them, so this must be called from a
 //! thread in the host netns — never from inside `NetNs::run`.
 
 use crate::request::Ipam;
+use cni::exec::{ExecError, ExecRequest, find_plugin, split_path};
 use cni::netconf::NetConf;
-use cni::{CniResult, Code, ErrorObject};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use cni::{CniResult, Code, ErrorObject, Version};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What the standalone binaries give an IPAM plugin; host-local answers in milliseconds, and
+/// dhcp's own client waits up to about 20 s for a lease.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct ExecIpam {
@@ -18,91 +24,67 @@ pub struct ExecIpam {
     pub ifname: String,
     /// `CNI_PATH`: colon-separated plugin directories.
     pub cni_path: String,
+    /// `CNI_ARGS`, passed through unchanged.
     pub cni_args: Option<String>,
+    /// Per call; the plugin's whole process group is killed when it runs out.
+    pub timeout: Duration,
+}
+
+/// The CNI error for a failed exec. A plugin that answered with its own error object keeps
+/// it, code and all, as the reference plugins pass their IPAM's error on.
+pub fn error_object(e: ExecError) -> ErrorObject {
+    match e {
+        ExecError::Plugin { error, .. } => *error,
+        other => ErrorObject {
+            cni_version: String::new(),
+            code: other.code(),
+            msg: format!("ipam: {other}"),
+            details: other.details(),
+        },
+    }
 }
 
 impl ExecIpam {
-    fn find(&self, plugin: &str) -> Result<PathBuf, ErrorObject> {
-        if plugin.is_empty() || plugin.contains('/') {
-            return Err(ErrorObject::new(
-                Code::InvalidConfig,
-                format!("invalid ipam type {plugin:?}"),
-                "",
-            ));
-        }
-        self.cni_path
-            .split(':')
-            .filter(|d| !d.is_empty())
-            .map(|d| Path::new(d).join(plugin))
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                ErrorObject::new(
-                    Code::InvalidConfig,
-                    format!("ipam plugin {plugin:?} not found in CNI_PATH"),
-                    self.cni_path.clone(),
-                )
-            })
-    }
-
     fn call(&self, command: &str, conf: &NetConf) -> Result<Vec<u8>, ErrorObject> {
         let plugin = conf
             .ipam_type()
             .map_err(|e| ErrorObject::new(Code::InvalidConfig, e.to_string(), ""))?
             .ok_or_else(|| ErrorObject::new(Code::InvalidConfig, "ipam.type is missing", ""))?;
-        let bin = self.find(plugin)?;
-        let io_err = |step: &str, e: std::io::Error| {
-            ErrorObject::new(
-                Code::Io,
-                format!("{step} ipam plugin {plugin}"),
-                e.to_string(),
-            )
+        let bin = find_plugin(plugin, &split_path(&self.cni_path), &[]).map_err(error_object)?;
+        let stdin = conf.to_bytes();
+        let req = ExecRequest {
+            command,
+            container_id: &self.container_id,
+            netns: self.netns.as_deref(),
+            ifname: &self.ifname,
+            args: self.cni_args.as_deref().unwrap_or(""),
+            cni_path: &self.cni_path,
+            stdin: &stdin,
+            timeout: self.timeout,
         };
-        let mut cmd = Command::new(&bin);
-        cmd.env_clear()
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", &self.container_id)
-            .env("CNI_IFNAME", &self.ifname)
-            .env("CNI_PATH", &self.cni_path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(ns) = &self.netns {
-            cmd.env("CNI_NETNS", ns);
-        }
-        if let Some(a) = &self.cni_args {
-            cmd.env("CNI_ARGS", a);
-        }
-        let mut child = cmd.spawn().map_err(|e| io_err("start", e))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(&conf.to_bytes())
-                .map_err(|e| io_err("write config to", e))?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| io_err("wait for", e))?;
-        if out.status.success() {
-            return Ok(out.stdout);
-        }
-        Err(
-            serde_json::from_slice::<ErrorObject>(&out.stdout).unwrap_or_else(|_| {
-                ErrorObject::new(
-                    Code::DelegateFailed,
-                    format!("ipam plugin {plugin} failed: {}", out.status),
-                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                )
-            }),
-        )
+        cni::exec::run(&bin, &req).map_err(error_object)
     }
 }
 
 impl Ipam for ExecIpam {
     fn add(&self, conf: &NetConf) -> Result<CniResult, ErrorObject> {
         let out = self.call("ADD", conf)?;
-        let v: serde_json::Value = serde_json::from_slice(&out)
-            .map_err(|e| ErrorObject::new(Code::Decode, "decode ipam result", e.to_string()))?;
-        crate::wire::parse_result(&v)
-            .map_err(|e| ErrorObject::new(Code::Decode, "decode ipam result", e))
+        let decode = |e: &dyn std::fmt::Display| {
+            ErrorObject::new(Code::Decode, "ipam: decode ADD result", e.to_string())
+        };
+        let value: serde_json::Value = serde_json::from_slice(&out).map_err(|e| decode(&e))?;
+        // A plugin names the version it wrote; one that does not answered in the version it
+        // was asked for (the conf's).
+        let asked = conf
+            .cni_version()
+            .ok()
+            .flatten()
+            .and_then(|v| Version::parse(v).ok());
+        let parsed = match (value.get("cniVersion"), asked) {
+            (None, Some(version)) => CniResult::parse(&value, version),
+            _ => CniResult::parse_any(&value).map(|(r, _)| r),
+        };
+        parsed.map_err(|e| decode(&e))
     }
 
     fn del(&self, conf: &NetConf) -> Result<(), ErrorObject> {

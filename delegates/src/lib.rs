@@ -8,6 +8,7 @@ pub mod bridge;
 pub mod error;
 pub mod exec_ipam;
 pub mod ipam;
+pub mod ipam_select;
 pub mod ipvlan;
 pub mod link;
 pub mod macvlan;
@@ -18,9 +19,9 @@ pub mod standalone;
 pub mod verify;
 pub mod veth;
 pub mod vxlan;
-pub mod wire;
 
 pub use error::DelegateError;
+pub use ipam_select::BuiltinIpam;
 pub use link::remove_links_batched;
 pub use request::{Ipam, Kind, Request, kind_of};
 

@@ -1,7 +1,7 @@
 //! What a delegate is asked to do: the kind, the container, the conf, and the IPAM to use.
 
 use cni::netconf::NetConf;
-use cni::{CniResult, ErrorObject};
+use cni::{CniResult, ErrorObject, Version};
 use serde_json::Value;
 use std::path::Path;
 
@@ -80,13 +80,21 @@ impl Request<'_> {
     }
 
     /// The result of the ADD that CHECK verifies.
+    ///
+    /// The runtime converts `prevResult` to the conf's `cniVersion` (SPEC.md "Section 4:
+    /// Plugin Delegation"), so that version, not a `cniVersion` inside `prevResult`, says how
+    /// to read it. Only a conf without `cniVersion` falls back to the result's own.
     pub fn prev_result(&self) -> Result<CniResult, DelegateError> {
         let v = self
             .conf
             .0
             .get("prevResult")
             .ok_or_else(|| DelegateError::config("prevResult", "CHECK needs a prevResult"))?;
-        crate::wire::parse_result(v).map_err(|e| DelegateError::config("prevResult", e))
+        let parsed = match self.cni_version()? {
+            Some(version) => CniResult::parse(v, version),
+            None => CniResult::parse_any(v).map(|(r, _)| r),
+        };
+        parsed.map_err(|e| DelegateError::config("prevResult", e.to_string()))
     }
 
     /// `runtimeConfig.mac` (capability `mac`), as the reference plugins read it.
@@ -106,12 +114,15 @@ impl Request<'_> {
         }
     }
 
-    pub fn cni_version(&self) -> &str {
-        self.conf
-            .0
-            .get("cniVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("1.0.0")
+    /// The conf's `cniVersion`, `None` when it has none.
+    pub fn cni_version(&self) -> Result<Option<Version>, DelegateError> {
+        match self.conf.cni_version() {
+            Ok(Some(s)) => Version::parse(s)
+                .map(Some)
+                .map_err(|e| DelegateError::config("cniVersion", e.to_string())),
+            Ok(None) => Ok(None),
+            Err(e) => Err(DelegateError::config("cniVersion", e.to_string())),
+        }
     }
 }
 
@@ -175,5 +186,81 @@ impl<'a> Keys<'a> {
         };
         cni::IfName::parse(name).map_err(|e| DelegateError::config(key, e.to_string()))?;
         Ok(Some(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct NoIpam;
+    impl Ipam for NoIpam {
+        fn add(&self, _: &NetConf) -> Result<CniResult, ErrorObject> {
+            Ok(CniResult::default())
+        }
+        fn del(&self, _: &NetConf) -> Result<(), ErrorObject> {
+            Ok(())
+        }
+        fn check(&self, _: &NetConf) -> Result<(), ErrorObject> {
+            Ok(())
+        }
+    }
+
+    fn prev(conf: serde_json::Value) -> Result<CniResult, DelegateError> {
+        let Value::Object(m) = conf else {
+            panic!("conf must be an object")
+        };
+        let conf = NetConf::from_map(m);
+        Request {
+            container_id: "c",
+            netns: None,
+            ifname: "eth0",
+            conf: &conf,
+            ipam: &NoIpam,
+        }
+        .prev_result()
+    }
+
+    #[test]
+    fn prev_result_is_read_in_the_confs_version_not_its_own() {
+        // A 1.1.0 conf whose prevResult claims 1.0.0: the 1.1.0-only interface MTU must
+        // survive, which it would not if the embedded cniVersion were believed.
+        let r = prev(json!({
+            "cniVersion": "1.1.0",
+            "prevResult": {
+                "cniVersion": "1.0.0",
+                "interfaces": [{"name": "eth0", "mtu": 1400, "sandbox": "/ns"}],
+                "ips": [{"address": "10.1.0.5/24", "interface": 0}]
+            }
+        }))
+        .unwrap();
+        assert_eq!(r.interfaces[0].mtu, Some(1400));
+        assert_eq!(r.ips[0].address.to_string(), "10.1.0.5/24");
+    }
+
+    #[test]
+    fn prev_result_of_a_0_4_0_conf_reads_ips_with_version() {
+        let r = prev(json!({
+            "cniVersion": "0.4.0",
+            "prevResult": {
+                "ips": [{"version": "6", "address": "fd00::5/64", "gateway": "fd00::1"}],
+                "routes": [{"dst": "::/0"}]
+            }
+        }))
+        .unwrap();
+        assert_eq!(r.ips[0].address.to_string(), "fd00::5/64");
+        assert_eq!(r.routes.len(), 1);
+    }
+
+    #[test]
+    fn prev_result_errors_name_the_key() {
+        let e = prev(json!({"cniVersion": "1.0.0"})).unwrap_err();
+        assert!(e.to_string().contains("prevResult"), "{e}");
+        let e = prev(json!({"cniVersion": "1.0.0", "prevResult": {"ips": "x"}})).unwrap_err();
+        assert!(e.to_string().contains("prevResult"), "{e}");
+        assert_eq!(e.code(), 7);
+        let e = prev(json!({"cniVersion": "7.0.0", "prevResult": {}})).unwrap_err();
+        assert!(e.to_string().contains("cniVersion"), "{e}");
     }
 }

@@ -1,23 +1,56 @@
-//! The standalone CNI binaries (`plexus-bridge`, ...): the same delegates behind the plain
-//! CNI calling convention — `CNI_*` environment, conf on stdin, result or error object on
-//! stdout, exit 1 on error. IPAM runs as the binary named by `ipam.type` from `CNI_PATH`.
+//! The standalone CNI binaries (`plexus-bridge`, ..., `plexus-host-local`, `plexus-static`):
+//! the same delegates and IPAM behind the plain CNI calling convention — `CNI_*` environment,
+//! conf on stdin, result or error object on stdout, exit 1 on error. A link binary's IPAM is
+//! [`BuiltinIpam`]: host-local and static in-process, any other `ipam.type` exec'd from
+//! `CNI_PATH`.
 
-use crate::exec_ipam::ExecIpam;
+use crate::exec_ipam::{self, ExecIpam};
+use crate::ipam::{self, IpamRequest};
+use crate::ipam_select::BuiltinIpam;
 use crate::request::{Kind, Request};
+use cni::args::CniArgs;
 use cni::netconf::{NetConf, parse_object};
-use cni::{Code, ErrorObject, IfName, Version};
+use cni::{CniResult, Code, ErrorObject, IfName, Version};
+use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Versions whose results the minimal renderer in `wire` can write (1.x, and 0.3.x/0.4.0 by
-/// adding `ips[].version`).
-const SUPPORTED: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+/// Where a binary reads its environment; tests pass a closure instead of the process's.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 pub fn main(kind: Kind) -> ExitCode {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    finish(run(kind, &process_env))
+}
+
+/// The IPAM a `plexus-host-local` or `plexus-static` binary serves, whatever `ipam.type`
+/// names (the binary may be installed under another name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpamKind {
+    HostLocal,
+    Static,
+}
+
+impl IpamKind {
+    fn type_name(self) -> &'static str {
+        match self {
+            IpamKind::HostLocal => "host-local",
+            IpamKind::Static => "static",
+        }
+    }
+}
+
+pub fn main_ipam(kind: IpamKind) -> ExitCode {
+    finish(run_ipam(kind, &process_env))
+}
+
+fn process_env(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.is_empty())
+}
+
+fn finish(outcome: Result<Option<String>, ErrorObject>) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
-    match run(kind, &env) {
+    match outcome {
         Ok(Some(out)) => {
             let _ = writeln!(stdout, "{out}");
             ExitCode::SUCCESS
@@ -34,15 +67,37 @@ fn env_error(msg: String) -> ErrorObject {
     ErrorObject::new(Code::InvalidEnv, msg, "")
 }
 
-fn required(env: &dyn Fn(&str) -> Option<String>, key: &str) -> Result<String, ErrorObject> {
+fn required(env: Env, key: &str) -> Result<String, ErrorObject> {
     env(key).ok_or_else(|| env_error(format!("{key} is required")))
 }
 
-/// Runs one CNI command; `Ok(None)` means success with nothing to print.
-pub fn run(
-    kind: Kind,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<String>, ErrorObject> {
+/// One ADD, DEL or CHECK, with everything the environment and stdin said about it.
+struct Call {
+    command: String,
+    conf: NetConf,
+    version: Version,
+    container_id: String,
+    ifname: String,
+    netns: Option<PathBuf>,
+    cni_args_raw: Option<String>,
+    cni_args: CniArgs,
+}
+
+impl Call {
+    /// Tags an error with the conf's version, as the spec asks of every error object.
+    fn tag(&self, e: ErrorObject) -> ErrorObject {
+        e.with_version(self.version.as_str())
+    }
+}
+
+enum Prepared {
+    /// VERSION, GC and STATUS need nothing from the delegate: this is the whole answer.
+    Answered(Option<String>),
+    Call(Call),
+}
+
+/// Reads the command, the conf and the environment it needs.
+fn prepare(env: Env) -> Result<Prepared, ErrorObject> {
     let command = required(env, "CNI_COMMAND")?;
     let mut stdin = Vec::new();
     std::io::stdin()
@@ -57,80 +112,147 @@ pub fn run(
                     .and_then(|v| v.as_str().map(str::to_string))
             })
             .unwrap_or_else(|| Version::LATEST.as_str().to_string());
-        let info = serde_json::json!({"cniVersion": requested, "supportedVersions": SUPPORTED});
-        return Ok(Some(info.to_string()));
+        return Ok(Prepared::Answered(Some(
+            Version::version_info(&requested).to_string(),
+        )));
     }
     let map = parse_object(&stdin)
         .map_err(|e| ErrorObject::new(Code::Decode, "decode config", e.to_string()))?;
     let conf = NetConf::from_map(map);
-    let version = conf
+    let raw_version = conf
         .cni_version()
         .map_err(|e| ErrorObject::new(Code::InvalidConfig, e.to_string(), ""))?
+        // libcni reads a conf without cniVersion as 0.1.0.
         .unwrap_or("0.1.0")
         .to_string();
-    if !SUPPORTED.contains(&version.as_str()) {
-        return Err(ErrorObject::new(
+    let version = Version::parse(&raw_version).map_err(|e| {
+        let supported: Vec<&str> = Version::ALL.iter().map(|v| v.as_str()).collect();
+        ErrorObject::new(
             Code::IncompatibleVersion,
-            format!("unsupported cniVersion {version:?}"),
-            format!("supported: {}", SUPPORTED.join(", ")),
+            e.to_string(),
+            format!("supported: {}", supported.join(", ")),
         )
-        .with_version(version));
+        .with_version(raw_version.clone())
+    })?;
+    // skel's floors: CHECK from 0.4.0, GC and STATUS from 1.1.0, refused with code 1.
+    let refuse = |what: &str| {
+        ErrorObject::new(
+            Code::IncompatibleVersion,
+            format!("config version does not allow {what}"),
+            "",
+        )
+        .with_version(version.as_str())
+    };
+    match command.as_str() {
+        // Built-ins need no daemon and keep no state that DEL does not remove (host-local
+        // has no GC either): always ready, nothing to collect.
+        "STATUS" | "GC" if version.supports_gc() => return Ok(Prepared::Answered(None)),
+        "STATUS" | "GC" => return Err(refuse(&command)),
+        "CHECK" if !version.supports_check() => return Err(refuse("CHECK")),
+        _ => {}
     }
-    let tag = |e: ErrorObject| e.with_version(version.clone());
-    if matches!(command.as_str(), "STATUS" | "GC") {
-        // Built-ins need no daemon and keep no state outside IPAM: always ready, nothing to
-        // collect beyond what DEL removes.
-        return Ok(None);
-    }
+    let tag = |e: ErrorObject| e.with_version(version.as_str());
     let container_id = required(env, "CNI_CONTAINERID").map_err(tag)?;
     let ifname = required(env, "CNI_IFNAME").map_err(tag)?;
     IfName::parse(&ifname).map_err(|e| tag(env_error(format!("CNI_IFNAME: {e}"))))?;
-    let netns = env("CNI_NETNS").map(PathBuf::from);
-    let ipam = ExecIpam {
-        container_id: container_id.clone(),
-        netns: netns.clone(),
-        ifname: ifname.clone(),
-        cni_path: env("CNI_PATH").unwrap_or_default(),
-        cni_args: env("CNI_ARGS"),
+    let cni_args_raw = env("CNI_ARGS");
+    let cni_args = CniArgs::parse(cni_args_raw.as_deref().unwrap_or(""))
+        .map_err(|e| tag(env_error(e.to_string())))?;
+    Ok(Prepared::Call(Call {
+        command,
+        conf,
+        version,
+        container_id,
+        ifname,
+        netns: env("CNI_NETNS").map(PathBuf::from),
+        cni_args_raw,
+        cni_args,
+    }))
+}
+
+/// Runs one CNI command for a link delegate; `Ok(None)` means success with nothing to print.
+pub fn run(kind: Kind, env: Env) -> Result<Option<String>, ErrorObject> {
+    let call = match prepare(env)? {
+        Prepared::Call(call) => call,
+        Prepared::Answered(out) => return Ok(out),
+    };
+    let ipam = BuiltinIpam {
+        container_id: &call.container_id,
+        ifname: &call.ifname,
+        args: &call.cni_args,
+        exec: ExecIpam {
+            container_id: call.container_id.clone(),
+            netns: call.netns.clone(),
+            ifname: call.ifname.clone(),
+            cni_path: env("CNI_PATH").unwrap_or_default(),
+            cni_args: call.cni_args_raw.clone(),
+            timeout: exec_ipam::DEFAULT_TIMEOUT,
+        },
     };
     let req = Request {
-        container_id: &container_id,
-        netns: netns.as_deref(),
-        ifname: &ifname,
-        conf: &conf,
+        container_id: &call.container_id,
+        netns: call.netns.as_deref(),
+        ifname: &call.ifname,
+        conf: &call.conf,
         ipam: &ipam,
     };
-    let fail = |e: crate::DelegateError| tag(e.to_error_object());
-    match command.as_str() {
+    let fail = |e: crate::DelegateError| call.tag(e.to_error_object());
+    match call.command.as_str() {
         "ADD" => {
-            if netns.is_none() {
-                return Err(tag(env_error("CNI_NETNS is required".into())));
+            if call.netns.is_none() {
+                return Err(call.tag(env_error("CNI_NETNS is required".into())));
             }
             let result = crate::add(kind, &req).map_err(fail)?;
-            let mut v = crate::wire::render_result(&result, &version);
-            if version.starts_with("0.") {
-                add_ip_versions(&mut v);
-            }
-            Ok(Some(v.to_string()))
+            // What cannot be reported must not stay: undo the ADD before refusing.
+            render(&call, &result).map(Some).inspect_err(|_| {
+                let _ = crate::del(kind, &req);
+            })
         }
         "DEL" => crate::del(kind, &req).map(|()| None).map_err(fail),
         "CHECK" => crate::check(kind, &req).map(|()| None).map_err(fail),
-        other => Err(tag(env_error(format!("unknown CNI_COMMAND {other:?}")))),
+        other => Err(call.tag(env_error(format!("unknown CNI_COMMAND {other:?}")))),
     }
 }
 
-/// 0.3.x/0.4.0 results name each address's family in `ips[].version`.
-fn add_ip_versions(v: &mut serde_json::Value) {
-    let Some(ips) = v.get_mut("ips").and_then(|i| i.as_array_mut()) else {
-        return;
+/// Runs one CNI command as an IPAM plugin. No netns is needed: IPAM only keeps files.
+pub fn run_ipam(kind: IpamKind, env: Env) -> Result<Option<String>, ErrorObject> {
+    let mut call = match prepare(env)? {
+        Prepared::Call(call) => call,
+        Prepared::Answered(out) => return Ok(out),
     };
-    for ip in ips {
-        let family = match ip.get("address").and_then(|a| a.as_str()) {
-            Some(a) if a.contains(':') => "6",
-            _ => "4",
-        };
-        if let Some(o) = ip.as_object_mut() {
-            o.insert("version".into(), family.into());
-        }
+    if let Some(Value::Object(section)) = call.conf.0.get_mut("ipam") {
+        section.insert("type".into(), kind.type_name().into());
     }
+    let req = IpamRequest {
+        container_id: &call.container_id,
+        ifname: &call.ifname,
+        conf: &call.conf,
+        args: &call.cni_args,
+    };
+    let fail = |e: ipam::IpamError| call.tag(ErrorObject::from(e));
+    match call.command.as_str() {
+        "ADD" => {
+            let result = ipam::add(&req).map_err(fail)?;
+            render(&call, &result).map(Some).inspect_err(|_| {
+                let _ = ipam::del(&req);
+            })
+        }
+        "DEL" => ipam::del(&req).map(|()| None).map_err(fail),
+        "CHECK" => ipam::check(&req).map(|()| None).map_err(fail),
+        other => Err(call.tag(env_error(format!("unknown CNI_COMMAND {other:?}")))),
+    }
+}
+
+/// The result in the conf's version; 0.1.0/0.2.0 cannot carry a result without an address.
+fn render(call: &Call, result: &CniResult) -> Result<String, ErrorObject> {
+    result
+        .try_to_value(call.version)
+        .map(|v| v.to_string())
+        .map_err(|e| {
+            call.tag(ErrorObject::new(
+                Code::IncompatibleVersion,
+                e.to_string(),
+                "",
+            ))
+        })
 }

@@ -95,7 +95,7 @@ fn check(
     prev: &CniResult,
 ) -> Result<(), delegates::DelegateError> {
     let mut c = n.conf.clone();
-    c.set("prevResult", delegates::wire::render_result(prev, "1.0.0"));
+    c.set("prevResult", prev.to_value(cni::Version::V1_0_0));
     let ipam = host_local(cid, Some(pod), ifname);
     delegates::check(
         Kind::Bridge,
@@ -524,7 +524,7 @@ fn same_outcome_as_the_reference_bridge() {
 
     let ours = ours_node.enter(|| add(&ours_net, "c-eq", ours_pod.path(), "eth0").unwrap());
     let theirs = ref_node.enter(|| reference("ADD", &ref_net, "c-eq", ref_pod.path(), "eth0"));
-    let theirs = delegates::wire::parse_result(&theirs).unwrap();
+    let theirs = CniResult::parse_any(&theirs).unwrap().0;
 
     let shape = |r: &CniResult| {
         let ifs: Vec<_> = r

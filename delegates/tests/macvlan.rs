@@ -81,7 +81,7 @@ fn check(n: &Net, cid: &str, pod: &Path, prev: &CniResult) -> Result<(), delegat
         data: tempfile::tempdir().unwrap(),
     };
     c.conf
-        .set("prevResult", delegates::wire::render_result(prev, "1.0.0"));
+        .set("prevResult", prev.to_value(cni::Version::V1_0_0));
     let ipam = host_local(cid, Some(pod), "eth0");
     delegates::check(Kind::Macvlan, &req(&c, cid, Some(pod), &ipam))
 }
@@ -273,7 +273,7 @@ fn same_outcome_as_the_reference_macvlan() {
     let (ours_net, ref_net) = (net(extra.clone()), net(extra));
     let ours = ours_node.enter(|| add(&ours_net, "c-eq", ours_pod.path()).unwrap());
     let theirs = ref_node.enter(|| reference("ADD", &ref_net, "c-eq", ref_pod.path()));
-    let theirs = delegates::wire::parse_result(&theirs).unwrap();
+    let theirs = CniResult::parse_any(&theirs).unwrap().0;
     let shape = |r: &CniResult| {
         let ifs: Vec<_> = r
             .interfaces

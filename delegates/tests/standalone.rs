@@ -17,6 +17,11 @@ struct Call<'a> {
 }
 
 fn call(c: &Call, conf: &Value) -> (bool, Value) {
+    call_with(c, conf, &[])
+}
+
+/// `call` with extra or overriding environment variables.
+fn call_with(c: &Call, conf: &Value, env: &[(&str, &str)]) -> (bool, Value) {
     let mut cmd = Command::new(c.bin);
     cmd.env_clear()
         .env("CNI_COMMAND", c.command)
@@ -31,6 +36,7 @@ fn call(c: &Call, conf: &Value) -> (bool, Value) {
     if let Some(i) = c.ifname {
         cmd.env("CNI_IFNAME", i);
     }
+    cmd.envs(env.iter().copied());
     let mut child = cmd.spawn().unwrap();
     child
         .stdin
@@ -121,7 +127,7 @@ fn older_versions_get_ip_families() {
 }
 
 #[test]
-fn version_lists_what_the_binary_can_write() {
+fn version_lists_every_version_the_results_convert_to() {
     let (ok, v) = call(
         &Call {
             bin: BRIDGE,
@@ -135,7 +141,9 @@ fn version_lists_what_the_binary_can_write() {
     assert_eq!(v["cniVersion"], "1.0.0");
     assert_eq!(
         v["supportedVersions"],
-        json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+        json!([
+            "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"
+        ])
     );
 }
 
@@ -213,5 +221,110 @@ fn macvlan_and_vxlan_binaries_add_and_del() {
             assert!(ok, "{bin}: {r}");
             assert!(!pod.exec(&["ip", "link", "show", ifname]).status.success());
         }
+    });
+}
+
+#[test]
+fn legacy_versions_get_the_ip4_shape_and_refuse_a_result_without_address() {
+    let node = TestNs::new();
+    let pod = TestNs::new();
+    let data = tempfile::tempdir().unwrap();
+    let conf = bridge_conf("0.2.0", data.path());
+    node.enter(|| {
+        let at = |command| Call {
+            bin: BRIDGE,
+            command,
+            netns: Some(pod.path()),
+            ifname: Some("eth0"),
+        };
+        let (ok, result) = call(&at("ADD"), &conf);
+        assert!(ok, "{result}");
+        assert_eq!(result["cniVersion"], "0.2.0");
+        assert_eq!(result["ip4"]["ip"], "10.81.0.2/24");
+        assert_eq!(result["ip4"]["gateway"], "10.81.0.1");
+        assert!(result.get("interfaces").is_none(), "{result}");
+        let (ok, out) = call(&at("DEL"), &conf);
+        assert!(ok, "{out}");
+
+        // No IPAM: 0.2.0 has no way to say "no address", so the ADD is refused and undone.
+        let mut no_ipam = conf.clone();
+        no_ipam.as_object_mut().unwrap().remove("ipam");
+        let (ok, e) = call(&at("ADD"), &no_ipam);
+        assert!(!ok);
+        assert_eq!(e["code"], 1, "{e}");
+        assert!(!pod.exec(&["ip", "link", "show", "eth0"]).status.success());
+    });
+}
+
+#[test]
+fn check_gc_and_status_follow_the_version_floors() {
+    let data = tempfile::tempdir().unwrap();
+    let at = |command| Call {
+        bin: BRIDGE,
+        command,
+        netns: None,
+        ifname: Some("eth0"),
+    };
+    let (ok, e) = call(&at("CHECK"), &bridge_conf("0.3.1", data.path()));
+    assert!(!ok);
+    assert_eq!(e["code"], 1, "{e}");
+    assert_eq!(e["msg"], "config version does not allow CHECK");
+    for command in ["GC", "STATUS"] {
+        let (ok, e) = call(&at(command), &bridge_conf("1.0.0", data.path()));
+        assert!(!ok, "{command}");
+        assert_eq!(e["code"], 1, "{command}: {e}");
+        let (ok, out) = call(&at(command), &bridge_conf("1.1.0", data.path()));
+        assert!(ok, "{command}: {out}");
+        assert_eq!(out, Value::Null);
+    }
+}
+
+#[test]
+fn builtin_ipam_runs_in_process_and_other_types_by_exec() {
+    let node = TestNs::new();
+    let pod = TestNs::new();
+    let data = tempfile::tempdir().unwrap();
+    // A fake IPAM plugin that answers ADD with a fixed address and records each call.
+    let plugins = tempfile::tempdir().unwrap();
+    let log = plugins.path().join("calls");
+    let fake = plugins.path().join("fake-ipam");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho $CNI_COMMAND >> {}\n\
+             printf '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.85.0.9/24\"}}]}}'\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let plugin_path = plugins.path().to_str().unwrap();
+    node.enter(|| {
+        let at = |command| Call {
+            bin: BRIDGE,
+            command,
+            netns: Some(pod.path()),
+            ifname: Some("eth0"),
+        };
+        // host-local with no plugin directory at all: only the in-process path can serve it.
+        let conf = bridge_conf("1.0.0", data.path());
+        let (ok, r) = call_with(&at("ADD"), &conf, &[("CNI_PATH", plugin_path)]);
+        assert!(ok, "{r}");
+        assert_eq!(r["ips"][0]["address"], "10.81.0.2/24");
+        let (ok, r) = call_with(&at("DEL"), &conf, &[("CNI_PATH", plugin_path)]);
+        assert!(ok, "{r}");
+        assert!(reservations(data.path(), "binnet").is_empty());
+        assert!(!log.exists(), "host-local must not be exec'd");
+
+        let mut other = conf.clone();
+        other["ipam"] = json!({"type": "fake-ipam"});
+        other["bridge"] = json!("binbr1");
+        let (ok, r) = call_with(&at("ADD"), &other, &[("CNI_PATH", plugin_path)]);
+        assert!(ok, "{r}");
+        assert_eq!(r["ips"][0]["address"], "10.85.0.9/24");
+        assert!(pod.sh("ip -o addr show dev eth0").contains("10.85.0.9/24"));
+        let (ok, r) = call_with(&at("DEL"), &other, &[("CNI_PATH", plugin_path)]);
+        assert!(ok, "{r}");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "ADD\nDEL\n");
     });
 }

@@ -91,7 +91,7 @@ fn check(n: &Net, cid: &str, pod: &Path, prev: &CniResult) -> Result<(), delegat
         data: tempfile::tempdir().unwrap(),
     };
     c.conf
-        .set("prevResult", delegates::wire::render_result(prev, "1.0.0"));
+        .set("prevResult", prev.to_value(cni::Version::V1_0_0));
     let ipam = host_local(cid, Some(pod), "eth0");
     delegates::check(Kind::Vxlan, &req(&c, cid, Some(pod), &ipam))
 }

@@ -118,9 +118,13 @@ impl From<IpamError> for ErrorObject {
     }
 }
 
-/// Whether `ipam.type` is served in-process.
+/// Whether `ipam.type` is served in-process: the reference names, and the names of our own
+/// standalone binaries (`plexus-host-local`, `plexus-static`) as `kind_of` does for links.
 pub fn is_builtin(ipam_type: &str) -> bool {
-    matches!(ipam_type, "host-local" | "static")
+    matches!(
+        ipam_type,
+        "host-local" | "static" | "plexus-host-local" | "plexus-static"
+    )
 }
 
 enum Kind {
@@ -130,8 +134,8 @@ enum Kind {
 
 fn kind(conf: &NetConf) -> Result<Kind, IpamError> {
     match conf.ipam_type() {
-        Ok(Some("host-local")) => Ok(Kind::HostLocal),
-        Ok(Some("static")) => Ok(Kind::Static),
+        Ok(Some("host-local" | "plexus-host-local")) => Ok(Kind::HostLocal),
+        Ok(Some("static" | "plexus-static")) => Ok(Kind::Static),
         Ok(Some(other)) => Err(IpamError::UnknownType(other.to_string())),
         Ok(None) => Err(invalid("ipam.type", "missing")),
         Err(e) => Err(invalid("ipam", e.to_string())),

@@ -181,6 +181,7 @@ pub fn host_local(container_id: &str, netns: Option<&Path>, ifname: &str) -> Exe
         ifname: ifname.to_string(),
         cni_path: "/usr/lib/cni".to_string(),
         cni_args: None,
+        timeout: std::time::Duration::from_secs(30),
     }
 }
 
