@@ -53,7 +53,12 @@ fn plexus_cycle(w: &World, conf: &Value, n: usize, cid: &str) -> Duration {
     let add = Call::new("ADD", cid, Some(&pod.path), w).pod("default", &format!("p{n}"));
     let started = Instant::now();
     add.run_json(conf).ok();
-    Call { command: "DEL".into(), ..add }.run_json(conf).ok();
+    Call {
+        command: "DEL".into(),
+        ..add
+    }
+    .run_json(conf)
+    .ok();
     started.elapsed()
 }
 
@@ -102,7 +107,9 @@ fn main() {
         .map(|u| u.max_rss())
         .unwrap_or(0);
 
-    println!("ADD+DEL cycle of 1 cluster + N secondary networks, median of {rounds} interleaved rounds (ms)");
+    println!(
+        "ADD+DEL cycle of 1 cluster + N secondary networks, median of {rounds} interleaved rounds (ms)"
+    );
     println!(
         "{:>3}  {:>16}  {:>16}  {:>18}  {:>14}  {:>14}",
         "N", "plexus built-in", "plexus exec", "reference direct", "built-in/ref", "exec/ref"
@@ -110,9 +117,19 @@ fn main() {
     for n in [1usize, 4, 16] {
         let (mut builtin, mut exec, mut direct) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
-            builtin.push(plexus_cycle(&w, &builtin_conf, n, &format!("b-{n}-{round}")));
+            builtin.push(plexus_cycle(
+                &w,
+                &builtin_conf,
+                n,
+                &format!("b-{n}-{round}"),
+            ));
             exec.push(plexus_cycle(&w, &exec_conf, n, &format!("e-{n}-{round}")));
-            direct.push(direct_cycle(&cluster, &secondaries, n, &format!("d-{n}-{round}")));
+            direct.push(direct_cycle(
+                &cluster,
+                &secondaries,
+                n,
+                &format!("d-{n}-{round}"),
+            ));
         }
         let (b, e, d) = (median(builtin), median(exec), median(direct));
         println!(
@@ -121,6 +138,9 @@ fn main() {
             e / d
         );
     }
-    println!("peak RSS of plexus (built-in, N=16): {:.1} MiB", rss_kib as f64 / 1024.0);
+    println!(
+        "peak RSS of plexus (built-in, N=16): {:.1} MiB",
+        rss_kib as f64 / 1024.0
+    );
     w.assert_clean(None);
 }

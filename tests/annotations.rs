@@ -11,12 +11,35 @@ use serde_json::{Value, json};
 fn world() -> (World, Value) {
     let w = World::new();
     sh("ip link add upl0 type bridge && ip link set upl0 up");
-    w.nad("default", "n1", &w.macvlan_conf("n1", "upl0", "10.89.1.0/24"));
-    w.nad("team-b", "nb", &w.macvlan_conf("nb", "upl0", "10.89.2.0/24"));
-    w.nad("shared", "ns", &w.macvlan_conf("ns", "upl0", "10.89.3.0/24"));
-    w.nad("kube-system", "alt", &w.bridge_conf("alt", "cni-alt", "10.87.0.0/24"));
-    w.nad("team-b", "alt-b", &w.bridge_conf("alt-b", "cni-altb", "10.86.0.0/24"));
-    let conf = w.plexus_conf(&w.bridge_conf("cluster", "cni-a0", "10.88.50.0/24"), json!({}));
+    w.nad(
+        "default",
+        "n1",
+        &w.macvlan_conf("n1", "upl0", "10.89.1.0/24"),
+    );
+    w.nad(
+        "team-b",
+        "nb",
+        &w.macvlan_conf("nb", "upl0", "10.89.2.0/24"),
+    );
+    w.nad(
+        "shared",
+        "ns",
+        &w.macvlan_conf("ns", "upl0", "10.89.3.0/24"),
+    );
+    w.nad(
+        "kube-system",
+        "alt",
+        &w.bridge_conf("alt", "cni-alt", "10.87.0.0/24"),
+    );
+    w.nad(
+        "team-b",
+        "alt-b",
+        &w.bridge_conf("alt-b", "cni-altb", "10.86.0.0/24"),
+    );
+    let conf = w.plexus_conf(
+        &w.bridge_conf("cluster", "cni-a0", "10.88.50.0/24"),
+        json!({}),
+    );
     (w, conf)
 }
 
@@ -43,7 +66,15 @@ fn ips(run: &Run) -> Vec<String> {
 fn default_network_annotation_replaces_the_cluster_network() {
     enter_node_netns();
     let (w, conf) = world();
-    pod_with(&w, "default", "p", &[("v1.multus-cni.io/default-network", "alt"), ("k8s.v1.cni.cncf.io/networks", "n1")]);
+    pod_with(
+        &w,
+        "default",
+        "p",
+        &[
+            ("v1.multus-cni.io/default-network", "alt"),
+            ("k8s.v1.cni.cncf.io/networks", "n1"),
+        ],
+    );
     let pod = PodNs::new();
     let call = Call::new("ADD", "c-alt", Some(&pod.path), &w).pod("default", "p");
     let r = call.run_json(&conf);
@@ -51,7 +82,12 @@ fn default_network_annotation_replaces_the_cluster_network() {
     // eth0 comes from kube-system/alt, not the conf's cluster network.
     assert_eq!(ips(&r), ["10.87.0.2/24"]);
     assert_eq!(pod.links(), ["eth0", "lo", "net1"]);
-    Call { command: "DEL".into(), ..call }.run_json(&conf).ok();
+    Call {
+        command: "DEL".into(),
+        ..call
+    }
+    .run_json(&conf)
+    .ok();
     w.assert_clean(Some(&pod));
 }
 
@@ -64,24 +100,47 @@ fn namespace_isolation_applies_to_every_reference_path() {
     let pod = PodNs::new();
     let cases: &[(&str, &str, &str)] = &[
         ("comma form", "k8s.v1.cni.cncf.io/networks", "team-b/nb"),
-        ("JSON namespace", "k8s.v1.cni.cncf.io/networks", r#"[{"name":"nb","namespace":"team-b"}]"#),
-        ("default-network", "v1.multus-cni.io/default-network", "team-b/alt-b"),
+        (
+            "JSON namespace",
+            "k8s.v1.cni.cncf.io/networks",
+            r#"[{"name":"nb","namespace":"team-b"}]"#,
+        ),
+        (
+            "default-network",
+            "v1.multus-cni.io/default-network",
+            "team-b/alt-b",
+        ),
     ];
     for (i, (what, key, value)) in cases.iter().enumerate() {
         let name = format!("iso{i}");
         pod_with(&w, "team-a", &name, &[(key, value)]);
-        let r = Call::new("ADD", &format!("c-iso{i}"), Some(&pod.path), &w).pod("team-a", &name).run_json(&conf);
+        let r = Call::new("ADD", &format!("c-iso{i}"), Some(&pod.path), &w)
+            .pod("team-a", &name)
+            .run_json(&conf);
         let e = r.err(101);
-        assert!(e["msg"].as_str().unwrap().contains("team-b/"), "{what}: {e}");
+        assert!(
+            e["msg"].as_str().unwrap().contains("team-b/"),
+            "{what}: {e}"
+        );
         assert_eq!(pod.links(), ["lo"], "{what}");
         assert_eq!(w.reservations(), Vec::<String>::new(), "{what}");
     }
     // Global namespaces and the pod's own are allowed.
-    pod_with(&w, "team-a", "ok", &[("k8s.v1.cni.cncf.io/networks", "shared/ns, default/n1")]);
+    pod_with(
+        &w,
+        "team-a",
+        "ok",
+        &[("k8s.v1.cni.cncf.io/networks", "shared/ns, default/n1")],
+    );
     let call = Call::new("ADD", "c-iso-ok", Some(&pod.path), &w).pod("team-a", "ok");
     call.run_json(&conf).ok();
     assert_eq!(pod.links(), ["eth0", "lo", "net1", "net2"]);
-    Call { command: "DEL".into(), ..call }.run_json(&conf).ok();
+    Call {
+        command: "DEL".into(),
+        ..call
+    }
+    .run_json(&conf)
+    .ok();
     w.assert_clean(Some(&pod));
 }
 
@@ -95,12 +154,22 @@ fn default_networks_skip_system_namespaces_compared_by_namespace() {
     let call = Call::new("ADD", "c-sys", Some(&pod.path), &w).pod("kube-system", "coredns");
     call.run_json(&conf).ok();
     assert_eq!(pod.links(), ["eth0", "lo"]);
-    Call { command: "DEL".into(), ..call }.run_json(&conf).ok();
+    Call {
+        command: "DEL".into(),
+        ..call
+    }
+    .run_json(&conf)
+    .ok();
     // ...and a pod *named* kube-system elsewhere does get them (Multus #1205).
     let call = Call::new("ADD", "c-sys2", Some(&pod.path), &w).pod("default", "kube-system");
     call.run_json(&conf).ok();
     assert_eq!(pod.links(), ["eth0", "lo", "net1"]);
-    Call { command: "DEL".into(), ..call }.run_json(&conf).ok();
+    Call {
+        command: "DEL".into(),
+        ..call
+    }
+    .run_json(&conf)
+    .ok();
     w.assert_clean(Some(&pod));
 }
 
@@ -120,16 +189,29 @@ fn empty_spec_nads_read_conf_dir_only_when_the_conf_opts_in() {
         "nad-empty.yaml",
         "apiVersion: k8s.cni.cncf.io/v1\nkind: NetworkAttachmentDefinition\nmetadata:\n  name: hostnet\n",
     );
-    pod_with(&w, "default", "e", &[("k8s.v1.cni.cncf.io/networks", "hostnet")]);
+    pod_with(
+        &w,
+        "default",
+        "e",
+        &[("k8s.v1.cni.cncf.io/networks", "hostnet")],
+    );
     let pod = PodNs::new();
     let call = Call::new("ADD", "c-empty", Some(&pod.path), &w).pod("default", "e");
     let e = call.run_json(&conf).err(7);
-    assert!(e["msg"].as_str().unwrap().contains("default/hostnet"), "{e}");
+    assert!(
+        e["msg"].as_str().unwrap().contains("default/hostnet"),
+        "{e}"
+    );
     assert_eq!(pod.links(), ["lo"]);
     conf["nadConfFromConfDir"] = json!(true);
     call.run_json(&conf).ok();
     assert_eq!(pod.addrs("net1"), ["10.89.4.2/24"]);
-    Call { command: "DEL".into(), ..call }.run_json(&conf).ok();
+    Call {
+        command: "DEL".into(),
+        ..call
+    }
+    .run_json(&conf)
+    .ok();
     w.assert_clean(Some(&pod));
 }
 
@@ -143,7 +225,16 @@ fn a_pod_missing_from_the_folder_gets_the_cluster_network_only() {
     let mut call = Call::new("ADD", "c-podman", Some(&pod.path), &w);
     call.args = "K8S_POD_NAME=not-in-folder".into();
     call.run_json(&conf).ok();
-    assert_eq!(pod.links(), ["eth0", "lo", "net1"], "cluster + defaultNetworks");
-    Call { command: "DEL".into(), ..call }.run_json(&conf).ok();
+    assert_eq!(
+        pod.links(),
+        ["eth0", "lo", "net1"],
+        "cluster + defaultNetworks"
+    );
+    Call {
+        command: "DEL".into(),
+        ..call
+    }
+    .run_json(&conf)
+    .ok();
     w.assert_clean(Some(&pod));
 }

@@ -9,7 +9,10 @@ use common::*;
 use serde_json::{Value, json};
 
 fn builtin_conf(w: &World, bridge: &str, subnet: &str) -> Value {
-    w.plexus_conf(&w.bridge_conf("cluster", bridge, subnet), json!({"builtins": true}))
+    w.plexus_conf(
+        &w.bridge_conf("cluster", bridge, subnet),
+        json!({"builtins": true}),
+    )
 }
 
 /// A call whose CNI_PATH has no reference plugins: only this world's (empty) bin dir.
@@ -21,7 +24,11 @@ fn call(w: &World, command: &str, cid: &str, pod: &PodNs, name: &str) -> Call {
 
 fn networks(w: &World) {
     sh("ip link add upl0 type bridge && ip link set upl0 up");
-    w.nad("default", "mv", &w.macvlan_conf("mv", "upl0", "10.89.1.0/24"));
+    w.nad(
+        "default",
+        "mv",
+        &w.macvlan_conf("mv", "upl0", "10.89.1.0/24"),
+    );
     w.nad(
         "default",
         "vx",
@@ -45,7 +52,11 @@ fn lifecycle_runs_entirely_in_process() {
     let w = World::new();
     sh("ip addr add 192.0.2.1/24 dev lo");
     networks(&w);
-    w.pod("default", "p", r#"[{"name":"mv"},{"name":"vx"},{"name":"st","ips":["10.89.7.7/24"]}]"#);
+    w.pod(
+        "default",
+        "p",
+        r#"[{"name":"mv"},{"name":"vx"},{"name":"st","ips":["10.89.7.7/24"]}]"#,
+    );
     let conf = builtin_conf(&w, "cni-bi0", "10.88.60.0/24");
     let pod = PodNs::new();
     let add = call(&w, "ADD", "c-bi", &pod, "p").run_json(&conf);
@@ -56,12 +67,20 @@ fn lifecycle_runs_entirely_in_process() {
     assert_eq!(pod.addrs("net2"), ["10.90.0.2/24"]);
     assert_eq!(pod.addrs("net3"), ["10.89.7.7/24"]);
     let node = node_links();
-    assert!(node.contains(&"vxlan42".to_string()) && node.contains(&"vxbr42".to_string()), "{node:?}");
+    assert!(
+        node.contains(&"vxlan42".to_string()) && node.contains(&"vxbr42".to_string()),
+        "{node:?}"
+    );
     call(&w, "CHECK", "c-bi", &pod, "p").run_json(&conf).ok();
     call(&w, "DEL", "c-bi", &pod, "p").run_json(&conf).ok();
     w.assert_clean(Some(&pod));
     let node = node_links();
-    assert!(!node.iter().any(|l| l.starts_with("vx") || l.starts_with("veth")), "left on the node: {node:?}");
+    assert!(
+        !node
+            .iter()
+            .any(|l| l.starts_with("vx") || l.starts_with("veth")),
+        "left on the node: {node:?}"
+    );
     call(&w, "DEL", "c-bi", &pod, "p").run_json(&conf).ok();
 }
 
@@ -77,25 +96,45 @@ fn built_ins_give_what_the_reference_plugins_give() {
     };
     let mut seen = Vec::new();
     for (i, builtins) in [false, true].iter().enumerate() {
-        let mut conf = w.plexus_conf(&w.bridge_conf("cluster", "cni-cmp", "10.88.61.0/24"), json!({}));
+        let mut conf = w.plexus_conf(
+            &w.bridge_conf("cluster", "cni-cmp", "10.88.61.0/24"),
+            json!({}),
+        );
         conf["builtins"] = json!(builtins);
         let pod = PodNs::new();
         let c = Call::new("ADD", &format!("c-cmp{i}"), Some(&pod.path), &w).pod("default", "p");
         let r = c.run_json(&conf);
         r.ok();
         let mut result = r.json();
-        // MACs and sandbox paths differ by nature; everything else must match.
+        // MACs, sandbox paths and host veth names differ by nature (the reference plugin
+        // picks a random veth name); everything else must match.
         for iface in result["interfaces"].as_array_mut().unwrap() {
-            iface.as_object_mut().unwrap().remove("mac");
-            iface.as_object_mut().unwrap().remove("sandbox");
+            let iface = iface.as_object_mut().unwrap();
+            iface.remove("mac");
+            iface.remove("sandbox");
+            if iface["name"].as_str().unwrap().starts_with("veth") {
+                iface.insert("name".into(), json!("veth*"));
+            }
         }
-        seen.push((pod.links(), pod.addrs("eth0"), pod.addrs("net1"), routes(&pod), result));
-        Call { command: "DEL".into(), ..c }.run_json(&conf).ok();
+        seen.push((
+            pod.links(),
+            pod.addrs("eth0"),
+            pod.addrs("net1"),
+            routes(&pod),
+            result,
+        ));
+        Call {
+            command: "DEL".into(),
+            ..c
+        }
+        .run_json(&conf)
+        .ok();
         w.assert_clean(Some(&pod));
+        // host-local goes round-robin from its last reservation: start the next run afresh.
+        std::fs::remove_dir_all(&w.ipam_dir).unwrap();
     }
     let (a, b) = (&seen[0], &seen[1]);
     assert_eq!(a.0, b.0, "interfaces");
-    // Each run gets the first free address again after the DEL.
     assert_eq!(a.1, b.1, "cluster addresses");
     assert_eq!(a.2, b.2, "secondary addresses");
     assert_eq!(a.3, b.3, "routes");
@@ -118,7 +157,12 @@ fn del_after_the_netns_is_gone_releases_built_in_ipam() {
     del.run_json(&conf).ok();
     w.assert_clean(None);
     let node = node_links();
-    assert!(!node.iter().any(|l| l.starts_with("vx") || l.starts_with("veth")), "left on the node: {node:?}");
+    assert!(
+        !node
+            .iter()
+            .any(|l| l.starts_with("vx") || l.starts_with("veth")),
+        "left on the node: {node:?}"
+    );
 }
 
 #[test]
@@ -127,7 +171,11 @@ fn a_link_failure_after_ipam_releases_the_address() {
     let w = World::new();
     networks(&w);
     // The master does not exist: IPAM has already allocated when the link fails.
-    w.nad("default", "broken", &w.macvlan_conf("broken", "no-such-master", "10.89.9.0/24"));
+    w.nad(
+        "default",
+        "broken",
+        &w.macvlan_conf("broken", "no-such-master", "10.89.9.0/24"),
+    );
     w.pod("default", "p", "mv, broken");
     let conf = builtin_conf(&w, "cni-bi3", "10.88.63.0/24");
     let pod = PodNs::new();
@@ -155,7 +203,10 @@ fn ipvlan_on_a_kernel_without_it_is_code_103_and_leaves_nothing() {
     let pod = PodNs::new();
     let r = call(&w, "ADD", "c-iv", &pod, "p").run_json(&conf);
     let e = r.err(103);
-    assert!(e["msg"].as_str().unwrap().contains("kernel lacks ipvlan"), "{e}");
+    assert!(
+        e["msg"].as_str().unwrap().contains("kernel lacks ipvlan"),
+        "{e}"
+    );
     w.assert_clean(Some(&pod));
 }
 
@@ -177,6 +228,11 @@ fn the_reference_binary_runs_when_a_type_is_opted_out() {
     let c = Call::new("ADD", "c-opt2", Some(&pod.path), &w).pod("default", "p");
     c.run_json(&conf).ok();
     assert_eq!(pod.links(), ["eth0", "lo", "net1"]);
-    Call { command: "DEL".into(), ..c }.run_json(&conf).ok();
+    Call {
+        command: "DEL".into(),
+        ..c
+    }
+    .run_json(&conf)
+    .ok();
     w.assert_clean(Some(&pod));
 }

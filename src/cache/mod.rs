@@ -61,13 +61,12 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Ca
     }
 }
 
-/// How far an attachment got. DEL undoes everything not `Removed`: an attachment whose ADD
-/// was started may have left state behind even if the ADD never returned.
+/// How far an attachment got. DEL undoes everything not `Removed`: a `Planned` attachment
+/// may have been started by an ADD that was killed before it could record the result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Planned,
-    Adding,
     Added,
     Removed,
 }
@@ -297,9 +296,13 @@ impl Journal {
         }
     }
 
-    /// Atomically replaces the entry: temp file (O_EXCL, 0600), fsync, rename, fsync dir.
+    /// Atomically replaces the entry: temp file (O_EXCL, 0600), fsync, rename. The directory is
+    /// fsynced when the entry is created, so the plan is durable before any delegate runs; an
+    /// update whose rename is lost in a crash leaves the previous version, which DEL can
+    /// still undo (a `Planned` attachment is DELed too), so updates skip that second fsync.
     pub fn write(&self, lock: &ContainerLock, entry: &Entry) -> Result<(), CacheError> {
         let path = self.entry_path(&lock.container_id, &entry.ifname);
+        let creating = std::fs::symlink_metadata(&path).is_err();
         let tmp = tmp_path(&path);
         let _ = std::fs::remove_file(&tmp);
         let bytes = serde_json::to_vec_pretty(entry).map_err(|e| CacheError::Io {
@@ -318,7 +321,7 @@ impl Journal {
             f.write_all(&bytes).map_err(io("write", &tmp))?;
             f.sync_all().map_err(io("fsync", &tmp))?;
             std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
-            self.sync_dir()
+            if creating { self.sync_dir() } else { Ok(()) }
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -348,8 +351,10 @@ impl Journal {
 
     pub fn remove(&self, lock: &ContainerLock, ifname: &str) -> Result<(), CacheError> {
         let path = self.entry_path(&lock.container_id, ifname);
+        // No directory fsync: an entry that reappears after a crash is DELed again, and DEL
+        // is idempotent.
         match std::fs::remove_file(&path) {
-            Ok(()) => self.sync_dir(),
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io("remove", &path)(e)),
         }

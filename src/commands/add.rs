@@ -87,9 +87,8 @@ fn add_locked(
     let runner = super::runner(conf, inv);
     let mut results: Vec<CniResult> = Vec::with_capacity(attachments.len());
     let mut reports = Vec::with_capacity(attachments.len());
+    let last = attachments.len().saturating_sub(1);
     for (i, att) in attachments.iter().enumerate() {
-        entry.attachments[i].state = State::Adding;
-        journal.write(lock, &entry)?;
         let started = Instant::now();
         let t = Target {
             network: &att.network,
@@ -103,8 +102,11 @@ fn add_locked(
             Ok(result) => {
                 entry.attachments[i].state = State::Added;
                 entry.attachments[i].result = Some(result.to_value(Version::V1_1_0));
-                if let Err(e) = journal.write(lock, &entry) {
-                    rollback(inv, conf, journal, lock, &mut entry, &attachments);
+                // The last attachment's record goes out with the network-status below.
+                if i < last
+                    && let Err(e) = journal.write(lock, &entry)
+                {
+                    rollback(inv, conf, journal, lock, &mut entry, &attachments, i);
                     return Err(e.into());
                 }
                 reports.push(report(att, &result, started));
@@ -123,10 +125,22 @@ fn add_locked(
                     }
                 }
                 entry.attachments[i].delegate_error = Some(e.to_string());
-                if e.nothing_ran() {
-                    entry.attachments[i].state = State::Planned;
+                // A chain that could not start left nothing; one that failed midway may have.
+                let upto = if e.nothing_ran() {
+                    i.checked_sub(1)
+                } else {
+                    Some(i)
+                };
+                match upto {
+                    Some(upto) => {
+                        rollback(inv, conf, journal, lock, &mut entry, &attachments, upto);
+                    }
+                    None => {
+                        if let Err(err) = journal.remove(lock, &entry.ifname) {
+                            tracing::error!(error = %err, "journal removal after failed ADD");
+                        }
+                    }
                 }
-                rollback(inv, conf, journal, lock, &mut entry, &attachments);
                 return Err(e.into());
             }
         }
@@ -149,7 +163,7 @@ fn add_locked(
     }
     entry.network_status = network_status.clone();
     if let Err(e) = journal.write(lock, &entry) {
-        rollback(inv, conf, journal, lock, &mut entry, &attachments);
+        rollback(inv, conf, journal, lock, &mut entry, &attachments, last);
         return Err(e.into());
     }
     if let (Some(store), Some(pod), Some(ns)) = (store, &resolved.pod, &network_status) {
@@ -157,7 +171,7 @@ fn add_locked(
         // all-or-nothing covers the status too (the store tolerates a pod that is gone).
         if let Err(e) = store.publish_status(&pod.namespace, &pod.name, &ns.to_string()) {
             tracing::error!(error = %e, "publishing network-status failed, rolling back");
-            rollback(inv, conf, journal, lock, &mut entry, &attachments);
+            rollback(inv, conf, journal, lock, &mut entry, &attachments, last);
             return Err(e.into());
         }
         for r in &reports {
@@ -218,9 +232,10 @@ fn report(att: &Attachment, result: &CniResult, started: Instant) -> AttachmentR
     }
 }
 
-/// Undoes every attachment that was started, in reverse, including the one that failed (a
-/// chain may have done part of its work). The entry is removed only when every DEL
-/// succeeded; otherwise it stays so the runtime's DEL retries what is left.
+/// Undoes attachments `0..=upto` (every one that was started), in reverse, including the one
+/// that failed (a chain may have done part of its work). The entry is removed only when every
+/// DEL succeeded; otherwise it stays so the runtime's DEL retries what is left.
+#[allow(clippy::too_many_arguments)]
 fn rollback(
     inv: &Invocation,
     conf: &PlexusConf,
@@ -228,13 +243,15 @@ fn rollback(
     lock: &ContainerLock,
     entry: &mut Entry,
     attachments: &[Attachment],
+    upto: usize,
 ) {
     let runner = super::runner(conf, inv);
     let mut clean = true;
-    for (i, att) in attachments.iter().enumerate().rev() {
-        if !matches!(entry.attachments[i].state, State::Adding | State::Added) {
-            continue;
-        }
+    // Never started: nothing to undo, and a later DEL must not try.
+    for a in entry.attachments.iter_mut().skip(upto + 1) {
+        a.state = State::Removed;
+    }
+    for (i, att) in attachments.iter().enumerate().take(upto + 1).rev() {
         let prev = entry.attachments[i]
             .result
             .as_ref()

@@ -55,7 +55,7 @@ pub(super) fn teardown(
     let mut errors = Vec::new();
     for i in (0..entry.attachments.len()).rev() {
         let a = &entry.attachments[i];
-        if matches!(a.state, State::Planned | State::Removed) {
+        if a.state == State::Removed {
             continue;
         }
         let (Some(list), prev) = journaled_parts(a) else {
@@ -70,10 +70,12 @@ pub(super) fn teardown(
             cni_args: &a.cni_args,
             runner: &runner,
         };
+        // A planned attachment may or may not have been started when an ADD was killed; one
+        // whose plugin cannot even be found never ran.
         match invoke::del(&list, &t, prev.as_ref()) {
-            Ok(()) => {
+            Ok(()) => entry.attachments[i].state = State::Removed,
+            Err(e) if a.state == State::Planned && e.nothing_ran() => {
                 entry.attachments[i].state = State::Removed;
-                tolerate_read_only(journal.write(lock, entry))?;
             }
             Err(e) => errors.push(e),
         }
@@ -151,7 +153,7 @@ fn rebuild_and_teardown(
             is_default: a.is_default,
             conf: a.conf.to_value(),
             cni_args: a.cni_args.clone(),
-            state: State::Adding,
+            state: State::Planned,
             result: None,
             default_route: a.default_route.clone(),
             device_id: a.device_id.clone(),
@@ -179,8 +181,15 @@ fn tolerate_read_only(r: Result<(), crate::cache::CacheError>) -> Result<(), cra
 /// still does the rest of its work (IPAM release, host-side cleanup) when that link is gone.
 /// A physical device (host-device, SR-IOV) must be handed back by its plugin instead.
 const BATCHABLE: &[&str] = &[
-    "bridge", "macvlan", "ipvlan", "vxlan", "ptp", "plexus-bridge", "plexus-macvlan",
-    "plexus-ipvlan", "plexus-vxlan",
+    "bridge",
+    "macvlan",
+    "ipvlan",
+    "vxlan",
+    "ptp",
+    "plexus-bridge",
+    "plexus-macvlan",
+    "plexus-ipvlan",
+    "plexus-vxlan",
 ];
 
 /// Removing a link costs ~20–25 ms of kernel time (RCU grace periods), but a set of links
@@ -191,7 +200,7 @@ fn remove_links_together(netns: &std::path::Path, entry: &Entry) {
     let ifnames: Vec<&str> = entry
         .attachments
         .iter()
-        .filter(|a| matches!(a.state, State::Adding | State::Added))
+        .filter(|a| a.state != State::Removed)
         .filter(|a| {
             a.conf
                 .get("plugins")

@@ -229,11 +229,9 @@ pub fn check(list: &NetConfList, t: &Target, prev: &CniResult) -> Result<bool, I
 /// forwarded to it: delegates before 1.1.0 answer them with "unknown CNI_COMMAND".
 pub fn speaks_1_1(plugin: &str, t: &Target) -> bool {
     match resolve(plugin, t) {
-        Ok(Delegate::Exec(path)) => {
-            cni::exec::version(&path, &t.runner.cni_path, t.runner.timeout)
-                .map(|v| v.contains(&Version::V1_1_0))
-                .unwrap_or(false)
-        }
+        Ok(Delegate::Exec(path)) => cni::exec::version(&path, &t.runner.cni_path, t.runner.timeout)
+            .map(|v| v.contains(&Version::V1_1_0))
+            .unwrap_or(false),
         // The built-ins keep no state of their own beyond IPAM reservations, which DEL
         // releases; they have nothing to collect and are always ready.
         Ok(Delegate::Builtin(_)) | Err(_) => false,
