@@ -36,6 +36,8 @@ pub enum Error {
         container_id: String,
         errors: Vec<crate::invoke::InvokeError>,
     },
+    #[error("set the requested default route: {0}")]
+    DefaultRoute(Box<delegates::DelegateError>),
     #[error("GC: {0}")]
     Gc(String),
     #[error("{0}")]
@@ -70,6 +72,7 @@ impl Error {
                 .first()
                 .map_or(Code::DelegateFailed.as_u32(), |e| e.code()),
             Error::Gc(_) => Code::DelegateFailed.as_u32(),
+            Error::DefaultRoute(e) => e.code(),
             Error::NotReady(_) => Code::NotAvailable.as_u32(),
             Error::Readiness(e) => e.code(),
         }

@@ -15,6 +15,7 @@ pub mod macvlan;
 pub mod masq;
 pub mod netns;
 pub mod request;
+pub mod route;
 pub mod standalone;
 pub mod verify;
 pub mod veth;

@@ -83,6 +83,7 @@ fn add_locked(
     entry.attachments = attachments.iter().map(journal_record).collect();
     // The plan is on disk before the node is touched: a crash from here on is undone by DEL.
     journal.write(lock, &entry)?;
+    tracing::debug!(attachments = attachments.len(), "plan journaled");
 
     let runner = super::runner(conf, inv);
     let mut results: Vec<CniResult> = Vec::with_capacity(attachments.len());
@@ -109,6 +110,7 @@ fn add_locked(
                     rollback(inv, conf, journal, lock, &mut entry, &attachments, i);
                     return Err(e.into());
                 }
+                tracing::debug!(network = %att.network, ifname = %att.ifname, micros = started.elapsed().as_micros() as u64, "attachment added");
                 reports.push(report(att, &result, started));
                 results.push(result);
             }
@@ -144,6 +146,14 @@ fn add_locked(
                 return Err(e.into());
             }
         }
+    }
+
+    if let Err(e) = apply_default_routes(inv, &attachments, &mut results) {
+        rollback(inv, conf, journal, lock, &mut entry, &attachments, last);
+        return Err(e);
+    }
+    for (record, result) in entry.attachments.iter_mut().zip(&results) {
+        record.result = Some(result.to_value(Version::V1_1_0));
     }
 
     let inputs: Vec<StatusInput> = attachments
@@ -280,4 +290,58 @@ fn rollback(
     if let Err(e) = outcome {
         tracing::error!(error = %e, "journal update after rollback failed");
     }
+}
+
+/// The selections' `default-route`: the pod's default route for that family goes via the
+/// given gateway on that attachment's interface, and every other attachment's result loses
+/// its default route of that family, so results and the netns agree (Multus rewrites its
+/// cache the same way).
+fn apply_default_routes(
+    inv: &Invocation,
+    attachments: &[Attachment],
+    results: &mut [CniResult],
+) -> Result<(), crate::Error> {
+    let wanted: Vec<(usize, std::net::IpAddr)> = attachments
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| a.default_route.iter().map(move |gw| (i, *gw)))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    if let Some(netns) = inv.netns.as_deref() {
+        let routes: Vec<delegates::route::DefaultRoute> = wanted
+            .iter()
+            .map(|(i, gw)| delegates::route::DefaultRoute {
+                gateway: *gw,
+                ifname: attachments[*i].ifname.to_string(),
+            })
+            .collect();
+        delegates::route::replace_default_routes(netns, &routes)
+            .map_err(|e| crate::Error::DefaultRoute(Box::new(e)))?;
+    }
+    for (i, gw) in &wanted {
+        let v4 = gw.is_ipv4();
+        for r in results.iter_mut() {
+            r.routes
+                .retain(|rt| !(rt.dst.prefix_len() == 0 && rt.dst.addr().is_ipv4() == v4));
+        }
+        let any: std::net::IpAddr = if v4 {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        if let (Some(r), Ok(dst)) = (results.get_mut(*i), ipnet::IpNet::new(any, 0)) {
+            r.routes.push(cni::result::Route {
+                dst,
+                gw: Some(*gw),
+                mtu: None,
+                advmss: None,
+                priority: None,
+                table: None,
+                scope: None,
+            });
+        }
+    }
+    Ok(())
 }

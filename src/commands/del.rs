@@ -50,7 +50,12 @@ pub(super) fn teardown(
         .clone()
         .or_else(|| entry.netns.as_ref().map(PathBuf::from));
     if let Some(ns) = netns.as_deref() {
+        let started = std::time::Instant::now();
         remove_links_together(ns, entry);
+        tracing::debug!(
+            micros = started.elapsed().as_micros() as u64,
+            "pod links removed together"
+        );
     }
     let mut errors = Vec::new();
     for i in (0..entry.attachments.len()).rev() {
@@ -72,7 +77,10 @@ pub(super) fn teardown(
         };
         // A planned attachment may or may not have been started when an ADD was killed; one
         // whose plugin cannot even be found never ran.
-        match invoke::del(&list, &t, prev.as_ref()) {
+        let started = std::time::Instant::now();
+        let outcome = invoke::del(&list, &t, prev.as_ref());
+        tracing::debug!(network = %a.network, micros = started.elapsed().as_micros() as u64, "attachment deleted");
+        match outcome {
             Ok(()) => entry.attachments[i].state = State::Removed,
             Err(e) if a.state == State::Planned && e.nothing_ran() => {
                 entry.attachments[i].state = State::Removed;
