@@ -328,13 +328,15 @@ fn transport_failure(e: ::kube::Error) -> Failure {
     let text = chain(&e);
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(s) = source {
-        // rustls reports a rejected handshake as InvalidData through tokio-rustls.
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::InvalidData
-        {
-            return Failure::Fatal(format!("TLS handshake failed: {text}"));
-        }
-        source = s.source();
+        source = match s.downcast_ref::<std::io::Error>() {
+            // tokio-rustls reports a rejected handshake as InvalidData; hyper-rustls wraps
+            // that in another io::Error, whose `source()` skips the wrapped error itself.
+            Some(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                return Failure::Fatal(format!("TLS handshake failed: {text}"));
+            }
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => s.source(),
+        };
     }
     Failure::Transient(text)
 }
