@@ -399,13 +399,26 @@ fn k12_untrusted_certificate_fails_closed() {
     // The handshake failed: no request reached the server.
     assert_eq!(routes(&n.api.requests()), vec![]);
 
-    // STATUS asks the store for the cluster network's NAD, and cannot.
-    let mut conf = conf;
-    let m = conf.as_object_mut().unwrap();
-    m.remove("delegates");
-    m.insert("clusterNetwork".into(), json!("cluster"));
+    // STATUS asks the store whether it can answer, and it cannot.
     let status = Call::new("STATUS", "", None, &n.w).run_json(&conf);
-    status.err(50);
+    let err = status.err(50);
+    assert!(err["msg"].as_str().unwrap().contains("TLS"), "{err}");
+}
+
+#[test]
+fn status_is_ready_only_while_the_api_server_answers() {
+    let n = Node::new();
+    let conf = n.conf();
+    let status = || Call::new("STATUS", "", None, &n.w).run_json(&conf);
+    status().ok();
+    assert_eq!(routes(&n.api.requests()), vec![Route::ListNads]);
+    n.api.set_fault(Fault::ClosedPort);
+    status().err(50);
+    n.api.clear_faults();
+    n.api.set_fault(Fault::Status(403));
+    status().err(50);
+    n.api.clear_faults();
+    status().ok();
 }
 
 #[test]
@@ -417,6 +430,7 @@ fn k12_a_bad_kubeconfig_is_code_7() {
     let pod = PodNs::new();
     n.call("ADD", "c-k12b", &pod, "web").run_json(&conf).err(7);
     assert_nothing_created(&n, &pod);
+    Call::new("STATUS", "", None, &n.w).run_json(&conf).err(50);
 }
 
 #[test]
@@ -450,6 +464,7 @@ fn k14_only_allowed_verbs_and_clean_urls_reach_the_server() {
     n.call("ADD", "c-k14", &pod, "web").run_json(&conf).ok();
     n.call("CHECK", "c-k14", &pod, "web").run_json(&conf).ok();
     n.call("DEL", "c-k14", &pod, "web").run_json(&conf).ok();
+    Call::new("STATUS", "", None, &n.w).run_json(&conf).ok();
     // A failing ADD too: its warning event is part of the traffic.
     n.pod("bad", Some("blue,missing"));
     n.call("ADD", "c-k14b", &pod, "bad").run_json(&conf).err(11);
@@ -459,8 +474,7 @@ fn k14_only_allowed_verbs_and_clean_urls_reach_the_server() {
     for l in &log {
         let allowed = matches!(
             (l.method.as_str(), l.route),
-            ("GET", Route::GetPod)
-                | ("GET", Route::GetNad)
+            ("GET", Route::GetPod | Route::GetNad | Route::ListNads)
                 | ("PATCH", Route::PatchPodStatus)
                 | ("POST", Route::CreateEvent)
         );
@@ -522,4 +536,34 @@ fn a_rotated_token_file_is_read_on_every_invocation() {
     n.call("ADD", "c-t2", &pod, "web").run_json(&conf).ok();
     n.call("DEL", "c-t2", &pod, "web").run_json(&conf).ok();
     n.w.assert_clean(Some(&pod));
+}
+
+#[test]
+fn a_failing_attachment_records_a_warning_naming_the_network() {
+    let n = Node::new();
+    n.api.add_nad(nad_object(
+        "default",
+        "broken",
+        Some(&json!({"cniVersion": "1.0.0", "name": "broken", "type": "no-such-plugin"})),
+    ));
+    n.pod("web", Some("blue,broken"));
+    let conf = n.conf();
+    let pod = PodNs::new();
+    let run = n.call("ADD", "c-warn", &pod, "web").run_json(&conf);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    n.w.assert_clean(Some(&pod));
+    let events = n.api.events();
+    let warnings: Vec<&Value> = events.iter().filter(|e| e["type"] == "Warning").collect();
+    assert_eq!(warnings.len(), 1, "{events:?}");
+    assert_eq!(warnings[0]["involvedObject"]["name"], "web");
+    assert_eq!(warnings[0]["involvedObject"]["uid"], UID);
+    let message = warnings[0]["message"].as_str().unwrap();
+    assert!(message.contains("default/broken"), "{message}");
+    // Nothing was published for a pod whose ADD failed.
+    let stored = n.api.pod("default", "web").unwrap();
+    assert!(
+        stored["metadata"]["annotations"]
+            .get(NETWORK_STATUS)
+            .is_none()
+    );
 }

@@ -15,7 +15,7 @@ use super::{Nad, NetworkStore, Pod, PodEvent, StoreError};
 use ::kube::client::{Body, Client};
 use ::kube::config::{Config, KubeConfigOptions, Kubeconfig};
 use ::kube::core::Request;
-use ::kube::core::params::{GetParams, Patch, PatchParams, PostParams};
+use ::kube::core::params::{GetParams, ListParams, Patch, PatchParams, PostParams};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -444,6 +444,22 @@ impl NetworkStore for KubeStore {
 
     fn knows_every_pod(&self) -> bool {
         true
+    }
+
+    /// One NAD listed cluster-wide: reachable, trusted, authorised, and the CRD installed.
+    fn ready(&self) -> Result<(), StoreError> {
+        let path = "/apis/k8s.cni.cncf.io/v1/network-attachment-definitions";
+        let what = "LIST NetworkAttachmentDefinitions";
+        let build = || Request::new(path).list(&ListParams::default().limit(1));
+        match self.rt.block_on(self.call(what, false, &build))? {
+            Answer::Found(_) => Ok(()),
+            // No such resource: the NAD CRD is not installed.
+            Answer::NotFound => Err(unavailable(
+                what,
+                "the NetworkAttachmentDefinition CRD is not installed".into(),
+                1,
+            )),
+        }
     }
 
     /// A merge patch of one annotation on `pods/status`: a full update would wipe the status

@@ -55,6 +55,10 @@ pub trait NetworkStore {
     fn knows_every_pod(&self) -> bool {
         false
     }
+    /// Whether the store can answer now (CNI STATUS): the API store asks the API server.
+    fn ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Publishes the pod's `k8s.v1.cni.cncf.io/network-status` annotation (`status` is its JSON
     /// value). A store with nowhere to publish (a folder of manifests) does nothing; a pod that
     /// is gone is not an error (the runtime is tearing it down).

@@ -534,3 +534,25 @@ fn a_refused_connection_ends_in_code_11_quickly() {
     assert!(e.to_string().contains("3 attempt"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(1));
 }
+
+#[test]
+fn ready_lists_one_nad_cluster_wide() {
+    let (store, log) = scripted(
+        fast(),
+        vec![
+            Reply::Json(200, r#"{"kind":"List","items":[]}"#),
+            Reply::Json(404, NOT_FOUND),
+        ],
+    );
+    store.ready().unwrap();
+    let e = store.ready().unwrap_err();
+    assert_eq!(e.code(), 11);
+    assert!(e.to_string().contains("CRD is not installed"), "{e}");
+    let seen = seen(&log);
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].method, "GET");
+    assert_eq!(
+        seen[0].uri,
+        "/apis/k8s.cni.cncf.io/v1/network-attachment-definitions?&limit=1"
+    );
+}
