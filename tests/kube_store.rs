@@ -422,6 +422,38 @@ fn status_is_ready_only_while_the_api_server_answers() {
 }
 
 #[test]
+fn k12_insecure_skip_tls_verify_is_ignored() {
+    let n = Node::new();
+    n.pod("web", None);
+    let untrusted = n.api.kubeconfig_untrusted(n.w.tmp.path());
+    let text = std::fs::read_to_string(&untrusted).unwrap();
+    let insecure = text.replace(
+        "  cluster:\n",
+        "  cluster:\n    insecure-skip-tls-verify: true\n",
+    );
+    assert_ne!(insecure, text);
+    // The wrong CA, and no CA at all (the system's roots do not know the fake's).
+    let no_ca: String = insecure
+        .lines()
+        .filter(|l| !l.contains("certificate-authority-data"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for (file, kubeconfig) in [("insecure", &insecure), ("insecure-no-ca", &no_ca)] {
+        let path = n.w.tmp.path().join(file);
+        std::fs::write(&path, kubeconfig).unwrap();
+        let conf = n.conf_with(&path);
+        let pod = PodNs::new();
+        let err = n.call("ADD", "c-k12i", &pod, "web").run_json(&conf).err(11);
+        assert!(
+            err["msg"].as_str().unwrap().contains("TLS"),
+            "{file}: {err}"
+        );
+        assert_nothing_created(&n, &pod);
+    }
+    assert_eq!(routes(&n.api.requests()), vec![]);
+}
+
+#[test]
 fn k12_a_bad_kubeconfig_is_code_7() {
     let n = Node::new();
     let bad = n.w.tmp.path().join("bad.kubeconfig");

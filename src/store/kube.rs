@@ -61,6 +61,19 @@ impl Default for KubeOptions {
     }
 }
 
+impl KubeOptions {
+    /// The defaults with `read_timeout` per attempt (conf key `apiTimeout`), the deadline
+    /// scaled with it (attempts × read timeout, 15 s for the default 5 s).
+    pub fn with_read_timeout(read_timeout: Duration) -> KubeOptions {
+        let defaults = KubeOptions::default();
+        KubeOptions {
+            read_timeout,
+            deadline: read_timeout.saturating_mul(defaults.attempts),
+            ..defaults
+        }
+    }
+}
+
 /// A `NetworkStore` over the Kubernetes API. The trait is synchronous: the store runs its
 /// own current-thread runtime and blocks on it for each call.
 pub struct KubeStore {

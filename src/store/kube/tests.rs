@@ -556,3 +556,15 @@ fn ready_lists_one_nad_cluster_wide() {
         "/apis/k8s.cni.cncf.io/v1/network-attachment-definitions?&limit=1"
     );
 }
+
+#[test]
+fn options_scale_the_deadline_with_the_read_timeout() {
+    assert_eq!(
+        KubeOptions::with_read_timeout(Duration::from_secs(5)),
+        KubeOptions::default()
+    );
+    let o = KubeOptions::with_read_timeout(Duration::from_secs(10));
+    assert_eq!(o.read_timeout, Duration::from_secs(10));
+    assert_eq!(o.deadline, Duration::from_secs(30));
+    assert_eq!(o.attempts, 3);
+}
