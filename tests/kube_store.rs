@@ -599,3 +599,53 @@ fn a_failing_attachment_records_a_warning_naming_the_network() {
             .is_none()
     );
 }
+
+#[test]
+fn network_status_of_a_rich_pod() {
+    let n = Node::new();
+    n.api.add_nad(nad_object(
+        "default",
+        "chain",
+        Some(&json!({"cniVersion": "1.0.0", "name": "chain", "plugins": [
+            {"type": "macvlan", "master": "upl0", "mode": "bridge",
+             "ipam": {"type": "host-local", "subnet": "10.89.5.0/24",
+                      "dataDir": n.w.ipam_dir.display().to_string()}},
+            {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}}
+        ]})),
+    ));
+    n.api.add_nad(nad_object(
+        "default",
+        "fixed",
+        Some(
+            &json!({"cniVersion": "1.0.0", "name": "fixed", "type": "macvlan",
+                     "master": "upl0", "capabilities": {"ips": true, "mac": true},
+                     "ipam": {"type": "static"}}),
+        ),
+    ));
+    n.pod(
+        "rich",
+        Some(
+            r#"[{"name":"blue"},{"name":"chain","interface":"data0"},
+                {"name":"fixed","ips":["10.89.6.7/24"],"mac":"02:23:45:67:89:01"}]"#,
+        ),
+    );
+    let conf = n.conf();
+    let pod = PodNs::new();
+    n.call("ADD", "c-rich", &pod, "rich").run_json(&conf).ok();
+    let stored = n.api.pod("default", "rich").unwrap();
+    let status: Value = serde_json::from_str(
+        stored["metadata"]["annotations"][NETWORK_STATUS]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    // Kernel-chosen MACs vary from run to run; the one the pod asked for does not.
+    assert_eq!(status[3]["mac"], "02:23:45:67:89:01");
+    snapshots().bind(|| {
+        insta::assert_json_snapshot!("kube__network_status_rich_pod", status, {
+            "[0].mac" => "[mac]", "[1].mac" => "[mac]", "[2].mac" => "[mac]"
+        });
+    });
+    n.call("DEL", "c-rich", &pod, "rich").run_json(&conf).ok();
+    n.w.assert_clean(Some(&pod));
+}
