@@ -84,6 +84,10 @@ fn execute(
             tracing::warn!(error = %e, "store unavailable; DEL works from the journal");
             None
         }
+        // STATUS answers in its own codes (50/51), whatever keeps the store from opening.
+        Err(e) if inv.command == Command::Status => {
+            return Err(crate::Error::NotReady(format!("network store: {e}")));
+        }
         Err(e) => return Err(e),
     };
     match overlay {
@@ -123,6 +127,12 @@ impl NetworkStore for Overlay {
     }
     fn kind(&self) -> &'static str {
         "command-line overlay"
+    }
+    fn ready(&self) -> Result<(), StoreError> {
+        match &self.inner {
+            Some(s) => s.ready(),
+            None => Ok(()),
+        }
     }
     fn publish_status(&self, namespace: &str, name: &str, status: &str) -> Result<(), StoreError> {
         match &self.inner {

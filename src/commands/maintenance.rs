@@ -197,6 +197,10 @@ pub(super) fn status(
             f.display()
         )));
     }
+    if let Some(s) = store {
+        s.ready()
+            .map_err(|e| not_ready(format!("{} store: {e}", s.kind())))?;
+    }
     let r = super::resolve(conf, store, &inv.pod, false)
         .map_err(|e| not_ready(format!("cluster network: {e}")))?;
     let list = cni::netconf::NetConfList::from_map(r.cluster.config.clone())

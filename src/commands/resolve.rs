@@ -37,6 +37,8 @@ pub enum ResolveError {
         expected: String,
         actual: String,
     },
+    #[error("pod {namespace}/{name} not found on the API server")]
+    PodNotFound { namespace: String, name: String },
     #[error("no network store: set \"manifests\" (a folder) or \"kubeconfig\"")]
     NoStore,
     #[error("the Kubernetes API store is not available in this build; use \"manifests\"")]
@@ -51,6 +53,7 @@ impl ResolveError {
             ResolveError::NadNotFound(_) => Code::TryAgainLater.as_u32(),
             ResolveError::Isolation { .. } => Code::NamespaceIsolation.as_u32(),
             ResolveError::UidMismatch { .. } => Code::PodUidMismatch.as_u32(),
+            ResolveError::PodNotFound { .. } => Code::UnknownContainer.as_u32(),
             ResolveError::BadFile { .. } => Code::InvalidConfig.as_u32(),
             _ => Code::InvalidConfig.as_u32(),
         }
@@ -62,8 +65,9 @@ pub fn open_store(conf: &PlexusConf) -> Result<Option<Box<dyn NetworkStore>>, cr
     if let Some(dir) = &conf.manifests {
         return Ok(Some(Box::new(ManifestStore::open(dir)?)));
     }
-    if conf.kubeconfig.is_some() {
-        return Err(ResolveError::KubeUnsupported.into());
+    if let Some(path) = &conf.kubeconfig {
+        let store = crate::store::KubeStore::connect(path, crate::store::KubeOptions::default())?;
+        return Ok(Some(Box::new(store)));
     }
     Ok(None)
 }
@@ -87,6 +91,20 @@ pub fn resolve(
         (Some(s), Some(name)) => s.pod(namespace, name)?,
         _ => None,
     };
+    // The API server is the truth about pods: one it does not have is gone, and ADD for it
+    // must not attach anything (reliability matrix K5). A folder of manifests need not
+    // describe every pod, so there a missing pod gets the cluster network only.
+    if check_uid
+        && pod.is_none()
+        && let (Some(s), Some(name)) = (store, pod_ref.name.as_deref())
+        && s.knows_every_pod()
+    {
+        return Err(ResolveError::PodNotFound {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+        .into());
+    }
     if check_uid
         && let (Some(p), Some(expected)) = (&pod, pod_ref.uid.as_deref())
         && let Some(actual) = p.uid.as_deref()

@@ -8,11 +8,14 @@
 //! modules' unit tests). It does not interpret annotations or NAD configs: that is `selection`'s
 //! and `plan`'s job.
 
+pub mod devices;
+mod kube;
 mod manifest;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use self::kube::{COMPONENT, KubeOptions, KubeStore, NETWORK_STATUS_ANNOTATION};
 pub use manifest::{MAX_MANIFEST_BYTES, ManifestStore};
 
 /// The parts of a pod that network selection needs.
@@ -47,6 +50,15 @@ pub trait NetworkStore {
     fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, StoreError>;
     /// Short name of the store for logs and error details ("manifests", "memory", "kubernetes").
     fn kind(&self) -> &'static str;
+    /// Whether a pod this store does not find is gone (the API server) rather than merely
+    /// not described (a folder of manifests): ADD then fails with code 3.
+    fn knows_every_pod(&self) -> bool {
+        false
+    }
+    /// Whether the store can answer now (CNI STATUS): the API store asks the API server.
+    fn ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Publishes the pod's `k8s.v1.cni.cncf.io/network-status` annotation (`status` is its JSON
     /// value). A store with nowhere to publish (a folder of manifests) does nothing; a pod that
     /// is gone is not an error (the runtime is tearing it down).

@@ -2,6 +2,8 @@
 //! fixtures, a runner for the real `plexus` binary, stand-in delegates and the leak oracle.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod apiserver;
+
 use serde_json::Value;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
