@@ -238,3 +238,112 @@ fn a_pod_missing_from_the_folder_gets_the_cluster_network_only() {
     .ok();
     w.assert_clean(Some(&pod));
 }
+
+#[test]
+fn default_route_moves_the_pods_default_gateway() {
+    enter_node_netns();
+    let (w, mut conf) = world();
+    conf["resultMode"] = json!("merged");
+    pod_with(
+        &w,
+        "default",
+        "gw",
+        &[(
+            "k8s.v1.cni.cncf.io/networks",
+            r#"[{"name":"n1","default-route":["10.89.1.1"]}]"#,
+        )],
+    );
+    let pod = PodNs::new();
+    let call = Call::new("ADD", "c-gw", Some(&pod.path), &w).pod("default", "gw");
+    let r = call.run_json(&conf);
+    r.ok();
+    let out = pod.exec("ip -4 route show default");
+    let routes = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        routes.lines().count(),
+        1,
+        "exactly one default route: {routes}"
+    );
+    assert!(routes.contains("via 10.89.1.1 dev net1"), "{routes}");
+    // The results agree with the netns: only net1's carries a default route.
+    let v = r.json();
+    let defaults: Vec<&Value> = v["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|rt| rt["dst"] == "0.0.0.0/0")
+        .collect();
+    assert_eq!(defaults, [&json!({"dst": "0.0.0.0/0", "gw": "10.89.1.1"})]);
+    Call {
+        command: "CHECK".into(),
+        ..call.clone()
+    }
+    .run_json(&conf)
+    .ok();
+    Call {
+        command: "DEL".into(),
+        ..call
+    }
+    .run_json(&conf)
+    .ok();
+    w.assert_clean(Some(&pod));
+}
+
+#[test]
+fn device_plugin_resources_reach_the_delegate_and_the_status() {
+    enter_node_netns();
+    let (w, mut conf) = world();
+    let seen = w.tmp.path().join("seen-conf");
+    // A stand-in SR-IOV-like delegate: records the conf it got, reports one pod interface.
+    w.script(
+        "devcheck",
+        &format!(
+            r#"if [ "$CNI_COMMAND" = ADD ]; then cat > {seen}; echo '{{"cniVersion":"1.0.0","interfaces":[{{"name":"'$CNI_IFNAME'","sandbox":"'$CNI_NETNS'"}}],"ips":[{{"address":"10.66.0.5/24","interface":0}}]}}'; fi"#,
+            seen = seen.display()
+        ),
+    );
+    let checkpoint = w.tmp.path().join("kubelet_internal_checkpoint");
+    std::fs::write(
+        &checkpoint,
+        json!({"Data": {"PodDeviceEntries": [
+            {"PodUID": "0b1e4a1c-3f5d-4c1e-9a7b-2d6f8e9a0b1c", "ContainerName": "app",
+             "ResourceName": "example.com/sriov", "DeviceIDs": {"0": ["0000:18:02.5", "0000:18:02.6"]}}
+        ], "RegisteredDevices": {}}, "Checksum": 0})
+        .to_string(),
+    )
+    .unwrap();
+    conf["deviceCheckpoint"] = json!(checkpoint.display().to_string());
+    w.manifest(
+        "nad-sriov.yaml",
+        &format!(
+            "apiVersion: k8s.cni.cncf.io/v1\nkind: NetworkAttachmentDefinition\nmetadata:\n  name: sriov\n  annotations:\n    k8s.v1.cni.cncf.io/resourceName: example.com/sriov\nspec:\n  config: '{}'\n",
+            json!({"cniVersion": "1.0.0", "name": "sriov", "type": "devcheck", "capabilities": {"deviceID": true}})
+        ),
+    );
+    w.pod("default", "vf", "sriov");
+    let pod = PodNs::new();
+    let call = Call::new("ADD", "c-vf", Some(&pod.path), &w).pod("default", "vf");
+    call.run_json(&conf).ok();
+    let got: Value = serde_json::from_slice(&std::fs::read(&seen).unwrap()).unwrap();
+    assert_eq!(got["runtimeConfig"]["deviceID"], "0000:18:02.5", "{got}");
+    let entry = w
+        .journal_files()
+        .into_iter()
+        .find(|f| f.ends_with(".json"))
+        .unwrap();
+    let journal: Value =
+        serde_json::from_slice(&std::fs::read(w.cni_dir.join(entry)).unwrap()).unwrap();
+    let status = &journal["networkStatus"][1];
+    assert_eq!(status["name"], "default/sriov");
+    assert_eq!(
+        status["device-info"],
+        json!({"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:18:02.5"}})
+    );
+    Call {
+        command: "DEL".into(),
+        ..call
+    }
+    .run_json(&conf)
+    .ok();
+    w.assert_clean(Some(&pod));
+}

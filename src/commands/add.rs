@@ -156,15 +156,20 @@ fn add_locked(
         record.result = Some(result.to_value(Version::V1_1_0));
     }
 
+    let device_infos: Vec<Option<serde_json::Value>> = attachments
+        .iter()
+        .map(|a| a.device_id.as_deref().and_then(status::pci_device_info))
+        .collect();
     let inputs: Vec<StatusInput> = attachments
         .iter()
         .zip(&results)
-        .map(|(a, r)| StatusInput {
+        .zip(&device_infos)
+        .map(|((a, r), info)| StatusInput {
             network: &a.network,
             is_default: a.is_default,
             result: r,
             default_route: &a.default_route,
-            device_info: None,
+            device_info: info.as_ref(),
         })
         .collect();
     let network_status = serde_json::to_value(status::network_status(&inputs)).ok();

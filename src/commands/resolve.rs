@@ -62,12 +62,18 @@ impl ResolveError {
 
 /// The store the conf asks for, if any.
 pub fn open_store(conf: &PlexusConf) -> Result<Option<Box<dyn NetworkStore>>, crate::Error> {
+    // A kubeconfig means a cluster: the API is the truth, a manifests folder only the
+    // fallback for nodes without one.
+    if let Some(path) = &conf.kubeconfig {
+        let opts = match conf.api_timeout {
+            Some(t) => crate::store::KubeOptions::with_read_timeout(t),
+            None => crate::store::KubeOptions::default(),
+        };
+        let store = crate::store::KubeStore::connect(path, opts)?;
+        return Ok(Some(Box::new(store)));
+    }
     if let Some(dir) = &conf.manifests {
         return Ok(Some(Box::new(ManifestStore::open(dir)?)));
-    }
-    if let Some(path) = &conf.kubeconfig {
-        let store = crate::store::KubeStore::connect(path, crate::store::KubeOptions::default())?;
-        return Ok(Some(Box::new(store)));
     }
     Ok(None)
 }
@@ -130,7 +136,7 @@ pub fn resolve(
         if sel.namespace != conf.multus_namespace {
             check_isolation(conf, p, &sel)?;
         }
-        Some(nad_network(conf, s, sel)?)
+        Some(nad_network(conf, s, sel)?.resolved)
     } else {
         None
     };
@@ -167,9 +173,14 @@ pub fn resolve(
     if let (Some(p), Some(s)) = (&pod, store)
         && let Some(annotation) = p.annotations.get(NETWORKS_ANNOTATION)
     {
+        let mut devices = Devices::default();
         for sel in selection::parse_networks(annotation, &p.namespace)? {
             check_isolation(conf, p, &sel)?;
-            secondaries.push(nad_network(conf, s, sel)?);
+            let mut network = nad_network(conf, s, sel)?;
+            if let Some(id) = devices.assign(conf, p, &network.nad_annotations)? {
+                network.resolved.device_id = Some(id);
+            }
+            secondaries.push(network.resolved);
         }
     }
     Ok(Resolved {
@@ -199,22 +210,67 @@ fn check_isolation(
     })
 }
 
+/// A selection's network with the NAD annotations that matter later (the device resource).
+struct NadNetwork {
+    resolved: ResolvedNetwork,
+    nad_annotations: std::collections::BTreeMap<String, String>,
+}
+
 fn nad_network(
     conf: &PlexusConf,
     store: &dyn NetworkStore,
     sel: NetworkSelection,
-) -> Result<ResolvedNetwork, crate::Error> {
+) -> Result<NadNetwork, crate::Error> {
     let key = format!("{}/{}", sel.namespace, sel.name);
     let nad = store
         .nad(&sel.namespace, &sel.name)?
         .ok_or_else(|| ResolveError::NadNotFound(key.clone()))?;
     let config = nad_or_disk_config(conf, &key, &sel.name, nad.config.as_deref())?;
-    Ok(ResolvedNetwork {
-        key,
-        config,
-        device_id: sel.device_id.clone(),
-        selection: Some(sel),
+    Ok(NadNetwork {
+        resolved: ResolvedNetwork {
+            key,
+            config,
+            device_id: sel.device_id.clone(),
+            selection: Some(sel),
+        },
+        nad_annotations: nad.annotations,
     })
+}
+
+pub const RESOURCE_NAME_ANNOTATION: &str = "k8s.v1.cni.cncf.io/resourceName";
+
+/// Device-plugin devices the kubelet gave the pod, handed out one per selection of the same
+/// resource in annotation order (what Multus does), so two networks on one SR-IOV resource
+/// get two different VFs.
+#[derive(Default)]
+struct Devices {
+    by_resource: std::collections::BTreeMap<String, (Vec<String>, usize)>,
+}
+
+impl Devices {
+    fn assign(
+        &mut self,
+        conf: &PlexusConf,
+        pod: &Pod,
+        nad_annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<String>, crate::Error> {
+        let Some(resource) = nad_annotations.get(RESOURCE_NAME_ANNOTATION) else {
+            return Ok(None);
+        };
+        let Some(uid) = pod.uid.as_deref() else {
+            return Ok(None);
+        };
+        if !self.by_resource.contains_key(resource) {
+            let ids = crate::store::devices::device_ids(&conf.device_checkpoint, uid, resource)?;
+            self.by_resource.insert(resource.clone(), (ids, 0));
+        }
+        let Some((ids, next)) = self.by_resource.get_mut(resource) else {
+            return Ok(None);
+        };
+        let id = ids.get(*next).cloned();
+        *next += 1;
+        Ok(id)
+    }
 }
 
 /// A NAD's conf; for an empty spec, the conf file of the same name in `confDir` (NPWG §3.4.1)

@@ -111,6 +111,10 @@ pub struct PlexusConf {
     pub readiness_indicator_file: Option<PathBuf>,
     pub readiness_timeout: Duration,
     pub retry_delete_on_error: bool,
+    /// Client read timeout per API request (`apiTimeout`, seconds).
+    pub api_timeout: Option<Duration>,
+    /// The kubelet's device-plugin checkpoint (`deviceCheckpoint`).
+    pub device_checkpoint: PathBuf,
     /// Read the conf of an empty-spec NAD from `confDir` (off: see resolve).
     pub nad_conf_from_conf_dir: bool,
     pub auxiliary_cni_chain_name: Option<String>,
@@ -312,6 +316,10 @@ impl PlexusConf {
                 .unwrap_or(DEFAULT_READINESS_TIMEOUT),
             retry_delete_on_error: r.boolean("retryDeleteOnError")?.unwrap_or(false),
             nad_conf_from_conf_dir: r.boolean("nadConfFromConfDir")?.unwrap_or(false),
+            api_timeout: r.seconds("apiTimeout")?,
+            device_checkpoint: r
+                .abs_path("deviceCheckpoint")?
+                .unwrap_or_else(|| crate::store::devices::KUBELET_CHECKPOINT.into()),
             auxiliary_cni_chain_name: r.string("auxiliaryCNIChainName")?,
             log_file: r.abs_path("logFile")?,
             log_level,

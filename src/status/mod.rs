@@ -208,3 +208,25 @@ fn merge_dns(into: &mut Dns, from: &Dns) {
         into.domain = from.domain.clone().filter(|d| !d.is_empty());
     }
 }
+
+/// The NPWG device-info (v1.1.0) for a device-plugin device ID that is a PCI address
+/// (`0000:18:02.5`, what SR-IOV device plugins hand out); other IDs carry no known type.
+pub fn pci_device_info(device_id: &str) -> Option<serde_json::Value> {
+    let b = device_id.as_bytes();
+    let hex = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_hexdigit);
+    let is_pci = b.len() == 12
+        && hex(0..4)
+        && b[4] == b':'
+        && hex(5..7)
+        && b[7] == b':'
+        && hex(8..10)
+        && b[10] == b'.'
+        && (b'0'..=b'7').contains(&b[11]);
+    is_pci.then(|| {
+        serde_json::json!({
+            "type": "pci",
+            "version": "1.1.0",
+            "pci": {"pci-address": device_id.to_ascii_lowercase()}
+        })
+    })
+}
