@@ -341,13 +341,13 @@ fn examples_folder_loads_with_the_demo_objects() {
     let web = store.pod("default", "web").unwrap().unwrap();
     assert_eq!(
         web.annotations["k8s.v1.cni.cncf.io/networks"],
-        "macvlan-a, blue@data0"
+        "macvlan-a, vxlan-d@overlay0"
     );
     let db = store.pod("default", "db").unwrap().unwrap();
     let selections: serde_json::Value =
         serde_json::from_str(&db.annotations["k8s.v1.cni.cncf.io/networks"]).unwrap();
-    assert_eq!(selections[0]["name"], "static-c");
-    assert_eq!(selections[0]["ips"][0], "10.91.0.10/24");
+    assert_eq!(selections[2]["name"], "static-c");
+    assert_eq!(selections[2]["ips"][0], "10.91.0.10/24");
     assert_eq!(store.pods().count(), 2);
 }
 

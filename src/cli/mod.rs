@@ -2,6 +2,7 @@
 //! command line (`plexus version`, `plexus exec ...`), which builds the same invocation and
 //! calls the same commands.
 
+mod demo;
 mod table;
 
 use crate::commands::{self, NETWORKS_ANNOTATION, Report};
@@ -161,6 +162,13 @@ enum CliCommand {
     Version,
     /// Run a CNI operation by hand, through the same code path as the runtime's (cnitool-like).
     Exec(ExecArgs),
+    /// As root: two throwaway pods on a throwaway node, attached through the built-in
+    /// delegates and the embedded example manifests; pings, DELs, checks nothing is left.
+    Demo {
+        /// Leave the namespaces and attachments in place for inspection.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Print a generated manifest on stdout.
     Gen {
         #[arg(value_enum)]
@@ -239,6 +247,7 @@ pub fn main() -> ExitCode {
         },
         CliCommand::GenerateConfig(args) => crate::autoconf::command::run_generate(&args),
         CliCommand::Install(args) => crate::autoconf::command::run_install(&args),
+        CliCommand::Demo { keep } => demo::run(keep),
         CliCommand::Exec(args) => match exec(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(obj) => {

@@ -1,0 +1,324 @@
+//! `plexus demo`: the main job on the embedded default, with no cluster and no external
+//! plugins. A throwaway node namespace, two pods attached through the built-in delegates and
+//! the manifests store (the example NADs and pods of config/examples, embedded in the
+//! binary), a ping across every network, then DEL and proof that nothing is left.
+
+use super::table;
+use crate::commands::{self, Report};
+use crate::conf::PlexusConf;
+use crate::env::Invocation;
+use crate::store::ManifestStore;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const NADS: &str = include_str!("../../config/examples/nads.yaml");
+const PODS: &str = include_str!("../../config/examples/pods.yaml");
+const CONF: &str = include_str!("../../config/examples/plexus.conf");
+const NODE_NS: &str = "plexus-demo-node";
+const PODS_DEMO: [&str; 2] = ["web", "db"];
+/// The example NADs keep their host-local reservations here.
+const IPAM_DIR: &str = "/run/plexus-demo";
+
+#[derive(Debug, thiserror::Error)]
+enum DemoError {
+    #[error("{0}")]
+    Step(String),
+    #[error("{step}: {source}")]
+    Io {
+        step: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Plexus(#[from] crate::Error),
+}
+
+fn ip(args: &[&str]) -> Result<String, DemoError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|source| DemoError::Io {
+            step: format!("ip {}", args.join(" ")),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(DemoError::Step(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+fn pod_ns(pod: &str) -> String {
+    format!("plexus-demo-{pod}")
+}
+
+/// Removes the demo's namespaces and IPAM folder, whatever state they are in.
+fn teardown_namespaces() {
+    for name in PODS_DEMO
+        .iter()
+        .map(|p| pod_ns(p))
+        .chain([NODE_NS.to_string()])
+    {
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+    }
+    let _ = std::fs::remove_dir_all(IPAM_DIR);
+}
+
+struct Demo {
+    work: PathBuf,
+    conf: PlexusConf,
+    store: ManifestStore,
+    empty_bin: PathBuf,
+}
+
+impl Demo {
+    fn invocation(&self, command: &str, pod: &str) -> Result<Invocation, DemoError> {
+        let netns = format!("/run/netns/{}", pod_ns(pod));
+        let args = format!("IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}");
+        let cni_path = self.empty_bin.display().to_string();
+        let container = format!("plexus-demo-{pod}");
+        Invocation::from_env(|k| match k {
+            "CNI_COMMAND" => Some(command.to_string()),
+            "CNI_CONTAINERID" => Some(container.clone()),
+            "CNI_NETNS" => Some(netns.clone()),
+            "CNI_IFNAME" => Some("eth0".to_string()),
+            "CNI_ARGS" => Some(args.clone()),
+            "CNI_PATH" => Some(cni_path.clone()),
+            _ => None,
+        })
+        .map_err(|e| DemoError::Plexus(e.into()))
+    }
+
+    fn run(&self, command: &str, pod: &str) -> Result<Report, DemoError> {
+        let inv = self.invocation(command, pod)?;
+        Ok(commands::run(&inv, &self.conf, Some(&self.store))?)
+    }
+}
+
+pub fn run(keep: bool) -> ExitCode {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("plexus demo: run as root (it creates network namespaces)");
+        return ExitCode::from(1);
+    }
+    // Leftovers of an earlier `--keep` run.
+    teardown_namespaces();
+    let outcome = demo(keep);
+    if !keep {
+        teardown_namespaces();
+    }
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("plexus demo: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn demo(keep: bool) -> Result<(), DemoError> {
+    let io = |step: &str| {
+        let step = step.to_string();
+        move |source| DemoError::Io { step, source }
+    };
+    // The node: a namespace of its own, entered by this (still single-threaded) process, so
+    // the machine's own network is never touched.
+    ip(&["netns", "add", NODE_NS])?;
+    let node =
+        std::fs::File::open(format!("/run/netns/{NODE_NS}")).map_err(io("open node netns"))?;
+    nix::sched::setns(&node, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| DemoError::Step(format!("enter the node netns: {e}")))?;
+    ip(&["link", "set", "lo", "up"])?;
+    // The uplink: macvlan-a's master and vxlan-d's underlay.
+    ip(&["link", "add", "plexus-ul0", "type", "bridge"])?;
+    ip(&["addr", "add", "192.0.2.1/24", "dev", "plexus-ul0"])?;
+    ip(&["link", "set", "plexus-ul0", "up"])?;
+    for pod in PODS_DEMO {
+        ip(&["netns", "add", &pod_ns(pod)])?;
+    }
+
+    let work = std::env::temp_dir().join(format!("plexus-demo-{}", std::process::id()));
+    let manifests = work.join("manifests");
+    let empty_bin = work.join("bin");
+    for d in [&manifests, &empty_bin] {
+        std::fs::create_dir_all(d).map_err(io("create the demo folders"))?;
+    }
+    std::fs::write(manifests.join("nads.yaml"), NADS).map_err(io("write nads.yaml"))?;
+    std::fs::write(manifests.join("pods.yaml"), PODS).map_err(io("write pods.yaml"))?;
+    let mut raw = cni::netconf::parse_object(CONF.as_bytes())
+        .map_err(|e| DemoError::Step(format!("embedded plexus.conf: {e}")))?;
+    raw.insert("manifests".into(), manifests.display().to_string().into());
+    raw.insert(
+        "cniDir".into(),
+        work.join("state").display().to_string().into(),
+    );
+    raw.insert("builtins".into(), true.into());
+    raw.insert("logLevel".into(), "error".into());
+    let conf = PlexusConf::from_map(raw).map_err(|e| DemoError::Plexus(e.into()))?;
+    let store = ManifestStore::open(&manifests).map_err(|e| DemoError::Plexus(e.into()))?;
+    let demo = Demo {
+        work,
+        conf,
+        store,
+        empty_bin,
+    };
+    println!(
+        "plexus demo: node netns {NODE_NS}, pods {}, plugin path {} (empty: built-ins only)\n",
+        PODS_DEMO.map(pod_ns).join(", "),
+        demo.empty_bin.display()
+    );
+
+    let mut statuses = Vec::new();
+    for pod in PODS_DEMO {
+        println!("== ADD default/{pod}");
+        let report = demo.run("ADD", pod)?;
+        print!(
+            "{}",
+            table::render("ADD", &format!("plexus-demo-{pod}"), &report)
+        );
+        statuses.push(report.network_status.unwrap_or_default());
+        println!();
+    }
+
+    let failures = ping_every_network(&statuses)?;
+
+    if keep {
+        println!("\n--keep: left in place. Look with `ip netns exec plexus-demo-web ip addr`;");
+        println!(
+            "remove with `ip netns del plexus-demo-web plexus-demo-db {NODE_NS}; rm -rf {IPAM_DIR} {}`",
+            demo.work.display()
+        );
+        return if failures == 0 {
+            Ok(())
+        } else {
+            Err(DemoError::Step(format!("{failures} ping(s) failed")))
+        };
+    }
+
+    for pod in PODS_DEMO {
+        println!("== DEL default/{pod}");
+        demo.run("DEL", pod)?;
+    }
+    let left = leftovers(&demo)?;
+    let _ = std::fs::remove_dir_all(&demo.work);
+    if !left.is_empty() {
+        return Err(DemoError::Step(format!("left behind: {}", left.join("; "))));
+    }
+    println!(
+        "== nothing left: no pod interface, no IP reservation, no journal entry, no overlay device"
+    );
+    if failures > 0 {
+        return Err(DemoError::Step(format!("{failures} ping(s) failed")));
+    }
+    Ok(())
+}
+
+/// Pings from web to db's address on each network they share.
+fn ping_every_network(statuses: &[serde_json::Value]) -> Result<usize, DemoError> {
+    let entries = |v: &serde_json::Value| -> Vec<(String, Vec<String>)> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let ips = e["ips"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i.as_str().map(String::from))
+                    .filter(|i| !i.contains(':'))
+                    .collect();
+                (e["name"].as_str().unwrap_or_default().to_string(), ips)
+            })
+            .collect()
+    };
+    let (web, db) = match statuses {
+        [web, db] => (entries(web), entries(db)),
+        _ => return Ok(0),
+    };
+    let mut failures = 0;
+    println!("== ping from web to db on every network they share");
+    for (network, _) in &web {
+        let Some((_, db_ips)) = db.iter().find(|(n, _)| n == network) else {
+            continue;
+        };
+        let Some(target) = db_ips.first() else {
+            continue;
+        };
+        let ok = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &pod_ns("web"),
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "2",
+                target,
+            ])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        println!(
+            "   {network:<18} {target:<14} {}",
+            if ok { "ok" } else { "FAILED" }
+        );
+        if !ok {
+            failures += 1;
+        }
+    }
+    Ok(failures)
+}
+
+/// What a clean teardown must not leave: pod links, reservations, journal entries, and the
+/// per-VNI overlay on the node.
+fn leftovers(demo: &Demo) -> Result<Vec<String>, DemoError> {
+    let mut left = Vec::new();
+    for pod in PODS_DEMO {
+        let links = ip(&["-n", &pod_ns(pod), "-o", "link", "show"])?;
+        for l in links.lines().filter(|l| !l.contains(" lo:")) {
+            left.push(format!(
+                "{pod}: {}",
+                l.split(':').nth(1).unwrap_or(l).trim()
+            ));
+        }
+    }
+    let node = ip(&["-o", "link", "show"])?;
+    for l in node
+        .lines()
+        .filter(|l| l.contains("vxlan") || l.contains("plexus-vx"))
+    {
+        left.push(format!("node: {}", l.split(':').nth(1).unwrap_or(l).trim()));
+    }
+    let reservations = walk(Path::new(IPAM_DIR))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok())
+        })
+        .map(|p| format!("reservation {}", p.display()));
+    left.extend(reservations);
+    if let Ok(rd) = std::fs::read_dir(demo.work.join("state")) {
+        left.extend(
+            rd.flatten()
+                .map(|e| format!("journal {}", e.file_name().to_string_lossy())),
+        );
+    }
+    Ok(left)
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
