@@ -3,6 +3,10 @@
 //! baseline measured in the same run: the same reference plugins exec'd in sequence directly,
 //! as a runtime without a meta plugin would. Rounds are interleaved so drift hits both alike.
 //!
+//! Each measured cycle starts on a settled kernel: destroying the previous pod's namespace
+//! runs asynchronously in the kernel and would otherwise contend (RCU, rtnl) with whichever
+//! variant happens to run next.
+//!
 //! `cargo bench --bench cycle` (as root). `PLEXUS_BENCH_ROUNDS` sets the rounds (default 15).
 #![allow(clippy::unwrap_used)]
 
@@ -48,8 +52,11 @@ fn median(mut v: Vec<Duration>) -> f64 {
 }
 
 /// One ADD+DEL of pod `p<n>` through plexus with `conf`, in a fresh pod netns.
+const SETTLE: Duration = Duration::from_millis(150);
+
 fn plexus_cycle(w: &World, conf: &Value, n: usize, cid: &str) -> Duration {
     let pod = PodNs::new();
+    std::thread::sleep(SETTLE);
     let add = Call::new("ADD", cid, Some(&pod.path), w).pod("default", &format!("p{n}"));
     let started = Instant::now();
     add.run_json(conf).ok();
@@ -65,6 +72,7 @@ fn plexus_cycle(w: &World, conf: &Value, n: usize, cid: &str) -> Duration {
 /// The same attachments made by exec'ing the reference plugins one after another.
 fn direct_cycle(cluster: &Value, secondaries: &[Value], n: usize, cid: &str) -> Duration {
     let pod = PodNs::new();
+    std::thread::sleep(SETTLE);
     let ns = pod.path.display().to_string();
     let started = Instant::now();
     exec_plugin("bridge", "ADD", cid, &ns, "eth0", cluster);

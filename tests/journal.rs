@@ -272,3 +272,38 @@ fn a_full_or_read_only_state_dir_fails_add_before_any_delegate_runs() {
             .ok();
     }
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_and_never_on_stdout() {
+    enter_node_netns();
+    let w = World::new();
+    let mut conf = setup(&w, "cni-j5", "10.88.35.0/24");
+    let log = w.tmp.path().join("plexus.json.log");
+    conf["logFile"] = json!(log.display().to_string());
+    conf["logLevel"] = json!("debug");
+    conf["logFormat"] = json!("json");
+    conf["logToStderr"] = json!(false);
+    let pod = PodNs::new();
+    let add = Call::new("ADD", "c-jsonlog", Some(&pod.path), &w).pod("default", "p");
+    let r = add.run_json(&conf);
+    r.ok();
+    assert_eq!(r.json()["cniVersion"], "1.1.0", "stdout is only the result");
+    assert_eq!(r.stderr, "", "logToStderr false keeps stderr quiet");
+    Call {
+        command: "DEL".into(),
+        ..add
+    }
+    .run_json(&conf)
+    .ok();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.lines().count() >= 3, "{text}");
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+    w.assert_clean(Some(&pod));
+}

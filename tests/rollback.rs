@@ -139,6 +139,16 @@ head -c 67108864 /dev/zero | tr '\0' 'x'"#,
 
 #[test]
 fn a_killed_add_is_undone_by_the_next_del() {
+    killed_add(false, "cni-r3");
+}
+
+/// The same with the cluster network and `n1` made in-process by the built-ins.
+#[test]
+fn a_killed_built_in_add_is_undone_by_the_next_del() {
+    killed_add(true, "cni-r4");
+}
+
+fn killed_add(builtins: bool, bridge: &str) {
     enter_node_netns();
     let w = World::new();
     networks(&w);
@@ -154,7 +164,8 @@ sleep 1000"#,
     );
     w.pod("default", "p", "n1, bad");
     let pod = PodNs::new();
-    let c = conf(&w, "cni-r3", 60);
+    let mut c = conf(&w, bridge, 60);
+    c["builtins"] = json!(builtins);
     // Spawned from this thread, so plexus runs in the node netns.
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_plexus"));
     cmd.env_clear()
