@@ -2,11 +2,11 @@
 //! report.
 
 use super::{AttachmentReport, LOCK_WAIT, Report, journal};
-use crate::cache::{ContainerLock, Entry, Journal, JournaledAttachment, Lookup, State};
+use crate::cache::{ContainerLock, Entry, Journal, Lookup, State};
 use crate::conf::{PlexusConf, ResultMode};
 use crate::env::Invocation;
 use crate::invoke::{self, Target};
-use crate::plan::{self, Attachment, PlanRequest, PodIdentity};
+use crate::plan::Attachment;
 use crate::status::{self, StatusInput};
 use crate::store::{NetworkStore, PodEvent};
 use cni::{CniResult, IfName, Version};
@@ -50,28 +50,9 @@ fn add_locked(
         });
     }
 
-    let resolved = super::resolve(conf, store, &inv.pod, true)?;
+    let (resolved, attachments) = super::plan_attachments(inv, conf, store, ifname, true)?;
     let pod_ns = inv.pod.namespace.as_deref().unwrap_or("default");
     let pod_name = inv.pod.name.as_deref().unwrap_or_default();
-    let infra = inv
-        .pod
-        .infra_container_id
-        .as_deref()
-        .unwrap_or(container_id);
-    let pod = inv.pod.name.as_ref().map(|_| PodIdentity {
-        namespace: pod_ns,
-        name: pod_name,
-        uid: inv.pod.uid.as_deref(),
-        infra_container_id: infra,
-    });
-    let attachments = plan::plan(&PlanRequest {
-        cluster: &resolved.cluster,
-        defaults: &resolved.defaults,
-        secondaries: &resolved.secondaries,
-        runtime_ifname: ifname,
-        runtime_config: &conf.runtime_config,
-        pod,
-    })?;
 
     let mut entry = Entry::new(
         container_id,
@@ -80,7 +61,7 @@ fn add_locked(
         &conf.cni_version_str,
     );
     entry.pod = inv.pod.clone();
-    entry.attachments = attachments.iter().map(journal_record).collect();
+    entry.attachments = attachments.iter().map(super::journal_record).collect();
     // The plan is on disk before the node is touched: a crash from here on is undone by DEL.
     journal.write(lock, &entry)?;
     tracing::debug!(attachments = attachments.len(), "plan journaled");
@@ -210,21 +191,6 @@ fn add_locked(
         attachments: reports,
         network_status,
     })
-}
-
-fn journal_record(a: &Attachment) -> JournaledAttachment {
-    JournaledAttachment {
-        network: a.network.clone(),
-        ifname: a.ifname.to_string(),
-        is_default: a.is_default,
-        conf: a.conf.to_value(),
-        cni_args: a.cni_args.clone(),
-        state: State::Planned,
-        result: None,
-        default_route: a.default_route.clone(),
-        device_id: a.device_id.clone(),
-        delegate_error: None,
-    }
 }
 
 fn report(att: &Attachment, result: &CniResult, started: Instant) -> AttachmentReport {

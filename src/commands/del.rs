@@ -113,35 +113,9 @@ fn rebuild_and_teardown(
     let Some(ifname) = inv.ifname.as_ref() else {
         return;
     };
-    let plan = super::resolve(conf, store, &inv.pod, false).and_then(|r| {
-        let pod_ns = inv.pod.namespace.as_deref().unwrap_or("default");
-        let infra = inv
-            .pod
-            .infra_container_id
-            .as_deref()
-            .unwrap_or(inv.container_id());
-        let pod = inv
-            .pod
-            .name
-            .as_deref()
-            .map(|name| crate::plan::PodIdentity {
-                namespace: pod_ns,
-                name,
-                uid: inv.pod.uid.as_deref(),
-                infra_container_id: infra,
-            });
-        crate::plan::plan(&crate::plan::PlanRequest {
-            cluster: &r.cluster,
-            defaults: &r.defaults,
-            secondaries: &r.secondaries,
-            runtime_ifname: ifname,
-            runtime_config: &conf.runtime_config,
-            pod,
-        })
-        .map_err(crate::Error::from)
-    });
+    let plan = super::plan_attachments(inv, conf, store, ifname, false);
     let attachments = match plan {
-        Ok(a) => a,
+        Ok((_, a)) => a,
         Err(e) => {
             tracing::warn!(error = %e, "cannot re-resolve networks; nothing more to DEL");
             return;
@@ -153,21 +127,7 @@ fn rebuild_and_teardown(
         inv.netns.as_deref(),
         &conf.cni_version_str,
     );
-    entry.attachments = attachments
-        .iter()
-        .map(|a| crate::cache::JournaledAttachment {
-            network: a.network.clone(),
-            ifname: a.ifname.to_string(),
-            is_default: a.is_default,
-            conf: a.conf.to_value(),
-            cni_args: a.cni_args.clone(),
-            state: State::Planned,
-            result: None,
-            default_route: a.default_route.clone(),
-            device_id: a.device_id.clone(),
-            delegate_error: None,
-        })
-        .collect();
+    entry.attachments = attachments.iter().map(super::journal_record).collect();
     if let Err(e) = teardown(inv, conf, journal, lock, &mut entry) {
         tracing::warn!(error = %e, "DEL of re-resolved networks incomplete");
     }

@@ -7,7 +7,9 @@ mod del;
 mod maintenance;
 mod resolve;
 
-pub use resolve::{NETWORKS_ANNOTATION, ResolveError, network_by_reference, open_store, resolve};
+pub use resolve::{
+    NETWORKS_ANNOTATION, ResolveError, Resolved, network_by_reference, open_store, resolve,
+};
 
 use crate::cache::{Journal, JournaledAttachment};
 use crate::conf::PlexusConf;
@@ -89,4 +91,55 @@ fn journaled_parts(a: &JournaledAttachment) -> (Option<NetConfList>, Option<CniR
 
 fn journal(conf: &PlexusConf) -> Result<Journal, crate::Error> {
     Ok(Journal::open(&conf.cni_dir)?)
+}
+
+/// Steps 2–3 of the flow for this invocation: resolve the networks and plan the attachments.
+fn plan_attachments(
+    inv: &Invocation,
+    conf: &PlexusConf,
+    store: Option<&dyn crate::store::NetworkStore>,
+    ifname: &cni::IfName,
+    check_uid: bool,
+) -> Result<(Resolved, Vec<crate::plan::Attachment>), crate::Error> {
+    let resolved = resolve(conf, store, &inv.pod, check_uid)?;
+    let infra = inv
+        .pod
+        .infra_container_id
+        .as_deref()
+        .unwrap_or(inv.container_id());
+    let pod = inv
+        .pod
+        .name
+        .as_deref()
+        .map(|name| crate::plan::PodIdentity {
+            namespace: inv.pod.namespace.as_deref().unwrap_or("default"),
+            name,
+            uid: inv.pod.uid.as_deref(),
+            infra_container_id: infra,
+        });
+    let attachments = crate::plan::plan(&crate::plan::PlanRequest {
+        cluster: &resolved.cluster,
+        defaults: &resolved.defaults,
+        secondaries: &resolved.secondaries,
+        runtime_ifname: ifname,
+        runtime_config: &conf.runtime_config,
+        pod,
+    })?;
+    Ok((resolved, attachments))
+}
+
+/// A planned attachment as the journal records it before anything runs.
+fn journal_record(a: &crate::plan::Attachment) -> JournaledAttachment {
+    JournaledAttachment {
+        network: a.network.clone(),
+        ifname: a.ifname.to_string(),
+        is_default: a.is_default,
+        conf: a.conf.to_value(),
+        cni_args: a.cni_args.clone(),
+        state: crate::cache::State::Planned,
+        result: None,
+        default_route: a.default_route.clone(),
+        device_id: a.device_id.clone(),
+        delegate_error: None,
+    }
 }
