@@ -8,9 +8,8 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::apiserver::{
-    FakeApi, FakeOptions, Fault, Route, json_patch, merge_patch, nad_object, pod_object,
-};
+use common::apiserver::patch::{json_patch, merge_patch};
+use common::apiserver::{FakeApi, FakeOptions, Fault, Route, nad_object, pod_object};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
@@ -169,6 +168,22 @@ fn merge_patch_on_pod_status_keeps_other_fields_and_bumps_the_resource_version()
         Some("application/merge-patch+json")
     );
     assert_eq!(serde_json::from_str::<Value>(&log[0].body).unwrap(), patch);
+    assert!(fake.disallowed_requests().is_empty());
+}
+
+#[test]
+fn a_patch_of_the_pod_itself_is_outside_the_allow_list() {
+    let (fake, _dir, kc) = fixture(FakeOptions::default());
+    run(async {
+        let pods: Api<Pod> = Api::namespaced(client(&kc).await, "team");
+        let p = json!({"metadata": {"annotations": {"a": "b"}}});
+        pods.patch("web", &PatchParams::default(), &Patch::Merge(&p))
+            .await
+            .unwrap();
+    });
+    let bad = fake.disallowed_requests();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].route, Route::PatchPod);
 }
 
 #[test]
@@ -254,6 +269,13 @@ fn a_full_update_is_recorded_as_put() {
     assert_eq!(puts.len(), 1);
     assert_eq!(puts[0].route, Route::PutPod);
     assert_eq!(puts[0].path, "/api/v1/namespaces/team/pods/web/status");
+    let bad: Vec<_> = fake
+        .disallowed_requests()
+        .into_iter()
+        .map(|l| l.method)
+        .collect();
+    assert_eq!(bad, vec!["PUT"], "the GET before it is allowed");
+    assert_eq!(fake.requests_for(Route::GetPod).len(), 1);
 }
 
 #[test]
@@ -386,6 +408,7 @@ fn suspicious_paths_are_logged_raw_and_refused() {
         fake.requests()[0].path,
         "/api/v1/namespaces/team/pods/a%2Fb"
     );
+    assert_eq!(fake.disallowed_requests().len(), 1);
 }
 
 #[test]
@@ -504,6 +527,26 @@ fn a_closed_port_refuses_connections_and_reopens_on_the_same_port() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         pods.get("web").await.unwrap();
     });
+}
+
+#[test]
+fn a_kubeconfig_naming_a_closed_port_fails_fast_without_a_status() {
+    let (fake, dir, _kc) = fixture(FakeOptions::default());
+    let kc = fake.kubeconfig_for(dir.path(), "kubeconfig-closed", &FakeApi::closed_port_url());
+    let (r, took) = run(timed_get(&kc, Duration::from_secs(5)));
+    let e = r.unwrap_err();
+    assert_eq!(api_code(&e), None, "{e:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(fake.requests().is_empty());
+}
+
+#[test]
+fn the_certificate_is_valid_for_localhost_too() {
+    let (fake, dir, _kc) = fixture(FakeOptions::default());
+    let url = format!("https://localhost:{}", fake.addr().port());
+    let kc = fake.kubeconfig_for(dir.path(), "kubeconfig-localhost", &url);
+    let (r, _) = run(timed_get(&kc, Duration::from_secs(5)));
+    r.unwrap();
 }
 
 #[test]
