@@ -481,6 +481,24 @@ fn kube_default_retry_waits_for_retry_after() {
 }
 
 #[test]
+fn a_fault_can_target_one_path() {
+    let (fake, _dir, kc) = fixture(FakeOptions::default());
+    fake.add_nad(nad_object("team", "red", None));
+    let red = "/apis/k8s.cni.cncf.io/v1/namespaces/team/network-attachment-definitions/red";
+    fake.fault_next_path(red, 1, Fault::Status(500));
+    let codes = run(async {
+        let nads = nad_api(client(&kc).await, "team");
+        let mut codes = Vec::new();
+        for name in ["blue", "red", "red"] {
+            let r = nads.get(name).await;
+            codes.push(r.map(|_| 200).unwrap_or_else(|e| api_code(&e).unwrap()));
+        }
+        codes
+    });
+    assert_eq!(codes, vec![200, 500, 200]);
+}
+
+#[test]
 fn a_global_fault_lasts_until_cleared() {
     let (fake, _dir, kc) = fixture(FakeOptions::default());
     fake.set_fault(Fault::Status(503));

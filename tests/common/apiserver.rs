@@ -121,6 +121,12 @@ impl Logged {
     }
 }
 
+/// What a queued fault applies to.
+enum FaultTarget {
+    Route(Route),
+    Path(String),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     Pod,
@@ -144,7 +150,7 @@ struct State {
     events: Vec<Value>,
     log: Vec<Logged>,
     fault: Option<Fault>,
-    queue: VecDeque<(Route, Fault, usize)>,
+    queue: VecDeque<(FaultTarget, Fault, usize)>,
 }
 
 struct Shared {
@@ -355,7 +361,17 @@ impl FakeApi {
     /// Applies `fault` to the next `n` requests matching `route`, after faults queued earlier.
     pub fn fault_next(&self, route: Route, n: usize, fault: Fault) {
         if n > 0 {
-            self.shared.lock().queue.push_back((route, fault, n));
+            let t = FaultTarget::Route(route);
+            self.shared.lock().queue.push_back((t, fault, n));
+        }
+    }
+
+    /// Applies `fault` to the next `n` requests whose raw path is exactly `path` (one NAD out
+    /// of several, say).
+    pub fn fault_next_path(&self, path: &str, n: usize, fault: Fault) {
+        if n > 0 {
+            let t = FaultTarget::Path(path.to_string());
+            self.shared.lock().queue.push_back((t, fault, n));
         }
     }
 
@@ -537,11 +553,11 @@ impl State {
         let _ = shared.changes.send(c);
     }
 
-    fn take_fault(&mut self, route: Route) -> Option<Fault> {
-        let i = self
-            .queue
-            .iter()
-            .position(|(r, _, _)| *r == Route::Any || *r == route);
+    fn take_fault(&mut self, route: Route, path: &str) -> Option<Fault> {
+        let i = self.queue.iter().position(|(t, _, _)| match t {
+            FaultTarget::Route(r) => *r == Route::Any || *r == route,
+            FaultTarget::Path(p) => p == path,
+        });
         if let Some(i) = i {
             let fault = self.queue[i].1.clone();
             self.queue[i].2 -= 1;

@@ -214,7 +214,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             status: None,
             at: std::time::Instant::now(),
         });
-        (st.log.len() - 1, st.take_fault(route), st.token.clone())
+        (
+            st.log.len() - 1,
+            st.take_fault(route, &path),
+            st.token.clone(),
+        )
     };
 
     let mut padding = None;
