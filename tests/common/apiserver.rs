@@ -156,7 +156,10 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     changes: broadcast::Sender<Change>,
+    /// Whether the port should be open (tests set it)...
     listening: watch::Sender<bool>,
+    /// ...and whether it is (the accept loop reports it).
+    bound: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -194,6 +197,7 @@ impl FakeApi {
             }),
             changes: broadcast::channel(1024).0,
             listening: watch::channel(true).0,
+            bound: watch::channel(true).0,
         });
         let acceptor = opts.tls.then(|| pki.acceptor());
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -356,6 +360,7 @@ impl FakeApi {
         let closed = fault == Fault::ClosedPort;
         self.shared.lock().fault = Some(fault);
         self.shared.listening.send_replace(!closed);
+        self.await_bound(!closed);
     }
 
     /// Applies `fault` to the next `n` requests matching `route`, after faults queued earlier.
@@ -383,6 +388,21 @@ impl FakeApi {
             st.queue.clear();
         }
         self.shared.listening.send_replace(true);
+        self.await_bound(true);
+    }
+
+    // So that a test's next step already meets a closed (or reopened) port.
+    fn await_bound(&self, want: bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let bound = self.shared.bound.subscribe();
+        while *bound.borrow() != want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fake apiserver did not {} its port",
+                if want { "reopen" } else { "close" }
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Writes `dir/kubeconfig` (mode 0600): this server, its CA and the token inline.

@@ -35,6 +35,7 @@ pub(super) async fn accept_loop(
     loop {
         if !*open.borrow_and_update() {
             listener = None;
+            shared.bound.send_replace(false);
             if open.changed().await.is_err() {
                 return;
             }
@@ -50,6 +51,7 @@ pub(super) async fn accept_loop(
                 }
             },
         };
+        shared.bound.send_replace(true);
         loop {
             tokio::select! {
                 acc = l.accept() => {
