@@ -358,6 +358,37 @@ fn a_watch_from_a_resource_version_replays_only_later_changes() {
 }
 
 #[test]
+fn pods_can_be_listed_and_watched_across_namespaces() {
+    let (fake, _dir, kc) = fixture(FakeOptions::default());
+    fake.add_pod(pod_object("other", "db", UID, &[]));
+    let (names, watched) = run(async {
+        let pods: Api<Pod> = Api::all(client(&kc).await);
+        let names: Vec<String> = pods
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|p| p.metadata.name.unwrap())
+            .collect();
+        let wp = WatchParams::default().fields("metadata.name=db");
+        let mut stream = pods.watch(&wp, "0").await.unwrap().boxed();
+        let first = stream.try_next().await.unwrap().unwrap();
+        fake.delete_pod("other", "db");
+        let second = stream.try_next().await.unwrap().unwrap();
+        (names, [first, second])
+    });
+    assert_eq!(names, vec!["db", "web"]);
+    assert!(
+        matches!(&watched[0], WatchEvent::Added(p) if p.metadata.name.as_deref() == Some("db"))
+    );
+    assert!(
+        matches!(&watched[1], WatchEvent::Deleted(p) if p.metadata.name.as_deref() == Some("db"))
+    );
+    assert!(fake.pod("other", "db").is_none());
+}
+
+#[test]
 fn events_from_both_api_groups_are_stored() {
     let (fake, _dir, kc) = fixture(FakeOptions::default());
     run(async {

@@ -10,6 +10,21 @@
 //!
 //! It is not an apiserver: only the routes Plexus needs exist, label selectors are ignored, and
 //! the only field selector understood is `metadata.name=<name>`.
+//!
+//! ```text
+//! common::enter_node_netns();
+//! let fake = FakeApi::start(FakeOptions::default());
+//! fake.add_pod(pod_object("team", "web", UID, &[("k8s.v1.cni.cncf.io/networks", "blue")]));
+//! fake.add_nad(nad_object("team", "blue", Some(&conf)));
+//! let kubeconfig = fake.kubeconfig(world.tmp.path());     // "kubeconfig" key of the conf
+//! fake.fault_next(Route::PatchPodStatus, 1, Fault::Status(409));
+//! ... run plexus ...
+//! assert!(fake.disallowed_requests().is_empty());
+//! assert_eq!(fake.requests_for(Route::PatchPodStatus).len(), 2);
+//! ```
+//!
+//! kube-client 5 retries 429/503/504 by itself unless `Config::default_retry` is false (up to
+//! 15 times, honouring `Retry-After`); the request log shows every attempt.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
