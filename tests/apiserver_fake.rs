@@ -738,7 +738,7 @@ fn plain_http_mode_serves_the_same_api() {
 #[test]
 fn the_fake_serves_inside_a_node_netns() {
     common::enter_node_netns();
-    let (fake, _dir, kc) = fixture(FakeOptions::default());
+    let (fake, dir, kc) = fixture(FakeOptions::default());
     let out = std::process::Command::new("ss")
         .args(["-Hltn"])
         .output()
@@ -749,6 +749,24 @@ fn the_fake_serves_inside_a_node_netns() {
         let pods: Api<Pod> = Api::namespaced(client(&kc).await, "team");
         pods.get("web").await.unwrap();
     });
+    // A child process, as plexus will be, reaches it too, with the CA from the fake.
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, fake.ca_pem()).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(&ca)
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {}", fake.token()))
+        .arg(format!("{}/api/v1/namespaces/team/pods/web", fake.url()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pod: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pod["metadata"]["uid"], UID);
 }
 
 #[test]
