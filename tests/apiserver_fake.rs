@@ -8,9 +8,8 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::apiserver::{
-    FakeApi, FakeOptions, Fault, Route, json_patch, merge_patch, nad_object, pod_object,
-};
+use common::apiserver::patch::{json_patch, merge_patch};
+use common::apiserver::{FakeApi, FakeOptions, Fault, Route, nad_object, pod_object};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
@@ -169,6 +168,22 @@ fn merge_patch_on_pod_status_keeps_other_fields_and_bumps_the_resource_version()
         Some("application/merge-patch+json")
     );
     assert_eq!(serde_json::from_str::<Value>(&log[0].body).unwrap(), patch);
+    assert!(fake.disallowed_requests().is_empty());
+}
+
+#[test]
+fn a_patch_of_the_pod_itself_is_outside_the_allow_list() {
+    let (fake, _dir, kc) = fixture(FakeOptions::default());
+    run(async {
+        let pods: Api<Pod> = Api::namespaced(client(&kc).await, "team");
+        let p = json!({"metadata": {"annotations": {"a": "b"}}});
+        pods.patch("web", &PatchParams::default(), &Patch::Merge(&p))
+            .await
+            .unwrap();
+    });
+    let bad = fake.disallowed_requests();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].route, Route::PatchPod);
 }
 
 #[test]
@@ -254,6 +269,13 @@ fn a_full_update_is_recorded_as_put() {
     assert_eq!(puts.len(), 1);
     assert_eq!(puts[0].route, Route::PutPod);
     assert_eq!(puts[0].path, "/api/v1/namespaces/team/pods/web/status");
+    let bad: Vec<_> = fake
+        .disallowed_requests()
+        .into_iter()
+        .map(|l| l.method)
+        .collect();
+    assert_eq!(bad, vec!["PUT"], "the GET before it is allowed");
+    assert_eq!(fake.requests_for(Route::GetPod).len(), 1);
 }
 
 #[test]
@@ -336,6 +358,37 @@ fn a_watch_from_a_resource_version_replays_only_later_changes() {
 }
 
 #[test]
+fn pods_can_be_listed_and_watched_across_namespaces() {
+    let (fake, _dir, kc) = fixture(FakeOptions::default());
+    fake.add_pod(pod_object("other", "db", UID, &[]));
+    let (names, watched) = run(async {
+        let pods: Api<Pod> = Api::all(client(&kc).await);
+        let names: Vec<String> = pods
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|p| p.metadata.name.unwrap())
+            .collect();
+        let wp = WatchParams::default().fields("metadata.name=db");
+        let mut stream = pods.watch(&wp, "0").await.unwrap().boxed();
+        let first = stream.try_next().await.unwrap().unwrap();
+        fake.delete_pod("other", "db");
+        let second = stream.try_next().await.unwrap().unwrap();
+        (names, [first, second])
+    });
+    assert_eq!(names, vec!["db", "web"]);
+    assert!(
+        matches!(&watched[0], WatchEvent::Added(p) if p.metadata.name.as_deref() == Some("db"))
+    );
+    assert!(
+        matches!(&watched[1], WatchEvent::Deleted(p) if p.metadata.name.as_deref() == Some("db"))
+    );
+    assert!(fake.pod("other", "db").is_none());
+}
+
+#[test]
 fn events_from_both_api_groups_are_stored() {
     let (fake, _dir, kc) = fixture(FakeOptions::default());
     run(async {
@@ -386,6 +439,7 @@ fn suspicious_paths_are_logged_raw_and_refused() {
         fake.requests()[0].path,
         "/api/v1/namespaces/team/pods/a%2Fb"
     );
+    assert_eq!(fake.disallowed_requests().len(), 1);
 }
 
 #[test]
@@ -458,6 +512,24 @@ fn kube_default_retry_waits_for_retry_after() {
 }
 
 #[test]
+fn a_fault_can_target_one_path() {
+    let (fake, _dir, kc) = fixture(FakeOptions::default());
+    fake.add_nad(nad_object("team", "red", None));
+    let red = "/apis/k8s.cni.cncf.io/v1/namespaces/team/network-attachment-definitions/red";
+    fake.fault_next_path(red, 1, Fault::Status(500));
+    let codes = run(async {
+        let nads = nad_api(client(&kc).await, "team");
+        let mut codes = Vec::new();
+        for name in ["blue", "red", "red"] {
+            let r = nads.get(name).await;
+            codes.push(r.map(|_| 200).unwrap_or_else(|e| api_code(&e).unwrap()));
+        }
+        codes
+    });
+    assert_eq!(codes, vec![200, 500, 200]);
+}
+
+#[test]
 fn a_global_fault_lasts_until_cleared() {
     let (fake, _dir, kc) = fixture(FakeOptions::default());
     fake.set_fault(Fault::Status(503));
@@ -487,8 +559,6 @@ fn a_closed_port_refuses_connections_and_reopens_on_the_same_port() {
         let pods: Api<Pod> = Api::namespaced(client(&kc).await, "team");
         pods.get("web").await.unwrap();
         fake.set_fault(Fault::ClosedPort);
-        // Give the listener task a moment to drop the socket and the pooled connection.
-        tokio::time::sleep(Duration::from_millis(100)).await;
         let e = pods.get("web").await.unwrap_err();
         assert_eq!(
             api_code(&e),
@@ -501,9 +571,28 @@ fn a_closed_port_refuses_connections_and_reopens_on_the_same_port() {
             std::io::ErrorKind::ConnectionRefused
         );
         fake.clear_faults();
-        tokio::time::sleep(Duration::from_millis(100)).await;
         pods.get("web").await.unwrap();
     });
+}
+
+#[test]
+fn a_kubeconfig_naming_a_closed_port_fails_fast_without_a_status() {
+    let (fake, dir, _kc) = fixture(FakeOptions::default());
+    let kc = fake.kubeconfig_for(dir.path(), "kubeconfig-closed", &FakeApi::closed_port_url());
+    let (r, took) = run(timed_get(&kc, Duration::from_secs(5)));
+    let e = r.unwrap_err();
+    assert_eq!(api_code(&e), None, "{e:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(fake.requests().is_empty());
+}
+
+#[test]
+fn the_certificate_is_valid_for_localhost_too() {
+    let (fake, dir, _kc) = fixture(FakeOptions::default());
+    let url = format!("https://localhost:{}", fake.addr().port());
+    let kc = fake.kubeconfig_for(dir.path(), "kubeconfig-localhost", &url);
+    let (r, _) = run(timed_get(&kc, Duration::from_secs(5)));
+    r.unwrap();
 }
 
 #[test]
@@ -649,7 +738,7 @@ fn plain_http_mode_serves_the_same_api() {
 #[test]
 fn the_fake_serves_inside_a_node_netns() {
     common::enter_node_netns();
-    let (fake, _dir, kc) = fixture(FakeOptions::default());
+    let (fake, dir, kc) = fixture(FakeOptions::default());
     let out = std::process::Command::new("ss")
         .args(["-Hltn"])
         .output()
@@ -660,6 +749,24 @@ fn the_fake_serves_inside_a_node_netns() {
         let pods: Api<Pod> = Api::namespaced(client(&kc).await, "team");
         pods.get("web").await.unwrap();
     });
+    // A child process, as plexus will be, reaches it too, with the CA from the fake.
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, fake.ca_pem()).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(&ca)
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {}", fake.token()))
+        .arg(format!("{}/api/v1/namespaces/team/pods/web", fake.url()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pod: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pod["metadata"]["uid"], UID);
 }
 
 #[test]
