@@ -58,6 +58,7 @@ pub fn cni_main(
         }
     };
     crate::log::init(&conf);
+    crate::log::warn_unsupported(&conf);
     tracing::debug!(
         command = inv.command.as_str(),
         container = inv.container_id(),
@@ -79,7 +80,15 @@ fn execute(
     conf: &PlexusConf,
     overlay: Option<&Overlay>,
 ) -> Result<Report, crate::Error> {
-    let store = match commands::open_store(conf) {
+    // DEL and CHECK work from the journal: opening a store (parsing a manifests folder,
+    // building an API client) would only slow the hot path. DEL opens one itself in the rare
+    // case it must re-resolve an unreadable entry.
+    let lazy = matches!(inv.command, Command::Del | Command::Check) && overlay.is_none();
+    let store = match if lazy {
+        Ok(None)
+    } else {
+        commands::open_store(conf)
+    } {
         Ok(s) => s,
         Err(e) if inv.command == Command::Del => {
             tracing::warn!(error = %e, "store unavailable; DEL works from the journal");
@@ -327,6 +336,7 @@ fn exec(args: &ExecArgs) -> Result<(), cni::ErrorObject> {
     };
     let inv = Invocation::from_env(env).map_err(|e| crate::Error::from(e).to_object(""))?;
     crate::log::init(&conf);
+    crate::log::warn_unsupported(&conf);
     let overlay = args.networks.as_ref().map(|n| Overlay {
         inner: None,
         pod: Pod {

@@ -28,6 +28,17 @@ pub(super) fn del(
         Lookup::Corrupt(reason) => {
             let moved = journal.quarantine(&lock, ifname.as_str())?;
             tracing::warn!(%reason, quarantined = %moved.display(), "journal entry unreadable; re-resolving networks to DEL them");
+            let opened;
+            let store = match store {
+                Some(s) => Some(s),
+                None => {
+                    opened = super::open_store(conf).unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "store unavailable for the re-resolve");
+                        None
+                    });
+                    opened.as_deref()
+                }
+            };
             rebuild_and_teardown(inv, conf, store, &journal, &lock);
             Ok(())
         }
