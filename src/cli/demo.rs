@@ -1,7 +1,7 @@
 //! `plexus demo`: the main job on the embedded default, with no cluster and no external
 //! plugins. A throwaway node namespace, two pods attached through the built-in delegates and
 //! the manifests store (the example NADs and pods of config/examples, embedded in the
-//! binary), a ping across every network, then DEL and proof that nothing is left.
+//! binary), a reachability check across every network, then DEL and proof that nothing is left.
 
 use super::table;
 use crate::commands::{self, Report};
@@ -215,7 +215,8 @@ fn demo(keep: bool) -> Result<(), DemoError> {
     Ok(())
 }
 
-/// Pings from web to db's address on each network they share.
+/// Checks from web to db's address on each network they share: a TCP connection from a
+/// thread in web's namespace to a listener in db's, so the demo needs no `ping` binary.
 fn ping_every_network(statuses: &[serde_json::Value]) -> Result<usize, DemoError> {
     let entries = |v: &serde_json::Value| -> Vec<(String, Vec<String>)> {
         v.as_array()
@@ -238,29 +239,20 @@ fn ping_every_network(statuses: &[serde_json::Value]) -> Result<usize, DemoError
         _ => return Ok(0),
     };
     let mut failures = 0;
-    println!("== ping from web to db on every network they share");
+    println!("== from web to db on every network they share (TCP connect)");
     for (network, _) in &web {
         let Some((_, db_ips)) = db.iter().find(|(n, _)| n == network) else {
             continue;
         };
-        let Some(target) = db_ips.first() else {
+        let Some(target) = db_ips
+            .first()
+            .and_then(|t| t.parse::<std::net::IpAddr>().ok())
+        else {
             continue;
         };
-        let ok = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &pod_ns("web"),
-                "ping",
-                "-c",
-                "1",
-                "-W",
-                "2",
-                target,
-            ])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
+        let from = PathBuf::from(format!("/run/netns/{}", pod_ns("web")));
+        let to = PathBuf::from(format!("/run/netns/{}", pod_ns("db")));
+        let ok = reaches(&from, &to, target);
         println!(
             "   {network:<18} {target:<14} {}",
             if ok { "ok" } else { "FAILED" }
@@ -270,6 +262,58 @@ fn ping_every_network(statuses: &[serde_json::Value]) -> Result<usize, DemoError
         }
     }
     Ok(failures)
+}
+
+/// A listener on `target` in netns `to`, a connection to it from netns `from`, both on
+/// threads of their own (a thread's `setns` affects only that thread).
+fn reaches(from: &Path, to: &Path, target: std::net::IpAddr) -> bool {
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+    let enter = |path: &Path| -> bool {
+        std::fs::File::open(path)
+            .ok()
+            .and_then(|f| nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).ok())
+            .is_some()
+    };
+    let (port_tx, port_rx) = std::sync::mpsc::channel::<u16>();
+    let to = to.to_path_buf();
+    let listener = std::thread::spawn(move || -> bool {
+        if !enter(&to) {
+            return false;
+        }
+        let Ok(l) = TcpListener::bind(SocketAddr::new(target, 0)) else {
+            return false;
+        };
+        let Ok(port) = l.local_addr().map(|a| a.port()) else {
+            return false;
+        };
+        let _ = port_tx.send(port);
+        if l.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if l.accept().is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    });
+    let Ok(port) = port_rx.recv_timeout(Duration::from_secs(3)) else {
+        let _ = listener.join();
+        return false;
+    };
+    let from = from.to_path_buf();
+    let connected = std::thread::spawn(move || {
+        enter(&from)
+            && TcpStream::connect_timeout(&SocketAddr::new(target, port), Duration::from_secs(2))
+                .is_ok()
+    })
+    .join()
+    .unwrap_or(false);
+    let accepted = listener.join().unwrap_or(false);
+    connected && accepted
 }
 
 /// What a clean teardown must not leave: pod links, reservations, journal entries, and the
