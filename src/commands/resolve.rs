@@ -39,10 +39,6 @@ pub enum ResolveError {
     },
     #[error("pod {namespace}/{name} not found on the API server")]
     PodNotFound { namespace: String, name: String },
-    #[error("no network store: set \"manifests\" (a folder) or \"kubeconfig\"")]
-    NoStore,
-    #[error("the Kubernetes API store is not available in this build; use \"manifests\"")]
-    KubeUnsupported,
 }
 
 impl ResolveError {
