@@ -109,6 +109,18 @@ pub struct Entry {
     pub attachments: Vec<JournaledAttachment>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_status: Option<Value>,
+    /// DELs of this entry that failed, and when the first did: after enough of both, DEL
+    /// answers success and leaves the entry as a tombstone for GC to retry.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_dels: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_failed_del: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tombstone: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Entry {
@@ -123,6 +135,9 @@ impl Entry {
             pod: PodRef::default(),
             attachments: Vec::new(),
             network_status: None,
+            failed_dels: 0,
+            first_failed_del: None,
+            tombstone: false,
         }
     }
 }

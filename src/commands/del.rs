@@ -101,14 +101,27 @@ pub(super) fn teardown(
     }
     if errors.is_empty() {
         tolerate_read_only(journal.remove(lock, &entry.ifname))?;
-        Ok(())
-    } else {
-        tolerate_read_only(journal.write(lock, entry))?;
-        Err(crate::Error::Teardown {
-            container_id: entry.container_id.clone(),
-            errors,
-        })
+        return Ok(());
     }
+    let now = crate::cache::now_secs();
+    entry.failed_dels = entry.failed_dels.saturating_add(1);
+    let first = *entry.first_failed_del.get_or_insert(now);
+    // A delegate whose DEL never succeeds would keep the pod from ever being deleted (Multus
+    // #948). After enough failures over enough time, DEL answers success and the entry stays
+    // as a tombstone: GC keeps retrying it, and nothing is forgotten.
+    let give_up = entry.failed_dels >= conf.del_attempts
+        && now.saturating_sub(first) >= conf.del_give_up_after.as_secs();
+    entry.tombstone |= give_up;
+    tolerate_read_only(journal.write(lock, entry))?;
+    let error = crate::Error::Teardown {
+        container_id: entry.container_id.clone(),
+        errors,
+    };
+    if entry.tombstone && inv.command == crate::env::Command::Del {
+        tracing::error!(error = %error, failed_dels = entry.failed_dels, "DEL keeps failing; answering success and leaving a tombstone for GC");
+        return Ok(());
+    }
+    Err(error)
 }
 
 /// Last resort for an unreadable entry: plan the pod's networks again from the conf and the

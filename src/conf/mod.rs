@@ -13,6 +13,8 @@ pub const DEFAULT_CONF_DIR: &str = "/etc/cni/multus/net.d";
 pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(60);
+pub const DEFAULT_DEL_ATTEMPTS: u32 = 5;
+pub const DEFAULT_DEL_GIVE_UP_AFTER: Duration = Duration::from_secs(300);
 /// How long ADD and GC wait for `readinessindicatorfile` (Multus's 45 s).
 pub const DEFAULT_READINESS_TIMEOUT: Duration = Duration::from_secs(45);
 
@@ -111,6 +113,10 @@ pub struct PlexusConf {
     pub readiness_indicator_file: Option<PathBuf>,
     pub readiness_timeout: Duration,
     pub retry_delete_on_error: bool,
+    /// A DEL that keeps failing answers success once it has failed `delAttempts` times over
+    /// at least `delGiveUpAfter`; the entry stays as a tombstone that GC retries.
+    pub del_attempts: u32,
+    pub del_give_up_after: Duration,
     /// Client read timeout per API request (`apiTimeout`, seconds).
     pub api_timeout: Option<Duration>,
     /// The kubelet's device-plugin checkpoint (`deviceCheckpoint`).
@@ -317,6 +323,20 @@ impl PlexusConf {
             retry_delete_on_error: r.boolean("retryDeleteOnError")?.unwrap_or(false),
             nad_conf_from_conf_dir: r.boolean("nadConfFromConfDir")?.unwrap_or(false),
             api_timeout: r.seconds("apiTimeout")?,
+            del_attempts: match raw.get("delAttempts") {
+                None | Some(Value::Null) => DEFAULT_DEL_ATTEMPTS,
+                Some(v) => v
+                    .as_u64()
+                    .filter(|n| (1..=1000).contains(n))
+                    .map(|n| n as u32)
+                    .ok_or(ConfError::Invalid {
+                        key: "delAttempts",
+                        reason: "must be a whole number in 1..=1000".into(),
+                    })?,
+            },
+            del_give_up_after: r
+                .seconds_allow_zero("delGiveUpAfter")?
+                .unwrap_or(DEFAULT_DEL_GIVE_UP_AFTER),
             device_checkpoint: r
                 .abs_path("deviceCheckpoint")?
                 .unwrap_or_else(|| crate::store::devices::KUBELET_CHECKPOINT.into()),
