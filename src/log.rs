@@ -51,11 +51,8 @@ pub fn init(conf: &PlexusConf) {
 }
 
 /// Multus keys Plexus reads but does not act on yet, said once per call so an operator who
-/// relies on them finds out from the log rather than from a missing interface.
+/// relies on them finds out from the log rather than from a surprise.
 pub fn warn_unsupported(conf: &PlexusConf) {
-    if let Some(name) = &conf.auxiliary_cni_chain_name {
-        tracing::warn!(auxiliaryCNIChainName = %name, "not supported yet: the auxiliary chain is not run");
-    }
     if conf.raw.contains_key("logOptions") {
         tracing::warn!("logOptions (rotation) is not supported: rotate the log file externally");
     }

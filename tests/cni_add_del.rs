@@ -473,3 +473,80 @@ fn version_lists_every_supported_version() {
         ])
     );
 }
+
+#[test]
+fn auxiliary_chain_runs_on_the_cluster_result_and_is_undone() {
+    enter_node_netns();
+    let w = World::new();
+    let log = w.tmp.path().join("aux.log");
+    let seen = w.tmp.path().join("aux-stdin");
+    // A chained plugin: records what it is asked, fails ADD while `fail` exists.
+    let fail = w.tmp.path().join("fail");
+    w.script(
+        "auxrec",
+        &format!(
+            r#"echo "$CNI_COMMAND $CNI_IFNAME" >> {log}
+if [ "$CNI_COMMAND" = ADD ]; then
+  cat > {seen}
+  if [ -e {fail} ]; then echo '{{"code":7,"msg":"aux refuses"}}'; exit 1; fi
+  echo '{{"cniVersion":"1.0.0"}}'
+fi"#,
+            log = log.display(),
+            seen = seen.display(),
+            fail = fail.display()
+        ),
+    );
+    let conf_dir = w.tmp.path().join("net.d");
+    std::fs::create_dir_all(conf_dir.join("vendor-chain")).unwrap();
+    std::fs::write(
+        conf_dir.join("vendor-chain/10-aux.conf"),
+        r#"{"cniVersion":"1.0.0","name":"aux","type":"auxrec"}"#,
+    )
+    .unwrap();
+    let conf = w.plexus_conf(
+        &w.bridge_conf("cluster", "cni-aux", "10.88.11.0/24"),
+        json!({"auxiliaryCNIChainName": "vendor-chain", "confDir": conf_dir.display().to_string()}),
+    );
+    let pod = PodNs::new();
+    let call = Call::new("ADD", "c-aux", Some(&pod.path), &w);
+    call.run_json(&conf).ok();
+    let got: serde_json::Value = serde_json::from_slice(&std::fs::read(&seen).unwrap()).unwrap();
+    assert_eq!(got["name"], "vendor-chain");
+    assert_eq!(
+        got["prevResult"]["ips"][0]["address"], "10.88.11.2/24",
+        "runs on the cluster result: {got}"
+    );
+    let entry = w
+        .journal_files()
+        .into_iter()
+        .find(|f| f.ends_with(".json"))
+        .unwrap();
+    let journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.cni_dir.join(entry)).unwrap()).unwrap();
+    let names: Vec<&str> = journal["networkStatus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cluster"], "the chain is no network of its own");
+    Call {
+        command: "DEL".into(),
+        ..call.clone()
+    }
+    .run_json(&conf)
+    .ok();
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "ADD eth0\nDEL eth0\n"
+    );
+    w.assert_clean(Some(&pod));
+
+    // A failing auxiliary chain fails the ADD and undoes the cluster network too.
+    std::fs::write(&fail, "").unwrap();
+    let e = Call::new("ADD", "c-aux2", Some(&pod.path), &w)
+        .run_json(&conf)
+        .err(100);
+    assert!(e["msg"].as_str().unwrap().contains("vendor-chain"), "{e}");
+    w.assert_clean(Some(&pod));
+}

@@ -90,6 +90,10 @@ pub struct JournaledAttachment {
     pub device_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegate_error: Option<String>,
+    /// The auxiliary chain (`auxiliaryCNIChainName`): runs on the cluster network's
+    /// interface and result, and is no network of its own in network-status.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auxiliary: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

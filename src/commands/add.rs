@@ -62,6 +62,20 @@ fn add_locked(
     );
     entry.pod = inv.pod.clone();
     entry.attachments = attachments.iter().map(super::journal_record).collect();
+    let auxiliary = match attachments.first() {
+        Some(cluster) => super::auxiliary_chain(conf, &cluster.conf)?.map(|list| (cluster, list)),
+        None => None,
+    };
+    if let Some((cluster, list)) = &auxiliary {
+        entry.attachments.push(crate::cache::JournaledAttachment {
+            network: list.name.clone(),
+            conf: list.to_value(),
+            default_route: Vec::new(),
+            device_id: None,
+            auxiliary: true,
+            ..super::journal_record(cluster)
+        });
+    }
     // The plan is on disk before the node is touched: a crash from here on is undone by DEL.
     journal.write(lock, &entry)?;
     tracing::debug!(attachments = attachments.len(), "plan journaled");
@@ -88,7 +102,7 @@ fn add_locked(
                 if i < last
                     && let Err(e) = journal.write(lock, &entry)
                 {
-                    rollback(inv, conf, journal, lock, &mut entry, &attachments, i);
+                    rollback(inv, conf, journal, lock, &mut entry, i + 1);
                     return Err(e.into());
                 }
                 tracing::debug!(network = %att.network, ifname = %att.ifname, micros = started.elapsed().as_micros() as u64, "attachment added");
@@ -109,32 +123,44 @@ fn add_locked(
                 }
                 entry.attachments[i].delegate_error = Some(e.to_string());
                 // A chain that could not start left nothing; one that failed midway may have.
-                let upto = if e.nothing_ran() {
-                    i.checked_sub(1)
-                } else {
-                    Some(i)
-                };
-                match upto {
-                    Some(upto) => {
-                        rollback(inv, conf, journal, lock, &mut entry, &attachments, upto);
-                    }
-                    None => {
-                        if let Err(err) = journal.remove(lock, &entry.ifname) {
-                            tracing::error!(error = %err, "journal removal after failed ADD");
-                        }
-                    }
-                }
+                let started = if e.nothing_ran() { i } else { i + 1 };
+                rollback(inv, conf, journal, lock, &mut entry, started);
                 return Err(e.into());
             }
         }
     }
 
     if let Err(e) = apply_default_routes(inv, &attachments, &mut results) {
-        rollback(inv, conf, journal, lock, &mut entry, &attachments, last);
+        // The auxiliary chain, if any, has not run yet.
+        rollback(inv, conf, journal, lock, &mut entry, attachments.len());
         return Err(e);
     }
     for (record, result) in entry.attachments.iter_mut().zip(&results) {
         record.result = Some(result.to_value(Version::V1_1_0));
+    }
+    if let Some((cluster, list)) = &auxiliary {
+        let i = entry.attachments.len() - 1;
+        let t = Target {
+            network: &list.name,
+            container_id,
+            netns: inv.netns.as_deref(),
+            ifname: cluster.ifname.as_str(),
+            cni_args: &cluster.cni_args,
+            runner: &runner,
+        };
+        match invoke::add_after(list, &t, results.first()) {
+            Ok(result) => {
+                entry.attachments[i].state = State::Added;
+                entry.attachments[i].result = Some(result.to_value(Version::V1_1_0));
+            }
+            Err(e) => {
+                tracing::error!(chain = %list.name, error = %e, "auxiliary chain failed, rolling back");
+                entry.attachments[i].delegate_error = Some(e.to_string());
+                let started = if e.nothing_ran() { i } else { i + 1 };
+                rollback(inv, conf, journal, lock, &mut entry, started);
+                return Err(e.into());
+            }
+        }
     }
 
     let device_infos: Vec<Option<serde_json::Value>> = attachments
@@ -159,7 +185,7 @@ fn add_locked(
     }
     entry.network_status = network_status.clone();
     if let Err(e) = journal.write(lock, &entry) {
-        rollback(inv, conf, journal, lock, &mut entry, &attachments, last);
+        rollback(inv, conf, journal, lock, &mut entry, usize::MAX);
         return Err(e.into());
     }
     if let (Some(store), Some(pod), Some(ns)) = (store, &resolved.pod, &network_status) {
@@ -167,7 +193,7 @@ fn add_locked(
         // all-or-nothing covers the status too (the store tolerates a pod that is gone).
         if let Err(e) = store.publish_status(&pod.namespace, &pod.name, &ns.to_string()) {
             tracing::error!(error = %e, "publishing network-status failed, rolling back");
-            rollback(inv, conf, journal, lock, &mut entry, &attachments, last);
+            rollback(inv, conf, journal, lock, &mut entry, usize::MAX);
             return Err(e.into());
         }
         for r in &reports {
@@ -213,53 +239,23 @@ fn report(att: &Attachment, result: &CniResult, started: Instant) -> AttachmentR
     }
 }
 
-/// Undoes attachments `0..=upto` (every one that was started), in reverse, including the one
-/// that failed (a chain may have done part of its work). The entry is removed only when every
-/// DEL succeeded; otherwise it stays so the runtime's DEL retries what is left.
-#[allow(clippy::too_many_arguments)]
+/// Undoes the first `started` journaled attachments (every one that was started, including
+/// the one that failed: a chain may have done part of its work) the way DEL does, in reverse;
+/// the rest never ran. The entry is removed only when every DEL succeeded; otherwise it
+/// stays so the runtime's DEL retries what is left.
 fn rollback(
     inv: &Invocation,
     conf: &PlexusConf,
     journal: &Journal,
     lock: &ContainerLock,
     entry: &mut Entry,
-    attachments: &[Attachment],
-    upto: usize,
+    started: usize,
 ) {
-    let runner = super::runner(conf, inv);
-    let mut clean = true;
-    // Never started: nothing to undo, and a later DEL must not try.
-    for a in entry.attachments.iter_mut().skip(upto + 1) {
+    for a in entry.attachments.iter_mut().skip(started) {
         a.state = State::Removed;
     }
-    for (i, att) in attachments.iter().enumerate().take(upto + 1).rev() {
-        let prev = entry.attachments[i]
-            .result
-            .as_ref()
-            .and_then(|r| CniResult::parse(r, Version::V1_1_0).ok());
-        let t = Target {
-            network: &att.network,
-            container_id: inv.container_id(),
-            netns: inv.netns.as_deref(),
-            ifname: att.ifname.as_str(),
-            cni_args: &att.cni_args,
-            runner: &runner,
-        };
-        match invoke::del(&att.conf, &t, prev.as_ref()) {
-            Ok(()) => entry.attachments[i].state = State::Removed,
-            Err(e) => {
-                clean = false;
-                tracing::error!(network = %att.network, error = %e, "rollback DEL failed");
-            }
-        }
-    }
-    let outcome = if clean {
-        journal.remove(lock, &entry.ifname)
-    } else {
-        journal.write(lock, entry)
-    };
-    if let Err(e) = outcome {
-        tracing::error!(error = %e, "journal update after rollback failed");
+    if let Err(e) = super::del::teardown(inv, conf, journal, lock, entry) {
+        tracing::error!(error = %e, "rollback left attachments for the next DEL");
     }
 }
 

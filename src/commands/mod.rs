@@ -141,5 +141,78 @@ fn journal_record(a: &crate::plan::Attachment) -> JournaledAttachment {
         default_route: a.default_route.clone(),
         device_id: a.device_id.clone(),
         delegate_error: None,
+        auxiliary: false,
     }
+}
+
+/// Multus's `auxiliaryCNIChainName`: the confs in `<dir>/<name>/`, where `<dir>` is the
+/// folder of the cluster network's conf file (`clusterNetwork` given as a path) or `confDir`,
+/// run as one chain on the cluster network's interface after it, starting from its result.
+/// `None` when the key is unset or the folder holds no conf.
+fn auxiliary_chain(
+    conf: &PlexusConf,
+    cluster: &NetConfList,
+) -> Result<Option<NetConfList>, crate::Error> {
+    let Some(name) = conf.auxiliary_cni_chain_name.as_deref() else {
+        return Ok(None);
+    };
+    let invalid = |reason: String| crate::conf::ConfError::Invalid {
+        key: "auxiliaryCNIChainName",
+        reason,
+    };
+    if !crate::conf::is_network_name(name) {
+        return Err(invalid(format!("{name:?} is not a valid network name")).into());
+    }
+    let base = match &conf.cluster_network {
+        crate::conf::ClusterNetwork::Reference(r) if std::path::Path::new(r).is_absolute() => {
+            let p = std::path::Path::new(r);
+            if p.is_dir() {
+                p.to_path_buf()
+            } else {
+                p.parent()
+                    .map(std::path::Path::to_path_buf)
+                    .unwrap_or_default()
+            }
+        }
+        _ => conf.conf_dir.clone(),
+    };
+    let dir = base.join(name);
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    matches!(
+                        p.extension().and_then(|e| e.to_str()),
+                        Some("conf" | "conflist" | "json")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    let mut plugins = Vec::new();
+    for file in &files {
+        let bytes =
+            std::fs::read(file).map_err(|e| invalid(format!("read {}: {e}", file.display())))?;
+        let mut map = cni::netconf::parse_object(&bytes)
+            .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
+        match map.remove("plugins") {
+            Some(Value::Array(list)) => plugins.extend(list),
+            Some(_) => {
+                return Err(invalid(format!("{}: plugins must be a list", file.display())).into());
+            }
+            None => plugins.push(Value::Object(map)),
+        }
+    }
+    if plugins.is_empty() {
+        return Ok(None);
+    }
+    let mut list = serde_json::Map::new();
+    list.insert("cniVersion".into(), cluster.cni_version.as_str().into());
+    list.insert("name".into(), name.into());
+    list.insert("plugins".into(), Value::Array(plugins));
+    NetConfList::from_map(list)
+        .map(Some)
+        .map_err(|e| invalid(format!("{}: {e}", dir.display())).into())
 }

@@ -163,6 +163,16 @@ fn call(
 
 /// ADD: every plugin in order; returns the last plugin's result in current form.
 pub fn add(list: &NetConfList, t: &Target) -> Result<CniResult, InvokeError> {
+    add_after(list, t, None)
+}
+
+/// ADD of a chain that continues an earlier one: its first plugin gets `prev` as
+/// `prevResult` (the auxiliary chain runs on the cluster network's result).
+pub fn add_after(
+    list: &NetConfList,
+    t: &Target,
+    prev: Option<&CniResult>,
+) -> Result<CniResult, InvokeError> {
     let plugins = plugin_types(list);
     // Every plugin of the chain is found before the first one runs: a chain that cannot run
     // to its end should not start.
@@ -173,7 +183,7 @@ pub fn add(list: &NetConfList, t: &Target) -> Result<CniResult, InvokeError> {
             source: Box::new(source),
         })?;
     }
-    let mut prev: Option<CniResult> = None;
+    let mut prev: Option<CniResult> = prev.cloned();
     for (i, plugin) in plugins.iter().enumerate() {
         let mut conf = plugin_conf(list, i);
         if let Some(p) = &prev {
