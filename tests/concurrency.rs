@@ -119,3 +119,93 @@ fn sixty_four_parallel_adds_through_the_reference_plugins() {
 fn sixty_four_parallel_adds_through_the_built_ins() {
     run_parallel(true, "cni-par1");
 }
+
+/// C2 and C3: churn of ADD/DEL cycles from several workers at once, and ADD racing DEL on
+/// the same container (which the spec forbids, but runtimes have done): no crash, every
+/// command answers, and after a final DEL nothing is left.
+#[test]
+fn churn_and_same_container_races_leave_nothing() {
+    enter_node_netns();
+    let w = World::new();
+    sh("ip link add upl0 type bridge && ip link set upl0 up");
+    w.nad(
+        "default",
+        "n1",
+        &w.macvlan_conf("n1", "upl0", "10.89.1.0/24"),
+    );
+    w.pod("default", "p", "n1");
+    let conf = w.plexus_conf(
+        &w.bridge_conf("cluster", "cni-churn", "10.88.81.0/24"),
+        json!({"builtins": true}),
+    );
+    let stdin = serde_json::to_vec(&conf).unwrap();
+    let spawn = |command: &str, cid: &str, netns: &std::path::Path| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", cid)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p")
+            .env("CNI_PATH", w.cni_path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&stdin).unwrap();
+        child
+    };
+    // Churn: 4 pods cycled 30 times, their ADDs and DELs overlapping each other.
+    let pods: Vec<PodNs> = (0..4).map(|_| PodNs::new()).collect();
+    for round in 0..30 {
+        let adds: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| spawn("ADD", &format!("churn{i}-{round}"), &p.path))
+            .collect();
+        for (i, a) in adds.into_iter().enumerate() {
+            let out = a.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round} pod {i}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        let dels: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| spawn("DEL", &format!("churn{i}-{round}"), &p.path))
+            .collect();
+        for d in dels {
+            assert!(d.wait_with_output().unwrap().status.success());
+        }
+    }
+    w.assert_clean(None);
+    for p in &pods {
+        assert_eq!(p.links(), ["lo"]);
+    }
+    // Races on one container: ADD and DEL launched together; either order is possible, both
+    // must answer with a CNI result or error object, and a final DEL cleans up.
+    let pod = &pods[0];
+    for round in 0..20 {
+        let cid = format!("race-{round}");
+        let add = spawn("ADD", &cid, &pod.path);
+        let del = spawn("DEL", &cid, &pod.path);
+        for child in [add, del] {
+            let out = child.wait_with_output().unwrap();
+            if !out.stdout.is_empty() {
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                assert!(out.status.success() || v["code"].is_u64(), "{v}");
+            }
+        }
+        Call::new("DEL", &cid, Some(&pod.path), &w)
+            .pod("default", "p")
+            .run_json(&conf)
+            .ok();
+        assert_eq!(pod.links(), ["lo"], "round {round}");
+    }
+    w.assert_clean(None);
+}
