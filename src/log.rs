@@ -1,5 +1,10 @@
-//! Logging: `logFile`, `logLevel`, `logToStderr` and `logFormat`. Never stdout — stdout is the
-//! CNI result. The log file is created 0600 and opened without following symlinks.
+//! Logging: `logFile`, `logLevel`, `logToStderr`, `logFormat` and `logOptions` (rotation).
+//! Never stdout — stdout is the CNI result. The log file is created 0600 and opened without
+//! following symlinks.
+
+mod rotate;
+
+pub use rotate::LogOptions;
 
 use crate::conf::{LogFormat, PlexusConf};
 use std::fs::OpenOptions;
@@ -23,6 +28,11 @@ fn level(name: &str) -> LevelFilter {
 /// Installs the global subscriber once. A log file that cannot be opened is reported on
 /// stderr and otherwise ignored: logging must never fail a CNI operation.
 pub fn init(conf: &PlexusConf) {
+    if let (Some(p), Some(opts)) = (&conf.log_file, &conf.log_options)
+        && let Err(e) = rotate::rotate(p, opts)
+    {
+        eprintln!("plexus: cannot rotate log file {}: {e}", p.display());
+    }
     let file = conf.log_file.as_ref().and_then(|p| {
         OpenOptions::new()
             .create(true)
@@ -48,12 +58,4 @@ pub fn init(conf: &PlexusConf) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
-}
-
-/// Multus keys Plexus reads but does not act on yet, said once per call so an operator who
-/// relies on them finds out from the log rather than from a surprise.
-pub fn warn_unsupported(conf: &PlexusConf) {
-    if conf.raw.contains_key("logOptions") {
-        tracing::warn!("logOptions (rotation) is not supported: rotate the log file externally");
-    }
 }

@@ -307,3 +307,39 @@ fn json_logs_are_one_object_per_line_and_never_on_stdout() {
     }
     w.assert_clean(Some(&pod));
 }
+
+#[test]
+fn log_options_rotate_a_full_log_on_the_next_call() {
+    enter_node_netns();
+    let w = World::new();
+    let mut conf = setup(&w, "cni-j6", "10.88.36.0/24");
+    let log = w.tmp.path().join("rot.log");
+    std::fs::write(&log, vec![b'x'; (1 << 20) + 10]).unwrap();
+    conf["logFile"] = json!(log.display().to_string());
+    conf["logLevel"] = json!("info");
+    conf["logToStderr"] = json!(false);
+    conf["logOptions"] = json!({"maxSize": 1, "maxBackups": 1, "compress": true});
+    let pod = PodNs::new();
+    let add = Call::new("ADD", "c-rot", Some(&pod.path), &w).pod("default", "p");
+    add.run_json(&conf).ok();
+    let backups: Vec<String> = std::fs::read_dir(w.tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("rot.log.") && n.ends_with(".gz"))
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    let fresh = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        fresh.contains("attached") && !fresh.contains("xxxx"),
+        "the new log starts empty: {} bytes",
+        fresh.len()
+    );
+    Call {
+        command: "DEL".into(),
+        ..add
+    }
+    .run_json(&conf)
+    .ok();
+    w.assert_clean(Some(&pod));
+}

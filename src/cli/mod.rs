@@ -58,7 +58,6 @@ pub fn cni_main(
         }
     };
     crate::log::init(&conf);
-    crate::log::warn_unsupported(&conf);
     tracing::debug!(
         command = inv.command.as_str(),
         container = inv.container_id(),
@@ -336,7 +335,6 @@ fn exec(args: &ExecArgs) -> Result<(), cni::ErrorObject> {
     };
     let inv = Invocation::from_env(env).map_err(|e| crate::Error::from(e).to_object(""))?;
     crate::log::init(&conf);
-    crate::log::warn_unsupported(&conf);
     let overlay = args.networks.as_ref().map(|n| Overlay {
         inner: None,
         pod: Pod {

@@ -128,6 +128,7 @@ pub struct PlexusConf {
     pub log_level: String,
     pub log_to_stderr: bool,
     pub log_format: LogFormat,
+    pub log_options: Option<crate::log::LogOptions>,
     pub timeout: Duration,
     pub gc_grace: Duration,
     pub result_mode: ResultMode,
@@ -345,6 +346,15 @@ impl PlexusConf {
             log_level,
             log_to_stderr: r.boolean("logToStderr")?.unwrap_or(true),
             log_format,
+            log_options: match raw.get("logOptions") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(crate::log::LogOptions::from_value(v).map_err(|reason| {
+                    ConfError::Invalid {
+                        key: "logOptions",
+                        reason,
+                    }
+                })?),
+            },
             timeout: r.seconds("timeout")?.unwrap_or(DEFAULT_TIMEOUT),
             gc_grace: r
                 .seconds_allow_zero("gcGracePeriod")?
