@@ -1,7 +1,7 @@
 //! `plexus demo`: the main job on the embedded default, with no cluster and no external
 //! plugins. A throwaway node namespace, two pods attached through the built-in delegates and
 //! the manifests store (the example NADs and pods of config/examples, embedded in the
-//! binary), a reachability check across every network, then DEL and proof that nothing is left.
+//! binary), a ping across every network, then DEL and proof that nothing is left.
 
 use super::table;
 use crate::commands::{self, Report};
@@ -215,8 +215,7 @@ fn demo(keep: bool) -> Result<(), DemoError> {
     Ok(())
 }
 
-/// Checks from web to db's address on each network they share: a TCP connection from a
-/// thread in web's namespace to a listener in db's, so the demo needs no `ping` binary.
+/// Pings from web to db's address on each network they share.
 fn ping_every_network(statuses: &[serde_json::Value]) -> Result<usize, DemoError> {
     let entries = |v: &serde_json::Value| -> Vec<(String, Vec<String>)> {
         v.as_array()
@@ -239,7 +238,7 @@ fn ping_every_network(statuses: &[serde_json::Value]) -> Result<usize, DemoError
         _ => return Ok(0),
     };
     let mut failures = 0;
-    println!("== from web to db on every network they share (TCP connect)");
+    println!("== ping from web to db on every network they share");
     for (network, _) in &web {
         let Some((_, db_ips)) = db.iter().find(|(n, _)| n == network) else {
             continue;
@@ -251,8 +250,7 @@ fn ping_every_network(statuses: &[serde_json::Value]) -> Result<usize, DemoError
             continue;
         };
         let from = PathBuf::from(format!("/run/netns/{}", pod_ns("web")));
-        let to = PathBuf::from(format!("/run/netns/{}", pod_ns("db")));
-        let ok = reaches(&from, &to, target);
+        let ok = reaches(&from, target);
         println!(
             "   {network:<18} {target:<14} {}",
             if ok { "ok" } else { "FAILED" }
@@ -264,56 +262,76 @@ fn ping_every_network(statuses: &[serde_json::Value]) -> Result<usize, DemoError
     Ok(failures)
 }
 
-/// A listener on `target` in netns `to`, a connection to it from netns `from`, both on
-/// threads of their own (a thread's `setns` affects only that thread).
-fn reaches(from: &Path, to: &Path, target: std::net::IpAddr) -> bool {
-    use std::net::{SocketAddr, TcpListener, TcpStream};
-    use std::time::{Duration, Instant};
-    let enter = |path: &Path| -> bool {
-        std::fs::File::open(path)
-            .ok()
-            .and_then(|f| nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).ok())
-            .is_some()
-    };
-    let (port_tx, port_rx) = std::sync::mpsc::channel::<u16>();
-    let to = to.to_path_buf();
-    let listener = std::thread::spawn(move || -> bool {
-        if !enter(&to) {
-            return false;
-        }
-        let Ok(l) = TcpListener::bind(SocketAddr::new(target, 0)) else {
-            return false;
-        };
-        let Ok(port) = l.local_addr().map(|a| a.port()) else {
-            return false;
-        };
-        let _ = port_tx.send(port);
-        if l.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if l.accept().is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
-    });
-    let Ok(port) = port_rx.recv_timeout(Duration::from_secs(3)) else {
-        let _ = listener.join();
+/// An ICMP echo from a thread in netns `from` to `target` (a raw socket: the demo runs as
+/// root), so the demo needs no `ping` binary. True when the matching reply comes back.
+fn reaches(from: &Path, target: std::net::IpAddr) -> bool {
+    let std::net::IpAddr::V4(target) = target else {
         return false;
     };
     let from = from.to_path_buf();
-    let connected = std::thread::spawn(move || {
-        enter(&from)
-            && TcpStream::connect_timeout(&SocketAddr::new(target, port), Duration::from_secs(2))
-                .is_ok()
-    })
-    .join()
-    .unwrap_or(false);
-    let accepted = listener.join().unwrap_or(false);
-    connected && accepted
+    std::thread::spawn(move || icmp_echo(&from, target).unwrap_or(false))
+        .join()
+        .unwrap_or(false)
+}
+
+fn icmp_echo(netns: &Path, target: std::net::Ipv4Addr) -> nix::Result<bool> {
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, recvfrom, sendto,
+        setsockopt, socket, sockopt,
+    };
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(netns).map_err(|_| nix::errno::Errno::ENOENT)?;
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::Icmp,
+    )?;
+    setsockopt(
+        &sock,
+        sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(1, 0),
+    )?;
+    let id = (std::process::id() & 0xffff) as u16;
+    let mut packet = [0u8; 16];
+    packet[0] = 8; // echo request
+    packet[4..6].copy_from_slice(&id.to_be_bytes());
+    packet[6..8].copy_from_slice(&1u16.to_be_bytes());
+    packet[8..16].copy_from_slice(b"plexus!!");
+    let sum = checksum(&packet);
+    packet[2..4].copy_from_slice(&sum.to_be_bytes());
+    let dest = SockaddrIn::from(std::net::SocketAddrV4::new(target, 0));
+    sendto(sock.as_raw_fd(), &packet, &dest, MsgFlags::empty())?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut buf = [0u8; 1500];
+    while std::time::Instant::now() < deadline {
+        let Ok((n, Some(src))) = recvfrom::<SockaddrIn>(sock.as_raw_fd(), &mut buf) else {
+            continue;
+        };
+        // A raw IPv4 socket hands over the IP header too.
+        let ihl = usize::from(buf[0] & 0x0f) * 4;
+        if n < ihl + 8 || src.ip() != target {
+            continue;
+        }
+        let icmp = &buf[ihl..n];
+        if icmp[0] == 0 && icmp[4..6] == id.to_be_bytes() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The Internet checksum (RFC 1071) of an ICMP message.
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 /// What a clean teardown must not leave: pod links, reservations, journal entries, and the
@@ -365,4 +383,37 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_matches_a_known_echo_request() {
+        // Echo request, id 1, seq 1, no payload: checksum 0xf7fd.
+        let packet = [8u8, 0, 0, 0, 0, 1, 0, 1];
+        assert_eq!(checksum(&packet), 0xf7fd);
+    }
+
+    #[test]
+    fn an_unreachable_address_does_not_answer() {
+        // A fresh namespace whose loopback is down answers nothing, not even 127.0.0.1.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let path = format!(
+                "/proc/{}/task/{}/ns/net",
+                std::process::id(),
+                nix::unistd::gettid()
+            );
+            tx.send(PathBuf::from(path)).unwrap();
+            let _ = stop_rx.recv();
+        });
+        let ns = rx.recv().unwrap();
+        assert!(!reaches(&ns, std::net::Ipv4Addr::LOCALHOST.into()));
+        stop_tx.send(()).unwrap();
+        holder.join().unwrap();
+    }
 }

@@ -171,7 +171,7 @@ enum CliCommand {
     /// Run a CNI operation by hand, through the same code path as the runtime's (cnitool-like).
     Exec(ExecArgs),
     /// As root: two throwaway pods on a throwaway node, attached through the built-in
-    /// delegates and the embedded example manifests; checks reachability, DELs, checks nothing is left.
+    /// delegates and the embedded example manifests; pings, DELs, checks nothing is left.
     Demo {
         /// Leave the namespaces and attachments in place for inspection.
         #[arg(long)]
