@@ -51,11 +51,66 @@ pub fn init(conf: &PlexusConf) {
     };
     let builder = tracing_subscriber::fmt()
         .with_max_level(level(&conf.log_level))
-        .with_writer(writer)
+        .with_writer(OneLine(writer))
         .with_ansi(false)
         .with_target(false);
     let _ = match conf.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// Keeps every event on one line with no terminal control sequences: a delegate's message, a
+/// pod's annotation or a NAD name may carry `\n` or `\x1b`, and a log reader must not be
+/// fooled into seeing two events or a recoloured terminal (reliability matrix S11). The fmt
+/// layer writes each event in one call ending in its newline; everything else that is a
+/// control character is written as `\xNN`.
+struct OneLine(BoxMakeWriter);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for OneLine {
+    type Writer = OneLineWriter<<BoxMakeWriter as tracing_subscriber::fmt::MakeWriter<'a>>::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        OneLineWriter(self.0.make_writer())
+    }
+}
+
+struct OneLineWriter<W>(W);
+
+impl<W: std::io::Write> std::io::Write for OneLineWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+        let mut out = Vec::with_capacity(buf.len() + 8);
+        for &b in body {
+            if (b < 0x20 && b != b'\t') || b == 0x7f {
+                out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+            } else {
+                out.push(b);
+            }
+        }
+        if body.len() != buf.len() {
+            out.push(b'\n');
+        }
+        self.0.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn events_stay_on_one_line_without_control_characters() {
+        let mut out = Vec::new();
+        OneLineWriter(&mut out)
+            .write_all(b"msg=\"refused\nfake event\x1b[31m\" ok\n")
+            .unwrap();
+        assert_eq!(out, b"msg=\"refused\\x0afake event\\x1b[31m\" ok\n");
+    }
 }

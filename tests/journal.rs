@@ -343,3 +343,42 @@ fn log_options_rotate_a_full_log_on_the_next_call() {
     .ok();
     w.assert_clean(Some(&pod));
 }
+
+#[test]
+fn a_delegates_control_characters_never_split_or_colour_a_log_line() {
+    enter_node_netns();
+    let w = World::new();
+    let mut conf = setup(&w, "cni-j7", "10.88.37.0/24");
+    // The delegate's error message carries a newline and an ANSI escape.
+    w.script(
+        "sneaky",
+        r#"[ "$CNI_COMMAND" = DEL ] && exit 0
+printf '{"code":7,"msg":"refused\\nFAKE ERROR line\\u001b[31m"}'; exit 1"#,
+    );
+    w.nad(
+        "default",
+        "sn",
+        &json!({"cniVersion": "1.0.0", "name": "sn", "type": "sneaky"}),
+    );
+    w.pod("default", "s", "sn");
+    let log = w.tmp.path().join("text.log");
+    conf["logFile"] = json!(log.display().to_string());
+    conf["logToStderr"] = json!(false);
+    let pod = PodNs::new();
+    Call::new("ADD", "c-sneaky", Some(&pod.path), &w)
+        .pod("default", "s")
+        .run_json(&conf)
+        .err(100);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains('\u{1b}'), "raw escape in the log: {text:?}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("refused"))
+        .expect("the failure is logged");
+    assert!(
+        line.contains("FAKE ERROR line"),
+        "the message stays on its event's line: {text}"
+    );
+    assert!(!text.lines().any(|l| l.starts_with("FAKE")), "{text}");
+    w.assert_clean(Some(&pod));
+}
