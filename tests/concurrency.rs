@@ -32,27 +32,7 @@ fn run_parallel(builtins: bool, bridge: &str) {
         .collect();
     let stdin = serde_json::to_vec(&conf).unwrap();
     // Spawn all at once from this thread (children start in its netns, the node's).
-    let children: Vec<std::process::Child> = calls
-        .iter()
-        .map(|c| {
-            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_plexus"));
-            cmd.env_clear()
-                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-                .env("CNI_COMMAND", "ADD")
-                .env("CNI_CONTAINERID", &c.container_id)
-                .env("CNI_NETNS", c.netns.as_ref().unwrap())
-                .env("CNI_IFNAME", "eth0")
-                .env("CNI_ARGS", &c.args)
-                .env("CNI_PATH", &c.path)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null());
-            let mut child = cmd.spawn().unwrap();
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(&stdin).unwrap();
-            child
-        })
-        .collect();
+    let children: Vec<std::process::Child> = calls.iter().map(|c| c.spawn(&stdin)).collect();
     let mut ok = Vec::new();
     for (i, child) in children.into_iter().enumerate() {
         let out = child.wait_with_output().unwrap();
@@ -140,23 +120,9 @@ fn churn_and_same_container_races_leave_nothing() {
     );
     let stdin = serde_json::to_vec(&conf).unwrap();
     let spawn = |command: &str, cid: &str, netns: &std::path::Path| {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", cid)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p")
-            .env("CNI_PATH", w.cni_path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(&stdin).unwrap();
-        child
+        let mut c = Call::new(command, cid, Some(netns), &w).pod("default", "p");
+        c.command = command.into();
+        c.spawn(&stdin)
     };
     // Churn: 4 pods cycled 30 times, their ADDs and DELs overlapping each other.
     let pods: Vec<PodNs> = (0..4).map(|_| PodNs::new()).collect();

@@ -167,27 +167,9 @@ sleep 1000"#,
     let mut c = conf(&w, bridge, 60);
     c["builtins"] = json!(builtins);
     // Spawned from this thread, so plexus runs in the node netns.
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_plexus"));
-    cmd.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", "c-kill2")
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_NETNS", &pod.path)
-        .env("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p")
-        .env("CNI_PATH", w.cni_path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(&serde_json::to_vec(&c).unwrap())
-            .unwrap();
-    }
+    let mut child = Call::new("ADD", "c-kill2", Some(&pod.path), &w)
+        .pod("default", "p")
+        .spawn(&serde_json::to_vec(&c).unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ready.exists() {
         assert!(Instant::now() < deadline, "stand-in never started");

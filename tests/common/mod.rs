@@ -400,7 +400,10 @@ impl Call {
         self
     }
 
-    pub fn run(&self, stdin: &[u8]) -> Run {
+    /// Starts plexus with this call's environment and `stdin`, without waiting: for tests
+    /// that run many at once or kill one midway. Spawned from the calling thread, so plexus
+    /// runs in that thread's netns (the node's).
+    pub fn spawn(&self, stdin: &[u8]) -> std::process::Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_plexus"));
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -426,7 +429,11 @@ impl Call {
             let mut stdin_pipe = child.stdin.take().expect("stdin");
             let _ = stdin_pipe.write_all(stdin);
         }
-        let out = child.wait_with_output().expect("wait plexus");
+        child
+    }
+
+    pub fn run(&self, stdin: &[u8]) -> Run {
+        let out = self.spawn(stdin).wait_with_output().expect("wait plexus");
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
