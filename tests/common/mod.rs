@@ -181,10 +181,22 @@ impl World {
     }
 
     /// A stand-in delegate: a shell script in this world's bin dir.
+    ///
+    /// Written by a child process: a file this test process holds open for writing would be
+    /// inherited by any child another test thread forks at that moment, and exec'ing the
+    /// script then fails with ETXTBSY until that child execs. Replaced by rename, so a
+    /// script swapped mid-test never runs half-written.
     pub fn script(&self, name: &str, body: &str) {
         let p = self.bin.join(name);
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tmp = self.bin.join(format!(".{name}.new"));
+        let status = Command::new("sh")
+            .args(["-c", "printf '#!/bin/sh\\n%s\\n' \"$1\" > \"$2\" && chmod 0755 \"$2\" && mv -f \"$2\" \"$3\"", "sh"])
+            .arg(body)
+            .arg(&tmp)
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(status.success(), "write stand-in {name}");
     }
 
     pub fn manifest(&self, file: &str, yaml: &str) {
