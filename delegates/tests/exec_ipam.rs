@@ -24,22 +24,8 @@ fn plugin_dir(plugins: &[(&str, &str)]) -> TempDir {
     dir
 }
 
-/// Written by a child process: a file this test process holds open for writing would be
-/// inherited by any child another test thread forks at that moment, and exec'ing the
-/// plugin then fails with ETXTBSY until that child execs.
 fn write_plugin(dir: &Path, name: &str, body: &str) {
-    let path = dir.join(name);
-    let status = std::process::Command::new("sh")
-        .args([
-            "-c",
-            "printf '#!/bin/sh\\n%s\\n' \"$1\" > \"$2\" && chmod 0755 \"$2\"",
-            "sh",
-        ])
-        .arg(body)
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::write_executable(&dir.join(name), &format!("#!/bin/sh\n{body}\n"));
 }
 
 fn ipam(dir: &Path, timeout: Duration) -> ExecIpam {

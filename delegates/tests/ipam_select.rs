@@ -74,9 +74,7 @@ fn recording_plugins() -> tempfile::TempDir {
              printf '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.90.0.9/24\"}}]}}'\n",
             log = dir.path().join("calls").display()
         );
-        std::fs::write(&path, body).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        common::write_executable(&path, &body);
     }
     dir
 }

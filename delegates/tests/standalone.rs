@@ -288,16 +288,14 @@ fn builtin_ipam_runs_in_process_and_other_types_by_exec() {
     let plugins = tempfile::tempdir().unwrap();
     let log = plugins.path().join("calls");
     let fake = plugins.path().join("fake-ipam");
-    std::fs::write(
+    common::write_executable(
         &fake,
-        format!(
+        &format!(
             "#!/bin/sh\necho $CNI_COMMAND >> {}\n\
              printf '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.85.0.9/24\"}}]}}'\n",
             log.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     let plugin_path = plugins.path().to_str().unwrap();
     node.enter(|| {
         let at = |command| Call {

@@ -198,3 +198,21 @@ pub fn reservations(data_dir: &Path, network: &str) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Writes an executable (a stand-in plugin) from a child process: a file this test process
+/// held open for writing would be inherited by any child another test thread forks at that
+/// moment, and exec'ing it would then fail with ETXTBSY until that child execs.
+#[allow(dead_code)]
+pub fn write_executable(path: &std::path::Path, contents: &str) {
+    let status = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "printf '%s' \"$1\" > \"$2\" && chmod 0755 \"$2\"",
+            "sh",
+        ])
+        .arg(contents)
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "write {}", path.display());
+}
