@@ -8,9 +8,9 @@ use crate::masq;
 use crate::netns::NetNs;
 use crate::request::Request;
 pub use crate::veth::host_veth_name;
-use crate::veth::{PodVeth, create_pod_veth};
+use crate::veth::{BridgedPort, PodVeth, configure_bridged, create_pod_veth};
 use cni::CniResult;
-use cni::result::{Interface, Route};
+use cni::result::Route;
 use ipnet::IpNet;
 use nix::libc::EEXIST;
 use rtnetlink::packet_route::link::BridgeVlanInfoFlags;
@@ -183,28 +183,15 @@ fn setup(
         if let Some(vid) = conf.vlan {
             set_port_vlan(&host, hidx, &host_name, vid).await?;
         }
-        let pod_link = link::require(&pod, ifname, "read the container interface").await?;
-        link::configure(&pod, pod_link.header.index, ifname, &to_configure).await?;
-        // The bridge's MAC may change as ports join; read it last.
-        let br_now = link::require(&host, conf.bridge, "read the bridge").await?;
-        Ok::<_, DelegateError>([
-            Interface {
-                name: conf.bridge.to_string(),
-                mac: link::mac(&br_now),
-                ..Default::default()
-            },
-            Interface {
-                name: host_name.clone(),
-                mac: link::mac(&host_link),
-                ..Default::default()
-            },
-            Interface {
-                name: ifname.to_string(),
-                mac: link::mac(&pod_link),
-                sandbox: Some(netns.path().display().to_string()),
-                ..Default::default()
-            },
-        ])
+        let port = BridgedPort {
+            bridge: conf.bridge,
+            host_name: &host_name,
+            host_link: &host_link,
+            ifname,
+            sandbox: netns.path().display().to_string(),
+            mtu: None,
+        };
+        configure_bridged(&host, &pod, port, &to_configure).await
     })??;
     if conf.is_gateway {
         enable_forwarding(&result.ips)?;
@@ -212,7 +199,7 @@ fn setup(
     if conf.ip_masq {
         masq::add(conf.network, req.container_id, req.ifname, &result.ips)?;
     }
-    result.interfaces = interfaces.to_vec();
+    result.interfaces = interfaces;
     for ip in &mut result.ips {
         ip.interface = Some(2);
     }

@@ -3,7 +3,10 @@
 
 use crate::error::{DelegateError, errno};
 use crate::link;
+use cni::CniResult;
+use cni::result::Interface;
 use nix::libc::EEXIST;
+use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
@@ -55,6 +58,49 @@ pub(crate) async fn create_pod_veth(host: &Handle, v: &PodVeth<'_>) -> Result<()
         };
         DelegateError::netlink(step, e)
     })
+}
+
+/// A pod's veth once it hangs off its bridge: what the result reports about it.
+pub(crate) struct BridgedPort<'a> {
+    pub bridge: &'a str,
+    pub host_name: &'a str,
+    pub host_link: &'a LinkMessage,
+    pub ifname: &'a str,
+    pub sandbox: String,
+    pub mtu: Option<u32>,
+}
+
+/// Puts the IPAM result on the pod end, then reports the bridge, the host end and the pod
+/// end, in that order (the reference bridge plugin's). The bridge's MAC may change as ports
+/// join, so it is read last.
+pub(crate) async fn configure_bridged(
+    host: &Handle,
+    pod: &Handle,
+    port: BridgedPort<'_>,
+    result: &CniResult,
+) -> Result<Vec<Interface>, DelegateError> {
+    let pod_link = link::require(pod, port.ifname, "read the container interface").await?;
+    link::configure(pod, pod_link.header.index, port.ifname, result).await?;
+    let bridge = link::require(host, port.bridge, "read the bridge").await?;
+    Ok(vec![
+        Interface {
+            name: port.bridge.to_string(),
+            mac: link::mac(&bridge),
+            ..Default::default()
+        },
+        Interface {
+            name: port.host_name.to_string(),
+            mac: link::mac(port.host_link),
+            ..Default::default()
+        },
+        Interface {
+            name: port.ifname.to_string(),
+            mac: link::mac(&pod_link),
+            mtu: port.mtu,
+            sandbox: Some(port.sandbox),
+            ..Default::default()
+        },
+    ])
 }
 
 #[cfg(test)]

@@ -15,9 +15,8 @@ use crate::error::{DelegateError, errno};
 use crate::link;
 use crate::netns::NetNs;
 use crate::request::Request;
-use crate::veth::{PodVeth, create_pod_veth, host_veth_name};
+use crate::veth::{BridgedPort, PodVeth, configure_bridged, create_pod_veth, host_veth_name};
 use cni::CniResult;
-use cni::result::Interface;
 use futures::{StreamExt, TryStreamExt};
 use nix::libc::EEXIST;
 use rtnetlink::packet_core::{
@@ -170,28 +169,15 @@ pub fn add(req: &Request) -> Result<CniResult, DelegateError> {
             )
             .await?;
             let host_link = link::require(&host, hn, "read the host veth").await?;
-            let pod_link = link::require(&pod, ifname, "read the container interface").await?;
-            link::configure(&pod, pod_link.header.index, ifname, &to_configure).await?;
-            let br_now = link::require(&host, &c.bridge, "read the bridge").await?;
-            Ok::<_, DelegateError>(vec![
-                Interface {
-                    name: c.bridge.clone(),
-                    mac: link::mac(&br_now),
-                    ..Default::default()
-                },
-                Interface {
-                    name: hn.to_string(),
-                    mac: link::mac(&host_link),
-                    ..Default::default()
-                },
-                Interface {
-                    name: ifname.to_string(),
-                    mac: link::mac(&pod_link),
-                    mtu: Some(mtu),
-                    sandbox: Some(sandbox),
-                    ..Default::default()
-                },
-            ])
+            let port = BridgedPort {
+                bridge: &c.bridge,
+                host_name: hn,
+                host_link: &host_link,
+                ifname,
+                sandbox,
+                mtu: Some(mtu),
+            };
+            configure_bridged(&host, &pod, port, &to_configure).await
         }
         .await;
         if outcome.is_err() {
