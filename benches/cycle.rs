@@ -60,12 +60,7 @@ fn plexus_cycle(w: &World, conf: &Value, n: usize, cid: &str) -> Duration {
     let add = Call::new("ADD", cid, Some(&pod.path), w).pod("default", &format!("p{n}"));
     let started = Instant::now();
     add.run_json(conf).ok();
-    Call {
-        command: "DEL".into(),
-        ..add
-    }
-    .run_json(conf)
-    .ok();
+    add.with("DEL").run_json(conf).ok();
     started.elapsed()
 }
 

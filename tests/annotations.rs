@@ -82,12 +82,7 @@ fn default_network_annotation_replaces_the_cluster_network() {
     // eth0 comes from kube-system/alt, not the conf's cluster network.
     assert_eq!(ips(&r), ["10.87.0.2/24"]);
     assert_eq!(pod.links(), ["eth0", "lo", "net1"]);
-    Call {
-        command: "DEL".into(),
-        ..call
-    }
-    .run_json(&conf)
-    .ok();
+    call.with("DEL").run_json(&conf).ok();
     w.assert_clean(Some(&pod));
 }
 
@@ -135,12 +130,7 @@ fn namespace_isolation_applies_to_every_reference_path() {
     let call = Call::new("ADD", "c-iso-ok", Some(&pod.path), &w).pod("team-a", "ok");
     call.run_json(&conf).ok();
     assert_eq!(pod.links(), ["eth0", "lo", "net1", "net2"]);
-    Call {
-        command: "DEL".into(),
-        ..call
-    }
-    .run_json(&conf)
-    .ok();
+    call.with("DEL").run_json(&conf).ok();
     w.assert_clean(Some(&pod));
 }
 
@@ -154,22 +144,12 @@ fn default_networks_skip_system_namespaces_compared_by_namespace() {
     let call = Call::new("ADD", "c-sys", Some(&pod.path), &w).pod("kube-system", "coredns");
     call.run_json(&conf).ok();
     assert_eq!(pod.links(), ["eth0", "lo"]);
-    Call {
-        command: "DEL".into(),
-        ..call
-    }
-    .run_json(&conf)
-    .ok();
+    call.with("DEL").run_json(&conf).ok();
     // ...and a pod *named* kube-system elsewhere does get them (Multus #1205).
     let call = Call::new("ADD", "c-sys2", Some(&pod.path), &w).pod("default", "kube-system");
     call.run_json(&conf).ok();
     assert_eq!(pod.links(), ["eth0", "lo", "net1"]);
-    Call {
-        command: "DEL".into(),
-        ..call
-    }
-    .run_json(&conf)
-    .ok();
+    call.with("DEL").run_json(&conf).ok();
     w.assert_clean(Some(&pod));
 }
 
@@ -206,12 +186,7 @@ fn empty_spec_nads_read_conf_dir_only_when_the_conf_opts_in() {
     conf["nadConfFromConfDir"] = json!(true);
     call.run_json(&conf).ok();
     assert_eq!(pod.addrs("net1"), ["10.89.4.2/24"]);
-    Call {
-        command: "DEL".into(),
-        ..call
-    }
-    .run_json(&conf)
-    .ok();
+    call.with("DEL").run_json(&conf).ok();
     w.assert_clean(Some(&pod));
 }
 
@@ -230,12 +205,7 @@ fn a_pod_missing_from_the_folder_gets_the_cluster_network_only() {
         ["eth0", "lo", "net1"],
         "cluster + defaultNetworks"
     );
-    Call {
-        command: "DEL".into(),
-        ..call
-    }
-    .run_json(&conf)
-    .ok();
+    call.with("DEL").run_json(&conf).ok();
     w.assert_clean(Some(&pod));
 }
 
@@ -274,18 +244,8 @@ fn default_route_moves_the_pods_default_gateway() {
         .filter(|rt| rt["dst"] == "0.0.0.0/0")
         .collect();
     assert_eq!(defaults, [&json!({"dst": "0.0.0.0/0", "gw": "10.89.1.1"})]);
-    Call {
-        command: "CHECK".into(),
-        ..call.clone()
-    }
-    .run_json(&conf)
-    .ok();
-    Call {
-        command: "DEL".into(),
-        ..call
-    }
-    .run_json(&conf)
-    .ok();
+    call.with("CHECK").run_json(&conf).ok();
+    call.with("DEL").run_json(&conf).ok();
     w.assert_clean(Some(&pod));
 }
 
@@ -339,11 +299,6 @@ fn device_plugin_resources_reach_the_delegate_and_the_status() {
         status["device-info"],
         json!({"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:18:02.5"}})
     );
-    Call {
-        command: "DEL".into(),
-        ..call
-    }
-    .run_json(&conf)
-    .ok();
+    call.with("DEL").run_json(&conf).ok();
     w.assert_clean(Some(&pod));
 }

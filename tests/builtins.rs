@@ -123,12 +123,7 @@ fn built_ins_give_what_the_reference_plugins_give() {
             routes(&pod),
             result,
         ));
-        Call {
-            command: "DEL".into(),
-            ..c
-        }
-        .run_json(&conf)
-        .ok();
+        c.with("DEL").run_json(&conf).ok();
         w.assert_clean(Some(&pod));
         // host-local goes round-robin from its last reservation: start the next run afresh.
         std::fs::remove_dir_all(&w.ipam_dir).unwrap();
@@ -228,11 +223,6 @@ fn the_reference_binary_runs_when_a_type_is_opted_out() {
     let c = Call::new("ADD", "c-opt2", Some(&pod.path), &w).pod("default", "p");
     c.run_json(&conf).ok();
     assert_eq!(pod.links(), ["eth0", "lo", "net1"]);
-    Call {
-        command: "DEL".into(),
-        ..c
-    }
-    .run_json(&conf)
-    .ok();
+    c.with("DEL").run_json(&conf).ok();
     w.assert_clean(Some(&pod));
 }

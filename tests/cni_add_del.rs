@@ -146,12 +146,7 @@ fn merged_result_mode_reports_every_attachment_in_the_requested_version() {
             version < "1.0.0",
             "ips[].version exists only before 1.0.0"
         );
-        Call {
-            command: "DEL".into(),
-            ..call
-        }
-        .run_json(&conf)
-        .ok();
+        call.with("DEL").run_json(&conf).ok();
         w.assert_clean(Some(&pod));
     }
 }
@@ -255,12 +250,7 @@ fn duplicate_add_is_refused_before_any_side_effect() {
     )
     .unwrap();
     assert_eq!(entry, after, "journal entry unchanged");
-    Call {
-        command: "DEL".into(),
-        ..call
-    }
-    .run_json(&conf)
-    .ok();
+    call.with("DEL").run_json(&conf).ok();
     w.assert_clean(Some(&pod));
 }
 
@@ -281,29 +271,15 @@ fn check_reports_drift_and_unknown_containers() {
 
     let call = Call::new("ADD", "c-drift", Some(&pod.path), &w).pod("default", "drift");
     call.run_json(&conf).ok();
-    Call {
-        command: "CHECK".into(),
-        ..call.clone()
-    }
-    .run_json(&conf)
-    .ok();
+    call.with("CHECK").run_json(&conf).ok();
     pod.exec("ip link del net1");
-    let drift = Call {
-        command: "CHECK".into(),
-        ..call.clone()
-    }
-    .run_json(&conf);
+    let drift = call.with("CHECK").run_json(&conf);
     let e = drift.err(100);
     assert!(
         e["msg"].as_str().unwrap().contains("default/macvlan-a"),
         "{e}"
     );
-    Call {
-        command: "DEL".into(),
-        ..call
-    }
-    .run_json(&conf)
-    .ok();
+    call.with("DEL").run_json(&conf).ok();
     w.assert_clean(Some(&pod));
 }
 
@@ -325,18 +301,8 @@ fn check_skips_delegates_older_than_0_4_0() {
     call.run_json(&conf).ok();
     // Drift on the 0.3.1 network goes unnoticed: it has no CHECK to ask.
     pod.exec("ip addr flush dev net1");
-    Call {
-        command: "CHECK".into(),
-        ..call.clone()
-    }
-    .run_json(&conf)
-    .ok();
-    Call {
-        command: "DEL".into(),
-        ..call
-    }
-    .run_json(&conf)
-    .ok();
+    call.with("CHECK").run_json(&conf).ok();
+    call.with("DEL").run_json(&conf).ok();
     w.assert_clean(Some(&pod));
 }
 
@@ -530,12 +496,7 @@ fi"#,
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["cluster"], "the chain is no network of its own");
-    Call {
-        command: "DEL".into(),
-        ..call.clone()
-    }
-    .run_json(&conf)
-    .ok();
+    call.with("DEL").run_json(&conf).ok();
     assert_eq!(
         std::fs::read_to_string(&log).unwrap(),
         "ADD eth0\nDEL eth0\n"

@@ -77,12 +77,7 @@ fn run_parallel(builtins: bool, bridge: &str) {
         .count();
     assert_eq!(journal_entries, 61, "only successful ADDs stay journaled");
     for c in &calls {
-        Call {
-            command: "DEL".into(),
-            ..c.clone()
-        }
-        .run_json(&conf)
-        .ok();
+        c.with("DEL").run_json(&conf).ok();
     }
     w.assert_clean(None);
     for p in &pods {
@@ -120,9 +115,9 @@ fn churn_and_same_container_races_leave_nothing() {
     );
     let stdin = serde_json::to_vec(&conf).unwrap();
     let spawn = |command: &str, cid: &str, netns: &std::path::Path| {
-        let mut c = Call::new(command, cid, Some(netns), &w).pod("default", "p");
-        c.command = command.into();
-        c.spawn(&stdin)
+        Call::new(command, cid, Some(netns), &w)
+            .pod("default", "p")
+            .spawn(&stdin)
     };
     // Churn: 4 pods cycled 30 times, their ADDs and DELs overlapping each other.
     let pods: Vec<PodNs> = (0..4).map(|_| PodNs::new()).collect();

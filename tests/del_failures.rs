@@ -73,10 +73,7 @@ fn d7_a_failing_delegate_del_is_retried_alone() {
     let pod = PodNs::new();
     let call = Call::new("ADD", "c-d7", Some(&pod.path), &w).pod("default", "p");
     call.run_json(&conf).ok();
-    let del = Call {
-        command: "DEL".into(),
-        ..call
-    };
+    let del = call.with("DEL");
     let e = del.run_json(&conf).err(100);
     assert!(e["msg"].as_str().unwrap().contains("default/fl"), "{e}");
     assert!(
@@ -129,10 +126,7 @@ fn d8_a_del_that_keeps_failing_ends_as_a_tombstone_that_gc_retries() {
     let pod = PodNs::new();
     let call = Call::new("ADD", "c-d8", Some(&pod.path), &w).pod("default", "p");
     call.run_json(&conf).ok();
-    let del = Call {
-        command: "DEL".into(),
-        ..call.clone()
-    };
+    let del = call.with("DEL");
     del.run_json(&conf).err(100);
     // The second failure reaches delAttempts: the runtime gets success, the entry stays.
     del.run_json(&conf).ok();

@@ -52,12 +52,7 @@ fn a_corrupt_entry_is_quarantined_and_del_still_releases_everything() {
         std::fs::write(entry_file(&w), garbage).unwrap();
         // An ADD for the same container stays refused while the entry is unreadable.
         call.run_json(&conf).err(7);
-        Call {
-            command: "DEL".into(),
-            ..call.clone()
-        }
-        .run_json(&conf)
-        .ok();
+        call.with("DEL").run_json(&conf).ok();
         assert_eq!(
             w.reservations(),
             Vec::<String>::new(),
@@ -76,12 +71,7 @@ fn a_corrupt_entry_is_quarantined_and_del_still_releases_everything() {
         assert_eq!(quarantined, i + 1);
         // The pod can be set up again afterwards.
         call.run_json(&conf).ok();
-        Call {
-            command: "DEL".into(),
-            ..call
-        }
-        .run_json(&conf)
-        .ok();
+        call.with("DEL").run_json(&conf).ok();
     }
 }
 
@@ -96,18 +86,8 @@ fn leftover_temp_files_do_not_disturb_the_entry() {
     let entry = entry_file(&w);
     let tmp = std::path::PathBuf::from(format!("{}.tmp.99999", entry.display()));
     std::fs::write(&tmp, "half-written by a crashed plexus").unwrap();
-    Call {
-        command: "CHECK".into(),
-        ..call.clone()
-    }
-    .run_json(&conf)
-    .ok();
-    Call {
-        command: "DEL".into(),
-        ..call
-    }
-    .run_json(&conf)
-    .ok();
+    call.with("CHECK").run_json(&conf).ok();
+    call.with("DEL").run_json(&conf).ok();
     assert_eq!(w.reservations(), Vec::<String>::new());
     // GC sweeps stale temp files.
     let mut gc = conf.clone();
@@ -289,12 +269,7 @@ fn json_logs_are_one_object_per_line_and_never_on_stdout() {
     r.ok();
     assert_eq!(r.json()["cniVersion"], "1.1.0", "stdout is only the result");
     assert_eq!(r.stderr, "", "logToStderr false keeps stderr quiet");
-    Call {
-        command: "DEL".into(),
-        ..add
-    }
-    .run_json(&conf)
-    .ok();
+    add.with("DEL").run_json(&conf).ok();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.lines().count() >= 3, "{text}");
     for line in text.lines() {
@@ -335,12 +310,7 @@ fn log_options_rotate_a_full_log_on_the_next_call() {
         "the new log starts empty: {} bytes",
         fresh.len()
     );
-    Call {
-        command: "DEL".into(),
-        ..add
-    }
-    .run_json(&conf)
-    .ok();
+    add.with("DEL").run_json(&conf).ok();
     w.assert_clean(Some(&pod));
 }
 

@@ -109,12 +109,7 @@ fn s7_isolation_refuses_every_path_before_any_nad_request() {
     let ok = n.call("c-s7-ok", &pod, "team-a", "ok");
     ok.run_json(&conf).ok();
     assert_eq!(pod.links(), ["eth0", "lo", "net1"]);
-    Call {
-        command: "DEL".into(),
-        ..ok
-    }
-    .run_json(&conf)
-    .ok();
+    ok.with("DEL").run_json(&conf).ok();
     n.w.assert_clean(Some(&pod));
 }
 

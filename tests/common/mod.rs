@@ -407,6 +407,14 @@ impl Call {
         }
     }
 
+    /// The same call with another CNI command (the DEL or CHECK that follows an ADD).
+    pub fn with(&self, command: &str) -> Call {
+        Call {
+            command: command.into(),
+            ..self.clone()
+        }
+    }
+
     pub fn pod(mut self, ns: &str, name: &str) -> Call {
         self.args = format!("IgnoreUnknown=true;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}");
         self
