@@ -154,16 +154,29 @@ pub fn resolve(
         },
     };
 
-    // Namespaces compared, not pod names (Multus #1205 compares the name).
+    // Every inline delegate after the first follows the cluster network, in every namespace
+    // (Multus attaches all of `delegates`); then `defaultNetworks`, except in system
+    // namespaces — compared by namespace, not pod name (Multus #1205 compares the name).
+    let mut defaults: Vec<ResolvedNetwork> = conf
+        .extra_delegates
+        .iter()
+        .enumerate()
+        .map(|(i, m)| ResolvedNetwork {
+            key: m
+                .get("name")
+                .and_then(Value::as_str)
+                .map_or_else(|| format!("delegates-{}", i + 1), str::to_string),
+            config: m.clone(),
+            selection: None,
+            device_id: None,
+        })
+        .collect();
     let system = conf.system_namespaces.iter().any(|n| n == namespace);
-    let defaults = if system {
-        Vec::new()
-    } else {
-        conf.default_networks
-            .iter()
-            .map(|d| network_by_reference(conf, store, d))
-            .collect::<Result<Vec<_>, _>>()?
-    };
+    if !system {
+        for d in &conf.default_networks {
+            defaults.push(network_by_reference(conf, store, d)?);
+        }
+    }
 
     let mut secondaries = Vec::new();
     if let (Some(p), Some(s)) = (&pod, store)
