@@ -245,7 +245,9 @@ impl PlexusConf {
 
         let runtime_config = match raw.get("runtimeConfig") {
             None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(m)) => m.clone(),
+            // Go runtimes spell the values' fields as Go field names (`HostPort`,
+            // `IngressRate`, `Servers`); delegates get the conventions' spelling.
+            Some(Value::Object(m)) => cni::capability::canonical_map(m),
             Some(_) => {
                 return Err(ConfError::Invalid {
                     key: "runtimeConfig",
