@@ -102,3 +102,110 @@ fn go_spelled_ip_ranges_are_honoured_in_process_and_by_the_reference() {
         w.assert_clean(Some(&pod));
     }
 }
+
+const POD_ANNOTATIONS: &str = "io.kubernetes.cri.pod-annotations";
+const UID: &str = "0b1e4a1c-3f5d-4c1e-9a7b-2d6f8e9a0b1c";
+
+fn with_pod_annotations(conf: &mut Value, annotations: Value) {
+    conf["capabilities"] = json!({ POD_ANNOTATIONS: true });
+    conf["runtimeConfig"] = json!({ POD_ANNOTATIONS: annotations });
+}
+
+/// With the manifests store, a pod the folder does not describe still gets the networks its
+/// annotations (passed by the runtime) ask for.
+#[test]
+fn a_pod_missing_from_the_manifests_folder_gets_its_networks_from_the_runtime() {
+    enter_node_netns();
+    sh("ip link add upl0 type bridge && ip link set upl0 up");
+    let w = World::new();
+    w.nad(
+        "default",
+        "blue",
+        &w.macvlan_conf("blue", "upl0", "10.94.1.0/24"),
+    );
+    let mut conf = w.plexus_conf(
+        &w.bridge_conf("cluster", "pabr0", "10.94.0.0/24"),
+        json!({}),
+    );
+    with_pod_annotations(
+        &mut conf,
+        json!({"k8s.v1.cni.cncf.io/networks": "blue", "other": "x"}),
+    );
+    let pod = PodNs::new();
+    let add = Call::new("ADD", "pa1", Some(&pod.path), &w).pod("default", "not-in-folder");
+    add.run_json(&conf).ok();
+    assert_eq!(pod.links(), ["eth0", "lo", "net1"]);
+    assert!(pod.addrs("net1")[0].starts_with("10.94.1."));
+    add.with("DEL").run_json(&conf).ok();
+    w.assert_clean(Some(&pod));
+}
+
+/// With the API store the runtime's copy of the annotations says which networks; the pod is
+/// still read from the API to check its UID (and to publish network-status).
+#[test]
+fn with_the_api_store_the_runtimes_annotations_choose_the_networks_and_the_uid_is_still_checked() {
+    use common::apiserver::{FakeApi, FakeOptions, Route, nad_object, pod_object};
+    enter_node_netns();
+    sh("ip link add upl0 type bridge && ip link set upl0 up");
+    let w = World::new();
+    let api = FakeApi::start(FakeOptions::default());
+    for (name, subnet) in [("blue", "10.95.1.0/24"), ("green", "10.95.2.0/24")] {
+        api.add_nad(nad_object(
+            "default",
+            name,
+            Some(&w.macvlan_conf(name, "upl0", subnet)),
+        ));
+    }
+    // The API's copy (edited after the sandbox was made) names blue; the runtime's, green.
+    api.add_pod(pod_object(
+        "default",
+        "web",
+        UID,
+        &[("k8s.v1.cni.cncf.io/networks", "blue")],
+    ));
+    let mut conf = w.plexus_conf(
+        &w.bridge_conf("cluster", "pabr1", "10.95.0.0/24"),
+        json!({"kubeconfig": api.kubeconfig(w.tmp.path()).display().to_string()}),
+    );
+    conf.as_object_mut().unwrap().remove("manifests");
+    with_pod_annotations(&mut conf, json!({"k8s.v1.cni.cncf.io/networks": "green"}));
+    let pod = PodNs::new();
+    let mut add = Call::new("ADD", "pa2", Some(&pod.path), &w).pod("default", "web");
+    add.args = format!("{};K8S_POD_UID={UID}", add.args);
+    add.run_json(&conf).ok();
+    assert_eq!(pod.links(), ["eth0", "lo", "net1"]);
+    assert!(pod.addrs("net1")[0].starts_with("10.95.2."), "green");
+    assert_eq!(api.requests_for(Route::GetPod).len(), 1);
+    assert_eq!(api.requests_for(Route::PatchPodStatus).len(), 1);
+    add.with("DEL").run_json(&conf).ok();
+    w.assert_clean(Some(&pod));
+
+    // Another pod of the same name (other UID): refused before anything is attached.
+    let mut stale = Call::new("ADD", "pa3", Some(&pod.path), &w).pod("default", "web");
+    stale.args = format!(
+        "{};K8S_POD_UID=99999999-8888-4777-8666-555555555555",
+        stale.args
+    );
+    stale.run_json(&conf).err(102);
+    // A pod the API server no longer has gets nothing, whatever the runtime passed.
+    api.delete_pod("default", "web");
+    add.run_json(&conf).err(3);
+    w.assert_clean(Some(&pod));
+}
+
+#[test]
+fn malformed_runtime_pod_annotations_are_code_7() {
+    enter_node_netns();
+    let w = World::new();
+    let mut conf = w.plexus_conf(
+        &w.bridge_conf("cluster", "pabr2", "10.96.0.0/24"),
+        json!({}),
+    );
+    with_pod_annotations(&mut conf, json!({"k8s.v1.cni.cncf.io/networks": 5}));
+    let pod = PodNs::new();
+    let e = Call::new("ADD", "pa4", Some(&pod.path), &w)
+        .run_json(&conf)
+        .err(7);
+    assert!(e["msg"].as_str().unwrap().contains(POD_ANNOTATIONS), "{e}");
+    w.assert_clean(Some(&pod));
+}
