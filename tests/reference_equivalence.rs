@@ -152,16 +152,25 @@ fn normalise(mut v: Value) -> Value {
     v
 }
 
+/// The reference's and the built-in's ADD of `conf` in every version, all at once (each in
+/// its own pair of node namespaces: they share nothing).
+fn twins(conf: &Value) -> Vec<(Outcome, Outcome)> {
+    std::thread::scope(|s| {
+        let runs: Vec<_> = VERSIONS
+            .iter()
+            .map(|v| (s.spawn(|| reference(conf, v)), s.spawn(|| builtin(conf, v))))
+            .collect();
+        runs.into_iter()
+            .map(|(r, b)| (r.join().unwrap(), b.join().unwrap()))
+            .collect()
+    })
+}
+
 /// Both ADDs of `conf` in every version: equal after normalisation, and 1.1.0 from Plexus
 /// equal to the reference's 1.0.0.
 fn assert_equivalent(what: &str, conf: &Value) {
     let mut latest = None;
-    for version in VERSIONS {
-        let (r, b) = std::thread::scope(|s| {
-            let r = s.spawn(|| reference(conf, version));
-            let b = s.spawn(|| builtin(conf, version));
-            (r.join().unwrap(), b.join().unwrap())
-        });
+    for (version, (r, b)) in VERSIONS.iter().zip(twins(conf)) {
         assert_eq!(
             (r.code, b.code),
             (0, 0),
@@ -284,12 +293,7 @@ fn l2_only_results_equal_the_reference() {
         json!({"name": "eql2", "type": "macvlan", "master": "upl0", "dns": dns()}),
     ];
     for conf in &cases {
-        for version in VERSIONS {
-            let (r, b) = std::thread::scope(|s| {
-                let r = s.spawn(|| reference(conf, version));
-                let b = s.spawn(|| builtin(conf, version));
-                (r.join().unwrap(), b.join().unwrap())
-            });
+        for (version, (r, b)) in VERSIONS.iter().zip(twins(conf)) {
             assert_eq!(
                 r.code == 0,
                 b.code == 0,
