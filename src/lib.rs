@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod conf;
 pub mod crd;
+pub mod daemon;
 pub mod env;
 pub mod error;
 pub mod invoke;

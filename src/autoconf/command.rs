@@ -47,6 +47,14 @@ pub struct GenerateArgs {
     /// Conf key `globalNamespaces` (comma-separated).
     #[arg(long)]
     pub global_namespaces: Option<String>,
+    /// Conf key `daemonSocketDir`: the binary forwards every call to the node daemon
+    /// listening there (`plexus daemon`).
+    #[arg(long)]
+    pub daemon_socket_dir: Option<PathBuf>,
+    /// Conf key `daemonFallback`: whether ADD, CHECK, GC and STATUS run in-process while the
+    /// daemon is down (DEL always does).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub daemon_fallback: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -99,6 +107,8 @@ impl GenerateArgs {
             namespace_isolation: self.namespace_isolation,
             global_namespaces: self.global_namespaces.clone(),
             primary_timeout: Duration::from_secs(self.primary_timeout),
+            daemon_socket_dir: self.daemon_socket_dir.clone(),
+            daemon_fallback: self.daemon_fallback,
         }
     }
 }

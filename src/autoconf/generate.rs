@@ -40,6 +40,10 @@ pub struct GenerateOptions {
     pub global_namespaces: Option<String>,
     /// Keep looking this long for a usable primary (the primary CNI may still be starting).
     pub primary_timeout: Duration,
+    /// `daemonSocketDir`: the conf makes the binary a shim of the node daemon.
+    pub daemon_socket_dir: Option<PathBuf>,
+    /// `daemonFallback`, written only when false (true is the default).
+    pub daemon_fallback: bool,
 }
 
 /// A conf file passed over while looking for the primary, and why.
@@ -262,6 +266,12 @@ pub fn build_conflist(primary: Map<String, Value>, opts: &GenerateOptions) -> Ma
     }
     if let Some(g) = &opts.global_namespaces {
         plugin.insert("globalNamespaces".into(), g.clone().into());
+    }
+    if let Some(d) = &opts.daemon_socket_dir {
+        plugin.insert("daemonSocketDir".into(), d.display().to_string().into());
+        if !opts.daemon_fallback {
+            plugin.insert("daemonFallback".into(), false.into());
+        }
     }
     let version = primary.get("cniVersion").cloned();
     let versions = primary.get("cniVersions").cloned();

@@ -15,17 +15,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Runs one CNI operation. Returns the exit code and what goes on stdout (a result, a
-/// VERSION answer, or an error object).
+/// VERSION answer, or an error object). With `daemonSocketDir` in the conf, the node daemon
+/// runs it (docs/daemon.md), and this process only forwards it.
 pub fn cni_main(
     get: impl Fn(&str) -> Option<String>,
     stdin: &mut dyn Read,
 ) -> (u8, Option<String>) {
     let inv = match Invocation::from_env(&get) {
         Ok(i) => i,
-        Err(e) => {
-            let err = crate::Error::from(e);
-            return (1, Some(err.to_object("").to_json()));
-        }
+        Err(e) => return env_error(e),
     };
     let mut buf = Vec::new();
     let limit = cni::netconf::MAX_CONF_BYTES as u64 + 1;
@@ -33,32 +31,47 @@ pub fn cni_main(
         let obj = cni::ErrorObject::new(cni::Code::Io, format!("read stdin: {e}"), "");
         return (1, Some(obj.to_json()));
     }
-    if inv.command == Command::Version {
-        // VERSION must answer even for a conf Plexus could not otherwise use.
-        let requested = cni::netconf::parse_object(&buf)
-            .ok()
-            .and_then(|m| {
-                m.get("cniVersion")
-                    .and_then(|v| v.as_str().map(String::from))
-            })
-            .unwrap_or_else(|| cni::Version::LATEST.to_string());
-        return (0, Some(cni::Version::version_info(&requested).to_string()));
-    }
-    let conf = match PlexusConf::parse(&buf) {
+    let conf = match prepare(&inv, &buf) {
         Ok(c) => c,
-        Err(e) => {
-            let version = cni::netconf::parse_object(&buf)
-                .ok()
-                .and_then(|m| {
-                    m.get("cniVersion")
-                        .and_then(|v| v.as_str().map(String::from))
-                })
-                .unwrap_or_default();
-            return (1, Some(crate::Error::from(e).to_object(&version).to_json()));
-        }
+        Err(out) => return out,
     };
     crate::log::init(&conf);
-    // What the runtime sent, in one line: enough to replay the call by hand.
+    log_invoked(&inv, &conf);
+    if let Some(dir) = &conf.daemon_socket_dir {
+        return crate::daemon::shim::forward(dir, &inv, &conf, &get, &buf, || {
+            finish(&inv, &conf, execute(&inv, &conf, None))
+        });
+    }
+    finish(&inv, &conf, execute(&inv, &conf, None))
+}
+
+/// What a CNI_* environment that does not hold up prints.
+pub fn env_error(e: crate::env::EnvError) -> (u8, Option<String>) {
+    (1, Some(crate::Error::from(e).to_object("").to_json()))
+}
+
+/// Answers VERSION, or parses the conf: `Err` is the complete answer (VERSION's, or the
+/// conf's error object).
+pub fn prepare(inv: &Invocation, buf: &[u8]) -> Result<PlexusConf, (u8, Option<String>)> {
+    let requested = || {
+        cni::netconf::parse_object(buf).ok().and_then(|m| {
+            m.get("cniVersion")
+                .and_then(|v| v.as_str().map(String::from))
+        })
+    };
+    if inv.command == Command::Version {
+        // VERSION must answer even for a conf Plexus could not otherwise use.
+        let requested = requested().unwrap_or_else(|| cni::Version::LATEST.to_string());
+        return Err((0, Some(cni::Version::version_info(&requested).to_string())));
+    }
+    PlexusConf::parse(buf).map_err(|e| {
+        let version = requested().unwrap_or_default();
+        (1, Some(crate::Error::from(e).to_object(&version).to_json()))
+    })
+}
+
+/// What the runtime sent, in one line: enough to replay the call by hand.
+pub fn log_invoked(inv: &Invocation, conf: &PlexusConf) {
     tracing::debug!(
         command = inv.command.as_str(),
         container = inv.container_id(),
@@ -69,7 +82,15 @@ pub fn cni_main(
         conf = %crate::log::redact(&serde_json::Value::Object(conf.raw.clone())),
         "invoked"
     );
-    match execute(&inv, &conf, None) {
+}
+
+/// A command's outcome as exit code and stdout.
+pub fn finish(
+    inv: &Invocation,
+    conf: &PlexusConf,
+    outcome: Result<Report, crate::Error>,
+) -> (u8, Option<String>) {
+    match outcome {
         Ok(report) => (0, report.stdout.map(|v| v.to_string())),
         Err(e) => {
             tracing::error!(command = inv.command.as_str(), container = inv.container_id(), error = %e, "failed");
@@ -192,6 +213,9 @@ enum CliCommand {
     GenerateConfig(crate::autoconf::command::GenerateArgs),
     /// Install the binary (atomically), a kubeconfig, and the generated conf: the DaemonSet's init step.
     Install(Box<crate::autoconf::command::InstallArgs>),
+    /// The node daemon (thick mode): warm caches of this node's pods and of NADs, a unix
+    /// socket the shim forwards CNI calls to, metrics and health (docs/daemon.md).
+    Daemon(Box<crate::daemon::DaemonArgs>),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -261,6 +285,7 @@ pub fn main() -> ExitCode {
         },
         CliCommand::GenerateConfig(args) => crate::autoconf::command::run_generate(&args),
         CliCommand::Install(args) => crate::autoconf::command::run_install(&args),
+        CliCommand::Daemon(args) => crate::daemon::run(*args),
         CliCommand::Demo { keep } => demo::run(keep),
         CliCommand::Exec(args) => match exec(&args) {
             Ok(()) => ExitCode::SUCCESS,

@@ -17,6 +17,8 @@ pub const DEFAULT_DEL_ATTEMPTS: u32 = 5;
 pub const DEFAULT_DEL_GIVE_UP_AFTER: Duration = Duration::from_secs(300);
 /// How long ADD and GC wait for `readinessindicatorfile` (Multus's 45 s).
 pub const DEFAULT_READINESS_TIMEOUT: Duration = Duration::from_secs(45);
+/// How long one call through the node daemon may take before the shim gets code 11.
+pub const DEFAULT_DAEMON_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfError {
@@ -139,6 +141,12 @@ pub struct PlexusConf {
     /// Pod-level `runtimeConfig` from the runtime: reaches the cluster network only (NPWG §7.5).
     pub runtime_config: Map<String, Value>,
     pub prev_result: Option<Value>,
+    /// `daemonSocketDir`: forward each call to the node daemon's socket in this folder.
+    pub daemon_socket_dir: Option<PathBuf>,
+    /// `daemonFallback`: with the daemon down, run ADD/CHECK/GC/STATUS in-process (DEL always is).
+    pub daemon_fallback: bool,
+    /// `daemonTimeout`: how long a call through the daemon may take.
+    pub daemon_timeout: Duration,
     /// The whole conf as received, unknown keys included.
     pub raw: Map<String, Value>,
 }
@@ -361,6 +369,11 @@ impl PlexusConf {
             builtins,
             runtime_config,
             prev_result: raw.get("prevResult").cloned(),
+            daemon_socket_dir: r.abs_path("daemonSocketDir")?,
+            daemon_fallback: r.boolean("daemonFallback")?.unwrap_or(true),
+            daemon_timeout: r
+                .seconds("daemonTimeout")?
+                .unwrap_or(DEFAULT_DAEMON_TIMEOUT),
             raw,
         })
     }

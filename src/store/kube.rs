@@ -86,14 +86,32 @@ fn is_loopback(host: Option<&str>) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// A `NetworkStore` over the Kubernetes API. The trait is synchronous: the store runs its
-/// own current-thread runtime and blocks on it for each call.
+/// A `NetworkStore` over the Kubernetes API. The trait is synchronous: the one-shot binary's
+/// store runs its own current-thread runtime and blocks on it for each call; the node daemon's
+/// blocks on the daemon's runtime from its call threads.
 pub struct KubeStore {
     // Declared before the runtime so it is dropped first, while the runtime still runs the
     // tasks that own its connections.
     client: Client,
-    rt: tokio::runtime::Runtime,
+    rt: Exec,
     opts: KubeOptions,
+}
+
+/// Where a store's requests run.
+enum Exec {
+    Own(tokio::runtime::Runtime),
+    /// A runtime driven elsewhere (the daemon's main thread); only blocked on from threads
+    /// outside it.
+    Shared(tokio::runtime::Handle),
+}
+
+impl Exec {
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        match self {
+            Exec::Own(rt) => rt.block_on(f),
+            Exec::Shared(h) => h.block_on(f),
+        }
+    }
 }
 
 impl std::fmt::Debug for KubeStore {
@@ -104,96 +122,123 @@ impl std::fmt::Debug for KubeStore {
     }
 }
 
-impl KubeStore {
-    /// Reads `kubeconfig` (its current context) and builds a client. Nothing is sent to the
-    /// API server yet, so DEL and GC can open the store with the server down.
-    pub fn connect(kubeconfig: &Path, opts: KubeOptions) -> Result<KubeStore, StoreError> {
-        let origin = format!("kubeconfig {}", kubeconfig.display());
-        let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| match e {
-            // Not there (yet): the DaemonSet may be about to write it.
-            ::kube::config::KubeconfigError::ReadConfig(source, _) => StoreError::Unavailable {
-                store: STORE,
-                step: format!("read {origin}: {source}"),
-                source: Box::new(source),
-            },
-            other => StoreError::Malformed {
-                origin: origin.clone(),
-                reason: other.to_string(),
-            },
-        })?;
-        let rt = runtime()?;
-        let config = rt
-            .block_on(Config::from_custom_kubeconfig(
-                kc,
-                &KubeConfigOptions::default(),
-            ))
-            .map_err(|e| StoreError::Malformed {
-                origin: origin.clone(),
-                reason: e.to_string(),
-            })?;
-        Self::from_config(rt, config, &origin, opts)
-    }
-
-    /// The pod's service account (`KUBERNETES_SERVICE_HOST`, the mounted token and CA).
-    pub fn in_cluster(opts: KubeOptions) -> Result<KubeStore, StoreError> {
-        let origin = "in-cluster service account";
+/// Reads `kubeconfig` (its current context), or without one the pod's service account
+/// (`KUBERNETES_SERVICE_HOST`, the mounted token and CA). Returns the config and where it
+/// came from, for error messages.
+pub async fn load_config(kubeconfig: Option<&Path>) -> Result<(Config, String), StoreError> {
+    let Some(kubeconfig) = kubeconfig else {
+        let origin = "in-cluster service account".to_string();
         let config = Config::incluster().map_err(|e| StoreError::Unavailable {
             store: STORE,
             step: format!("load {origin}: {e}"),
             source: Box::new(e),
         })?;
-        Self::from_config(runtime()?, config, origin, opts)
-    }
+        return Ok((config, origin));
+    };
+    let origin = format!("kubeconfig {}", kubeconfig.display());
+    let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| match e {
+        // Not there (yet): the DaemonSet may be about to write it.
+        ::kube::config::KubeconfigError::ReadConfig(source, _) => StoreError::Unavailable {
+            store: STORE,
+            step: format!("read {origin}: {source}"),
+            source: Box::new(source),
+        },
+        other => StoreError::Malformed {
+            origin: origin.clone(),
+            reason: other.to_string(),
+        },
+    })?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| StoreError::Malformed {
+            origin: origin.clone(),
+            reason: e.to_string(),
+        })?;
+    Ok((config, origin))
+}
 
-    fn from_config(
-        rt: tokio::runtime::Runtime,
-        mut config: Config,
-        origin: &str,
-        opts: KubeOptions,
-    ) -> Result<KubeStore, StoreError> {
-        match config.cluster_url.scheme_str() {
-            Some("https") => {}
-            // `kubectl proxy` on the node serves plain HTTP on loopback and adds the
-            // credentials itself; nothing leaves the machine.
-            Some("http") if is_loopback(config.cluster_url.host()) => {}
-            _ => {
-                return Err(StoreError::Malformed {
-                    origin: origin.to_string(),
-                    reason: format!(
-                        "server {} is not https: plain http is accepted only for a loopback                          server (127.0.0.0/8, ::1, localhost, e.g. kubectl proxy), because the                          bearer token and pod data would otherwise cross the network in clear text",
-                        config.cluster_url
-                    ),
-                });
-            }
+/// The store's rules applied to a client config: https (or http on loopback only), the
+/// certificate always verified, no retry layer of kube's own, and `opts`' timeouts.
+pub fn checked_config(
+    mut config: Config,
+    origin: &str,
+    opts: &KubeOptions,
+) -> Result<Config, StoreError> {
+    match config.cluster_url.scheme_str() {
+        Some("https") => {}
+        // `kubectl proxy` on the node serves plain HTTP on loopback and adds the
+        // credentials itself; nothing leaves the machine.
+        Some("http") if is_loopback(config.cluster_url.host()) => {}
+        _ => {
+            return Err(StoreError::Malformed {
+                origin: origin.to_string(),
+                reason: format!(
+                    "server {} is not https: plain http is accepted only for a loopback \
+                     server (127.0.0.0/8, ::1, localhost, e.g. kubectl proxy), because the \
+                     bearer token and pod data would otherwise cross the network in clear text",
+                    config.cluster_url
+                ),
+            });
         }
-        if config.accept_invalid_certs {
-            tracing::warn!(%origin, "insecure-skip-tls-verify is ignored: the API server's certificate is always verified");
-        }
-        config.accept_invalid_certs = false;
-        // kube's own retry layer allows 15 tries and waits of minutes; ours is bounded.
-        config.default_retry = false;
-        config.connect_timeout = Some(opts.connect_timeout);
-        config.read_timeout = Some(opts.read_timeout);
-        config.write_timeout = Some(opts.read_timeout);
-        config.reset_reader_on_write = true;
+    }
+    if config.accept_invalid_certs {
+        tracing::warn!(%origin, "insecure-skip-tls-verify is ignored: the API server's certificate is always verified");
+    }
+    config.accept_invalid_certs = false;
+    // kube's own retry layer allows 15 tries and waits of minutes; ours is bounded.
+    config.default_retry = false;
+    config.connect_timeout = Some(opts.connect_timeout);
+    config.read_timeout = Some(opts.read_timeout);
+    config.write_timeout = Some(opts.read_timeout);
+    config.reset_reader_on_write = true;
+    Ok(config)
+}
+
+/// A client error as a store error: credentials that may appear in a moment are worth
+/// another try, anything else is the config's fault.
+pub fn client_error(e: ::kube::Error, origin: &str) -> StoreError {
+    match e {
+        // A projected token being rotated may be missing for a moment.
+        ::kube::Error::Auth(a) => StoreError::Unavailable {
+            store: STORE,
+            step: format!("load credentials from {origin}: {a}"),
+            source: Box::new(a),
+        },
+        other => StoreError::Malformed {
+            origin: origin.to_string(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+impl KubeStore {
+    /// Reads `kubeconfig` (its current context) and builds a client. Nothing is sent to the
+    /// API server yet, so DEL and GC can open the store with the server down.
+    pub fn connect(kubeconfig: &Path, opts: KubeOptions) -> Result<KubeStore, StoreError> {
+        let rt = runtime()?;
+        let (config, origin) = rt.block_on(load_config(Some(kubeconfig)))?;
+        let config = checked_config(config, &origin, &opts)?;
         // The client spawns its buffer worker, so it is built inside the runtime.
         let client = {
             let _guard = rt.enter();
             Client::try_from(config)
         }
-        .map_err(|e| match e {
-            // A projected token being rotated may be missing for a moment.
-            ::kube::Error::Auth(a) => StoreError::Unavailable {
-                store: STORE,
-                step: format!("load credentials from {origin}: {a}"),
-                source: Box::new(a),
-            },
-            other => StoreError::Malformed {
-                origin: origin.to_string(),
-                reason: other.to_string(),
-            },
-        })?;
-        Ok(KubeStore { client, rt, opts })
+        .map_err(|e| client_error(e, &origin))?;
+        Ok(KubeStore {
+            client,
+            rt: Exec::Own(rt),
+            opts,
+        })
+    }
+
+    /// A store over a client that lives on a runtime driven elsewhere (the node daemon's):
+    /// its calls block on `handle`, so they must come from threads outside that runtime.
+    pub fn shared(client: Client, handle: tokio::runtime::Handle, opts: KubeOptions) -> KubeStore {
+        KubeStore {
+            client,
+            rt: Exec::Shared(handle),
+            opts,
+        }
     }
 
     /// A store over any client: tests hand in a `tower_test` mock.
@@ -207,7 +252,11 @@ impl KubeStore {
             let _guard = rt.enter();
             make()
         };
-        Ok(KubeStore { client, rt, opts })
+        Ok(KubeStore {
+            client,
+            rt: Exec::Own(rt),
+            opts,
+        })
     }
 
     /// Sends one request with the store's timeouts and retries. `build` makes a fresh request

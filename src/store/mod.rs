@@ -15,7 +15,10 @@ mod manifest;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-pub use self::kube::{COMPONENT, KubeOptions, KubeStore, NETWORK_STATUS_ANNOTATION};
+pub use self::kube::{
+    COMPONENT, KubeOptions, KubeStore, NETWORK_STATUS_ANNOTATION, checked_config, client_error,
+    load_config,
+};
 pub use manifest::{MAX_MANIFEST_BYTES, ManifestStore};
 
 /// The parts of a pod that network selection needs.

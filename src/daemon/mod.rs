@@ -1,0 +1,267 @@
+//! `plexus daemon`, the node daemon of thick mode: reflector caches of this node's pods and of
+//! NADs over one API connection, a unix socket the shim forwards CNI calls to, events off the
+//! critical path, Prometheus metrics and health endpoints, and the conf written for the shim.
+//!
+//! The daemon adds caching and concurrency, never a second implementation: each call goes
+//! through the same library entry as the one-shot binary (`call`), with the cached store.
+//! Threads: the main thread drives a current-thread runtime (socket, API, metrics); each CNI
+//! call runs on a thread of its own that never changes netns (built-in delegates enter the
+//! pod's netns on scoped threads of their own, exec'd ones are spawned from the call thread,
+//! in the host netns); one thread posts events.
+//!
+//! The one-shot path only ever touches `protocol` and `shim`: nothing here starts unless the
+//! `daemon` subcommand runs.
+
+mod cache;
+mod call;
+mod client;
+mod metrics;
+pub mod protocol;
+mod server;
+pub mod shim;
+mod store;
+
+use crate::autoconf::command::GenerateArgs;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Where the socket goes when `--daemon-socket-dir` is not given.
+pub const DEFAULT_SOCKET_DIR: &str = "/run/plexus";
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DaemonArgs {
+    /// This node's name (the pod's `spec.nodeName`, from the downward API): only its pods are
+    /// cached.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// The kubeconfig the daemon itself uses; default: the pod's service account (in-cluster).
+    /// `--kubeconfig` is the conf key the shim's in-process fallback uses.
+    #[arg(long)]
+    pub api_kubeconfig: Option<PathBuf>,
+    /// Prometheus `/metrics`, `/healthz` and `/readyz`; `off` serves none.
+    #[arg(long, default_value = "127.0.0.1:9091")]
+    pub metrics_address: String,
+    /// CNI calls run at once; more wait for a slot.
+    #[arg(long, default_value_t = 16)]
+    pub max_calls: usize,
+    /// How long a call waits for a slot before it gets code 11.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub queue_wait: u64,
+    /// Events waiting to be posted; when full, new ones are dropped (and counted).
+    #[arg(long, default_value_t = 256)]
+    pub event_queue: usize,
+    /// On SIGTERM, how long calls in flight may still take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    pub shutdown_grace: u64,
+    /// `error`, `warning`, `info` or `debug`; logs go to stderr.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// Do not write the conf (it is written by other means): readiness then waits for
+    /// caches only.
+    #[arg(long)]
+    pub no_conf: bool,
+    #[command(flatten)]
+    pub generate: GenerateArgs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("socket dir {}: {reason}", dir.display())]
+    SocketDir { dir: PathBuf, reason: String },
+    #[error("socket {}: {source}", path.display())]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another plexus daemon listens on {}", path.display())]
+    AlreadyRunning { path: PathBuf },
+    #[error("metrics address {address:?}: {reason}")]
+    Metrics { address: String, reason: String },
+    #[error("API client: {0}")]
+    Client(#[from] crate::store::StoreError),
+    #[error("runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// What readiness depends on, shared by the socket server and `/readyz`.
+#[derive(Default)]
+pub struct Health {
+    pub conf_written: AtomicBool,
+    pub shutting_down: AtomicBool,
+}
+
+pub fn run(args: DaemonArgs) -> ExitCode {
+    init_logging(&args.log_level);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&DaemonError::Runtime(e)),
+    };
+    match rt.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &DaemonError) -> ExitCode {
+    tracing::error!(error = %e, "plexus daemon stops");
+    eprintln!("plexus: error: {e}");
+    ExitCode::from(1)
+}
+
+fn init_logging(level: &str) {
+    let level = match level {
+        "error" => tracing::Level::ERROR,
+        "warning" | "warn" => tracing::Level::WARN,
+        "debug" => tracing::Level::DEBUG,
+        "trace" => tracing::Level::TRACE,
+        _ => tracing::Level::INFO,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
+}
+
+async fn serve(args: DaemonArgs) -> Result<(), DaemonError> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    let health = Arc::new(Health::default());
+    let socket_dir = args
+        .generate
+        .daemon_socket_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_DIR));
+    let cni_dir = args
+        .generate
+        .cni_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::conf::DEFAULT_CNI_DIR));
+
+    let opts = crate::store::KubeOptions::default();
+    let (config, origin) = crate::store::load_config(args.api_kubeconfig.as_deref()).await?;
+    let config = crate::store::checked_config(config, &origin, &opts)?;
+    let client = client::build(&config, &origin, metrics.clone())?;
+    let api =
+        crate::store::KubeStore::shared(client.clone(), tokio::runtime::Handle::current(), opts);
+    let caches = Arc::new(cache::Caches::start(client, &args.node_name, &metrics));
+    let events = store::EventQueue::start(args.event_queue, metrics.clone());
+    let daemon = Arc::new(store::DaemonStore::new(
+        caches.clone(),
+        api,
+        events,
+        metrics.clone(),
+    ));
+
+    let listener = server::bind(&socket_dir)?;
+    let socket_path = socket_dir.join(protocol::SOCKET_NAME);
+    tracing::info!(socket = %socket_path.display(), node = %args.node_name, api = %origin, "plexus daemon listening");
+
+    if let Some(addr) = metrics_address(&args.metrics_address)? {
+        let listener =
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| DaemonError::Metrics {
+                    address: args.metrics_address.clone(),
+                    reason: e.to_string(),
+                })?;
+        tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics and health endpoints");
+        let state = metrics::Endpoints {
+            metrics: metrics.clone(),
+            caches: caches.clone(),
+            health: health.clone(),
+            cni_dir: cni_dir.clone(),
+            needs_conf: !args.no_conf,
+        };
+        tokio::spawn(metrics::serve(listener, Arc::new(state)));
+    }
+
+    if args.no_conf {
+        health.conf_written.store(true, Ordering::Relaxed);
+    } else {
+        let mut opts = args.generate.options();
+        opts.daemon_socket_dir = Some(socket_dir.clone());
+        let health = health.clone();
+        std::thread::Builder::new()
+            .name("conf".into())
+            .spawn(move || write_conf(opts, &health))
+            .map_err(DaemonError::Runtime)?;
+    }
+
+    let ctx = Arc::new(server::Context {
+        daemon,
+        metrics: metrics.clone(),
+        slots: Arc::new(tokio::sync::Semaphore::new(args.max_calls.max(1))),
+        max_calls: args.max_calls.max(1),
+        queue_wait: Duration::from_secs(args.queue_wait),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let accept = tokio::spawn(server::serve(listener, ctx.clone(), stop_rx));
+
+    wait_for_signal().await;
+    tracing::info!("stopping: no new calls; the conf stays");
+    health.shutting_down.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    let _ = accept.await;
+    // Shims now find no socket and run DEL (and, by default, the rest) in-process.
+    let _ = std::fs::remove_file(&socket_path);
+    ctx.drain(Duration::from_secs(args.shutdown_grace)).await;
+    Ok(())
+}
+
+fn metrics_address(text: &str) -> Result<Option<SocketAddr>, DaemonError> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|e| DaemonError::Metrics {
+        address: text.to_string(),
+        reason: format!("{e}"),
+    })
+}
+
+/// Writes the shim's conf, retrying until it can (the primary CNI may not have written its
+/// own yet). Never removes it: without it the runtime falls back to the primary CNI and
+/// starts pods without their networks.
+fn write_conf(opts: crate::autoconf::GenerateOptions, health: &Health) {
+    let mut opts = opts;
+    loop {
+        match crate::autoconf::generate(&opts) {
+            Ok(g) => {
+                tracing::info!(conf = %g.output.display(), primary = %g.primary, "conf written");
+                health.conf_written.store(true, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "conf not written yet; retrying");
+                if health.shutting_down.load(Ordering::Relaxed) {
+                    return;
+                }
+                opts.primary_timeout = Duration::ZERO;
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot watch SIGTERM/SIGINT; running until killed");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
