@@ -125,16 +125,8 @@ async fn handle(stream: &mut UnixStream, ctx: &Context) -> Vec<u8> {
         tracing::warn!(reason = %text, "call refused");
         protocol::encode_response(&Response::refused(text))
     };
-    match stream.peer_cred() {
-        Ok(cred) if cred.uid() == 0 => {}
-        Ok(cred) => {
-            return refuse(
-                "peer",
-                format!("peer uid {} is not root: only root may call", cred.uid()),
-            );
-        }
-        Err(e) => return refuse("peer", format!("peer credentials unreadable: {e}")),
-    }
+    // Read before any refusal: closing a socket with unread data resets the connection, and
+    // the peer would lose the answer saying why.
     let mut bytes = Vec::new();
     let limit = protocol::MAX_REQUEST_BYTES as u64;
     let mut capped = (&mut *stream).take(limit + 1);
@@ -150,6 +142,16 @@ async fn handle(stream: &mut UnixStream, ctx: &Context) -> Vec<u8> {
     }
     if bytes.len() as u64 > limit {
         return refuse("too_large", format!("request over {limit} bytes"));
+    }
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == 0 => {}
+        Ok(cred) => {
+            return refuse(
+                "peer",
+                format!("peer uid {} is not root: only root may call", cred.uid()),
+            );
+        }
+        Err(e) => return refuse("peer", format!("peer credentials unreadable: {e}")),
     }
     let req = match protocol::decode_request(&bytes) {
         Ok(r) => r,

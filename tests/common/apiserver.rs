@@ -9,7 +9,7 @@
 //! the `plexus` binary, spawned from the same thread, can reach.
 //!
 //! It is not an apiserver: only the routes Plexus needs exist, label selectors are ignored, and
-//! the only field selector understood is `metadata.name=<name>`.
+//! field selectors are read on any dotted path (`metadata.name`, `spec.nodeName`).
 //!
 //! ```text
 //! common::enter_node_netns();
@@ -35,6 +35,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, oneshot, watch};
 
+mod fields;
 pub mod patch;
 mod routes;
 mod serve;

@@ -109,10 +109,7 @@ pub(super) fn dispatch(
             json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "platform": "linux/amd64"}),
         ),
         (Target::Collection(kind, ns), "GET") => {
-            let name = params
-                .get("fieldSelector")
-                .and_then(|f| f.strip_prefix("metadata.name="))
-                .map(String::from);
+            let selector = params.get("fieldSelector").cloned();
             let watch = params.get("watch").is_some_and(|w| w == "true" || w == "1");
             if watch {
                 let since = params
@@ -122,9 +119,9 @@ pub(super) fn dispatch(
                 let timeout = params
                     .get("timeoutSeconds")
                     .and_then(|t| t.parse::<u64>().ok());
-                watch_reply(shared, *kind, ns.clone(), name, since, timeout)
+                watch_reply(shared, *kind, ns.clone(), selector, since, timeout)
             } else {
-                list(shared, *kind, ns.as_deref(), name.as_deref())
+                list(shared, *kind, ns.as_deref(), selector.as_deref())
             }
         }
         (Target::Item(kind, ns, name), "GET") => {
@@ -162,13 +159,13 @@ pub(super) fn dispatch(
     }
 }
 
-fn list(shared: &Shared, kind: Kind, ns: Option<&str>, name: Option<&str>) -> Reply {
+fn list(shared: &Shared, kind: Kind, ns: Option<&str>, selector: Option<&str>) -> Reply {
     let st = shared.lock();
     let items: Vec<Value> = st
         .objects
         .iter()
-        .filter(|((k, n, m), _)| {
-            *k == kind && ns.is_none_or(|ns| ns == n) && name.is_none_or(|name| name == m)
+        .filter(|((k, n, _), o)| {
+            *k == kind && ns.is_none_or(|ns| ns == n) && super::fields::selects(selector, o)
         })
         .map(|(_, v)| v.clone())
         .collect();
@@ -183,11 +180,11 @@ fn list(shared: &Shared, kind: Kind, ns: Option<&str>, name: Option<&str>) -> Re
     )
 }
 
-fn matches(c: &Change, kind: Kind, ns: Option<&str>, name: Option<&str>) -> bool {
+fn matches(c: &Change, kind: Kind, ns: Option<&str>, selector: Option<&str>) -> bool {
     let m = &c.object["metadata"];
     c.kind == kind
         && ns.is_none_or(|ns| m["namespace"] == ns)
-        && name.is_none_or(|name| m["name"] == name)
+        && super::fields::selects(selector, &c.object)
 }
 
 /// A watch stream: the history after `since`, or ADDED for every current object when there is
@@ -196,7 +193,7 @@ fn watch_reply(
     shared: &Shared,
     kind: Kind,
     ns: Option<String>,
-    name: Option<String>,
+    selector: Option<String>,
     since: Option<u64>,
     timeout: Option<u64>,
 ) -> Reply {
@@ -225,8 +222,8 @@ fn watch_reply(
             s.push('\n');
             Bytes::from(s)
         };
-        let (ns, name) = (ns.as_deref(), name.as_deref());
-        for c in initial.iter().filter(|c| matches(c, kind, ns, name)) {
+        let (ns, selector) = (ns.as_deref(), selector.as_deref());
+        for c in initial.iter().filter(|c| matches(c, kind, ns, selector)) {
             if tx.send_data(line(c)).await.is_err() {
                 return;
             }
@@ -236,7 +233,7 @@ fn watch_reply(
         loop {
             tokio::select! {
                 r = live.recv() => match r {
-                    Ok(c) if matches(&c, kind, ns, name) => {
+                    Ok(c) if matches(&c, kind, ns, selector) => {
                         if tx.send_data(line(&c)).await.is_err() {
                             return;
                         }
