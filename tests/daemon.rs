@@ -335,6 +335,8 @@ fn add_and_del_read_the_caches_write_status_and_move_the_metrics() {
         .filter(|l| !allowed.contains(&l.route))
         .collect();
     assert!(other.is_empty(), "{other:?}");
+    // Every request above went over one HTTP/2 connection.
+    assert_eq!(n.api.connections(), (1, 1));
     // The daemon's command line names this test's temp dir: the leak check would see it.
     drop(d);
     n.w.assert_clean(Some(&pod));

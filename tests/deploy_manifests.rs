@@ -1,6 +1,6 @@
-//! The deployment manifests (config/deploy/, crds/): valid for the pinned Kubernetes version,
-//! least-privilege RBAC pinned verb by verb, and a DaemonSet that installs, keeps the conf and
-//! writes what the conf example says.
+//! The deployment manifests (config/deploy/, its thick-mode variant config/deploy/thick/, crds/):
+//! valid for the pinned Kubernetes version, least-privilege RBAC pinned verb by verb, and a
+//! DaemonSet that installs, keeps the conf and writes what the conf example says.
 
 #![allow(clippy::unwrap_used)]
 
@@ -393,4 +393,154 @@ fn conf_example_is_a_plexus_conf_naming_the_daemonset_kubeconfig() {
         conf.cluster_network,
         plexus::conf::ClusterNetwork::Inline(_)
     ));
+}
+
+// Thick mode (config/deploy/thick/): the node daemon and its shim conf.
+
+#[test]
+fn thick_manifests_validate_against_the_pinned_kubernetes_version() {
+    let files = yaml_files(&root().join("config/deploy/thick"));
+    assert_eq!(files.len(), 4, "{files:?}");
+    let out = kubernetes_validate(&files);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn thick_cluster_role_grants_exactly_the_daemon_allow_list() {
+    let role: ClusterRole = load("thick/cluster-role.yaml");
+    assert!(role.aggregation_rule.is_none());
+    let expected: BTreeSet<(String, String, String)> = [
+        ("", "pods", "get"),
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("", "pods/status", "patch"),
+        ("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
+        ("k8s.cni.cncf.io", "network-attachment-definitions", "list"),
+        ("k8s.cni.cncf.io", "network-attachment-definitions", "watch"),
+        ("", "events", "create"),
+        ("", "events", "patch"),
+        ("events.k8s.io", "events", "create"),
+        ("events.k8s.io", "events", "patch"),
+    ]
+    .iter()
+    .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(grants(&role), expected);
+    let binding: ClusterRoleBinding = load("thick/cluster-role-binding.yaml");
+    let sa: ServiceAccount = load("thick/service-account.yaml");
+    assert_eq!(Some(binding.role_ref.name), role.metadata.name);
+    let subjects = binding.subjects.unwrap_or_default();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(Some(&subjects[0].name), sa.metadata.name.as_ref());
+    assert_eq!(subjects[0].namespace, sa.metadata.namespace);
+}
+
+/// Every value of `--flag=value` in a container's args.
+fn flag_all(c: &Container, name: &str) -> Vec<String> {
+    let prefix = format!("--{name}=");
+    c.args
+        .iter()
+        .flatten()
+        .filter_map(|a| a.strip_prefix(&prefix).map(String::from))
+        .collect()
+}
+
+#[test]
+fn thick_daemonset_runs_the_daemon_where_the_shim_conf_looks_for_it() {
+    let ds: DaemonSet = load("thick/daemonset.yaml");
+    let sa: ServiceAccount = load("thick/service-account.yaml");
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.service_account_name, sa.metadata.name);
+    assert_eq!(pod.host_network, Some(true));
+    let inits = pod.init_containers.clone().unwrap_or_default();
+    assert_eq!(inits.len(), 1);
+    let (init, daemon) = (&inits[0], &pod.containers[0]);
+    assert_eq!(pod.containers.len(), 1);
+    assert_eq!(init.args.as_ref().unwrap()[0], "install");
+    assert_eq!(daemon.args.as_ref().unwrap()[0], "daemon");
+    // The node name comes from the downward API.
+    assert_eq!(flag(daemon, "node-name").as_deref(), Some("$(NODE_NAME)"));
+    let node = daemon
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "NODE_NAME")
+        .and_then(|e| e.value_from.as_ref()?.field_ref.as_ref())
+        .map(|f| f.field_path.clone());
+    assert_eq!(node.as_deref(), Some("spec.nodeName"));
+    // One socket dir everywhere: the init step's conf, the daemon's, the example, the mount.
+    let dir = flag(daemon, "daemon-socket-dir").unwrap();
+    assert_eq!(
+        flag(init, "daemon-socket-dir").as_deref(),
+        Some(dir.as_str())
+    );
+    let text = std::fs::read_to_string(deploy("thick/00-plexus.conflist.example")).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut conf = list["plugins"][0].as_object().unwrap().clone();
+    conf.insert("name".into(), list["name"].clone());
+    conf.insert("cniVersion".into(), list["cniVersion"].clone());
+    let conf = plexus::conf::PlexusConf::from_map(conf).unwrap();
+    assert_eq!(conf.daemon_socket_dir, Some(PathBuf::from(&dir)));
+    assert!(conf.daemon_fallback);
+    // Both write the same conf: the daemon's rewrite changes nothing the init step wrote.
+    for name in ["conf-dir", "kubeconfig"] {
+        assert_eq!(flag(init, name), flag(daemon, name), "--{name}");
+    }
+    assert_eq!(
+        conf.kubeconfig.map(|p| p.display().to_string()),
+        flag(init, "kubeconfig")
+    );
+    let volumes = pod.volumes.clone().unwrap_or_default();
+    let mounted = daemon
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == dir)
+        .and_then(|m| volumes.iter().find(|v| v.name == m.name))
+        .and_then(|v| v.host_path.as_ref())
+        .map(|h| h.path.clone());
+    assert_eq!(
+        mounted,
+        Some(dir.clone()),
+        "socket dir not the same host path"
+    );
+    // Probes on the metrics address, ready only once caches and conf are there.
+    let port: i32 = flag(daemon, "metrics-address")
+        .and_then(|a| a.rsplit_once(':').map(|(_, p)| p.to_string()))
+        .unwrap()
+        .parse()
+        .unwrap();
+    for (probe, path) in [
+        (&daemon.liveness_probe, "/healthz"),
+        (&daemon.readiness_probe, "/readyz"),
+    ] {
+        let get = probe.as_ref().and_then(|p| p.http_get.as_ref()).unwrap();
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(
+            get.port,
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(port)
+        );
+    }
+    // Calls in flight get their grace before the kill; nothing removes the conf.
+    let grace: i64 = flag(daemon, "shutdown-grace").unwrap().parse().unwrap();
+    assert!(pod.termination_grace_period_seconds.unwrap() > grace);
+    for c in pod.containers.iter().chain(inits.iter()) {
+        assert!(
+            c.lifecycle
+                .as_ref()
+                .and_then(|l| l.pre_stop.as_ref())
+                .is_none()
+        );
+        let text = format!("{:?} {:?}", c.command, c.args);
+        for word in ["rm ", "unlink", "--cleanup"] {
+            assert!(!text.contains(word), "container {} runs {word:?}", c.name);
+        }
+        let all = flag_all(c, "daemon-socket-dir");
+        assert!(all.len() <= 1, "{all:?}");
+    }
 }

@@ -44,6 +44,19 @@ impl Kind {
     }
 }
 
+/// One small list before the reflectors start, so that their requests find an open
+/// connection: started together, each would open its own while the first is still
+/// negotiating HTTP/2. A failure here is only logged; the reflectors retry with backoff.
+pub async fn first_contact(client: &kube::Client) {
+    let api: Api<NetworkAttachmentDefinition> = Api::all(client.clone());
+    if let Err(e) = api
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+    {
+        tracing::warn!(error = %e, "first request to the API server failed");
+    }
+}
+
 impl Caches {
     /// Starts both reflectors on the current runtime; they run until the runtime stops.
     pub fn start(client: kube::Client, node: &str, metrics: &Arc<Metrics>) -> Caches {

@@ -152,6 +152,7 @@ async fn serve(args: DaemonArgs) -> Result<(), DaemonError> {
     let client = client::build(&config, &origin, metrics.clone())?;
     let api =
         crate::store::KubeStore::shared(client.clone(), tokio::runtime::Handle::current(), opts);
+    cache::first_contact(&client).await;
     let caches = Arc::new(cache::Caches::start(client, &args.node_name, &metrics));
     let events = store::EventQueue::start(args.event_queue, metrics.clone());
     let daemon = Arc::new(store::DaemonStore::new(

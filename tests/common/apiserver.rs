@@ -176,9 +176,20 @@ struct Shared {
     listening: watch::Sender<bool>,
     /// ...and whether it is (the accept loop reports it).
     bound: watch::Sender<bool>,
+    /// TLS connections accepted, and how many of them speak HTTP/2.
+    connections: std::sync::atomic::AtomicUsize,
+    h2_connections: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
+    fn count_connection(&self, h2: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.connections.fetch_add(1, Relaxed);
+        if h2 {
+            self.h2_connections.fetch_add(1, Relaxed);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -214,6 +225,8 @@ impl FakeApi {
             changes: broadcast::channel(1024).0,
             listening: watch::channel(true).0,
             bound: watch::channel(true).0,
+            connections: Default::default(),
+            h2_connections: Default::default(),
         });
         let acceptor = opts.tls.then(|| pki.acceptor());
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -330,6 +343,15 @@ impl FakeApi {
     /// Every event created so far (either API group), as stored.
     pub fn events(&self) -> Vec<Value> {
         self.shared.lock().events.clone()
+    }
+
+    /// TLS connections accepted so far: (all, those that negotiated HTTP/2).
+    pub fn connections(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.shared.connections.load(Relaxed),
+            self.shared.h2_connections.load(Relaxed),
+        )
     }
 
     pub fn requests(&self) -> Vec<Logged> {

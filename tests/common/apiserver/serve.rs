@@ -86,14 +86,24 @@ async fn serve_conn(
             let _held = &stream;
             std::future::pending::<()>().await;
         }
-        let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+        let handler = shared.clone();
+        let svc = hyper::service::service_fn(move |req| handle(handler.clone(), req));
         let http = hyper::server::conn::http1::Builder::new();
         match tls {
             Some(acceptor) => {
                 if let Ok(s) = acceptor.accept(stream).await {
-                    let _ = http
-                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+                    shared.count_connection(h2);
+                    let io = hyper_util::rt::TokioIo::new(s);
+                    if h2 {
+                        let _ = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(io, svc)
                         .await;
+                    } else {
+                        let _ = http.serve_connection(io, svc).await;
+                    }
                 }
             }
             None => {

@@ -73,7 +73,7 @@ impl Pki {
 
     pub(super) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("tls versions")
             .with_no_client_auth()
@@ -82,6 +82,8 @@ impl Pki {
                 PrivateKeyDer::Pkcs8(self.key.clone_key()),
             )
             .expect("server tls config");
+        // As a kube-apiserver: HTTP/2 for a client that offers it, HTTP/1.1 otherwise.
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
     }
 }
