@@ -546,7 +546,7 @@ fn shim_and_daemon_of_other_versions_refuse_each_other() {
 }
 
 #[test]
-fn the_conf_is_written_for_the_shim_and_stays_after_the_daemon_exits() {
+fn the_conf_is_written_for_the_shim_kept_in_step_and_stays_after_the_daemon_exits() {
     let n = Node::new();
     let started = slow(&n.w, 2);
     let conf_dir = n.w.tmp.path().join("net.d");
@@ -572,6 +572,15 @@ fn the_conf_is_written_for_the_shim_and_stays_after_the_daemon_exits() {
         plugin["daemonSocketDir"],
         json!(n.socket_dir.display().to_string())
     );
+    // Kept in step with the folder: put back when deleted, rewritten when the primary changes.
+    std::fs::remove_file(&written).unwrap();
+    wait_until("the conf to be written again", || written.exists());
+    let mut changed = primary.clone();
+    changed["plugins"][0]["tag"] = json!("rewritten");
+    std::fs::write(conf_dir.join("10-slow.conflist"), changed.to_string()).unwrap();
+    wait_until("the conf to follow the primary", || {
+        std::fs::read_to_string(&written).is_ok_and(|t| t.contains("rewritten"))
+    });
     // The runtime's view of it: the list's name and version on the plugin.
     let mut conf = plugin.clone();
     conf["name"] = list["name"].clone();
@@ -631,4 +640,67 @@ fn a_daemon_killed_mid_add_leaves_a_journal_that_del_through_a_new_daemon_undoes
     n.call("DEL", "c-killed", &pod, "web").run_json(&conf).ok();
     drop(d);
     n.w.assert_clean(Some(&pod));
+}
+
+#[test]
+fn the_gc_reconciler_removes_the_attachments_of_a_pod_gone_from_the_api() {
+    let n = Node::new();
+    let conf_dir = n.w.tmp.path().join("net.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let primary = n.w.bridge_conf("cluster", "cni-g0", "10.88.0.0/24");
+    std::fs::write(conf_dir.join("10-bridge.conf"), primary.to_string()).unwrap();
+    n.pod("gone", "blue");
+    n.pod("stays", "blue");
+    let kubeconfig = n.kubeconfig.display().to_string();
+    let d = n
+        .daemon(&[
+            "--conf-dir",
+            conf_dir.to_str().unwrap(),
+            "--kubeconfig",
+            &kubeconfig,
+            "--gc-interval",
+            "1",
+            "--gc-grace",
+            "1",
+        ])
+        .ready();
+    let list: Value =
+        serde_json::from_slice(&std::fs::read(conf_dir.join("00-plexus.conflist")).unwrap())
+            .unwrap();
+    let mut conf = list["plugins"][0].clone();
+    conf["name"] = list["name"].clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    let (gone, stays) = (PodNs::new(), PodNs::new());
+    n.call("ADD", "c-gone", &gone, "gone").run_json(&conf).ok();
+    n.call("ADD", "c-stays", &stays, "stays")
+        .run_json(&conf)
+        .ok();
+    n.api.delete_pod("default", "gone");
+    wait_until("the reconciler to remove the gone pod's links", || {
+        gone.links() == ["lo"]
+    });
+    wait_until("its event", || {
+        n.api
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "AttachmentsCollected" && e["involvedObject"]["name"] == "gone")
+    });
+    assert_eq!(
+        sample(&scrape(), "plexus_gc_reclaimed_total{by=\"reconciler\"}"),
+        1.0,
+        "{}",
+        d.log()
+    );
+    // The pod still in the API keeps everything; only its journal entry is left.
+    assert_eq!(stays.links(), ["eth0", "lo", "net1"]);
+    let left = n.w.journal_files();
+    assert!(
+        !left.is_empty() && left.iter().all(|f| f.starts_with("c-stays")),
+        "{left:?}"
+    );
+    n.call("DEL", "c-stays", &stays, "stays")
+        .run_json(&conf)
+        .ok();
+    drop(d);
+    n.w.assert_clean(Some(&stays));
 }

@@ -51,6 +51,11 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByLabels {
+    by: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -77,7 +82,7 @@ pub struct Metrics {
     cache_misses: Family<KindLabels, Counter>,
     watch_errors: Family<KindLabels, Counter>,
     journal_entries: Gauge,
-    gc_reclaimed: Counter,
+    gc_reclaimed: Family<ByLabels, Counter>,
     event_queue_depth: Gauge,
     events_dropped: Counter,
     events_failed: Counter,
@@ -102,7 +107,7 @@ impl Metrics {
             cache_misses: Family::default(),
             watch_errors: Family::default(),
             journal_entries: Gauge::default(),
-            gc_reclaimed: Counter::default(),
+            gc_reclaimed: Family::default(),
             event_queue_depth: Gauge::default(),
             events_dropped: Counter::default(),
             events_failed: Counter::default(),
@@ -170,7 +175,7 @@ impl Metrics {
         );
         r.register(
             "gc_reclaimed",
-            "Journaled attachment sets removed by GC calls",
+            "Journaled attachment sets removed, by CNI GC calls (by=gc) or by the GC reconciler (by=reconciler)",
             m.gc_reclaimed.clone(),
         );
         r.register(
@@ -276,7 +281,17 @@ impl Metrics {
     }
 
     pub fn gc_reclaimed(&self, n: usize) {
-        self.gc_reclaimed.inc_by(n as u64);
+        self.gc_reclaimed
+            .get_or_create(&ByLabels { by: "gc".into() })
+            .inc_by(n as u64);
+    }
+
+    pub fn reconciled(&self, n: usize) {
+        self.gc_reclaimed
+            .get_or_create(&ByLabels {
+                by: "reconciler".into(),
+            })
+            .inc_by(n as u64);
     }
 
     pub fn event_queued(&self) {

@@ -15,8 +15,10 @@
 mod cache;
 mod call;
 mod client;
+mod confwatch;
 mod metrics;
 pub mod protocol;
+mod reconcile;
 mod server;
 pub mod shim;
 mod store;
@@ -61,9 +63,19 @@ pub struct DaemonArgs {
     #[arg(long, default_value = "info")]
     pub log_level: String,
     /// Do not write the conf (it is written by other means): readiness then waits for
-    /// caches only.
+    /// caches only, and the GC reconciler does not run.
     #[arg(long)]
     pub no_conf: bool,
+    /// How often the GC reconciler walks the journal; 0 turns it off.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub gc_interval: u64,
+    /// How long a pod must have been gone from the API before the reconciler removes its
+    /// attachments.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub gc_grace: u64,
+    /// `CNI_PATH` of the DELs the reconciler runs (the conf's `binDir` is searched first).
+    #[arg(long, default_value = "/opt/cni/bin")]
+    pub gc_cni_path: String,
     #[command(flatten)]
     pub generate: GenerateArgs,
 }
@@ -190,10 +202,24 @@ async fn serve(args: DaemonArgs) -> Result<(), DaemonError> {
     } else {
         let mut opts = args.generate.options();
         opts.daemon_socket_dir = Some(socket_dir.clone());
+        if args.gc_interval > 0 {
+            let reconciler = reconcile::Reconciler {
+                daemon: daemon.clone(),
+                metrics: metrics.clone(),
+                conf_file: opts.conf_dir.join(&opts.output),
+                cni_path: args.gc_cni_path.clone(),
+                interval: Duration::from_secs(args.gc_interval),
+                grace: Duration::from_secs(args.gc_grace),
+            };
+            std::thread::Builder::new()
+                .name("gc-reconciler".into())
+                .spawn(move || reconciler.run())
+                .map_err(DaemonError::Runtime)?;
+        }
         let health = health.clone();
         std::thread::Builder::new()
             .name("conf".into())
-            .spawn(move || write_conf(opts, &health))
+            .spawn(move || confwatch::run(opts, &health))
             .map_err(DaemonError::Runtime)?;
     }
 
@@ -226,30 +252,6 @@ fn metrics_address(text: &str) -> Result<Option<SocketAddr>, DaemonError> {
         address: text.to_string(),
         reason: format!("{e}"),
     })
-}
-
-/// Writes the shim's conf, retrying until it can (the primary CNI may not have written its
-/// own yet). Never removes it: without it the runtime falls back to the primary CNI and
-/// starts pods without their networks.
-fn write_conf(opts: crate::autoconf::GenerateOptions, health: &Health) {
-    let mut opts = opts;
-    loop {
-        match crate::autoconf::generate(&opts) {
-            Ok(g) => {
-                tracing::info!(conf = %g.output.display(), primary = %g.primary, "conf written");
-                health.conf_written.store(true, Ordering::Relaxed);
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "conf not written yet; retrying");
-                if health.shutting_down.load(Ordering::Relaxed) {
-                    return;
-                }
-                opts.primary_timeout = Duration::ZERO;
-                std::thread::sleep(Duration::from_secs(2));
-            }
-        }
-    }
 }
 
 async fn wait_for_signal() {

@@ -38,10 +38,28 @@ impl DaemonStore {
     /// The store one call sees: it knows the pod UID the runtime named, so a cached pod of
     /// another UID (deleted and recreated under the same name) is read afresh.
     pub fn for_call<'a>(&'a self, inv: &Invocation) -> CallStore<'a> {
+        self.for_uid(inv.pod.uid.clone())
+    }
+
+    pub fn for_uid(&self, expected_uid: Option<String>) -> CallStore<'_> {
         CallStore {
             daemon: self,
-            expected_uid: inv.pod.uid.clone(),
+            expected_uid,
         }
+    }
+
+    pub fn pods_synced(&self) -> bool {
+        self.caches.synced(Kind::Pod)
+    }
+
+    /// The pod as the cache holds it, without falling back to the API.
+    pub fn cached_pod(&self, namespace: &str, name: &str) -> Option<Pod> {
+        self.caches.pod(namespace, name)
+    }
+
+    /// Queues an event, as a call's events are.
+    pub fn event(&self, pod: &Pod, event: &PodEvent) {
+        self.events.push(pod, event);
     }
 }
 
