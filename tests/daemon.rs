@@ -250,6 +250,15 @@ fn add_and_del_read_the_caches_write_status_and_move_the_metrics() {
             .any(|e| e["reason"] == "AddedInterface")
     });
 
+    // Built-ins entered the pod's netns on threads of their own that ended there: every
+    // thread left in the daemon is in the node's netns.
+    let node_ns = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", d.child.id())).unwrap();
+    for t in tasks {
+        let ns = std::fs::read_link(t.unwrap().path().join("ns/net")).unwrap();
+        assert_eq!(ns, node_ns, "a daemon thread stayed in another netns");
+    }
+
     // A pod the cache has not seen (the fake lists only node-1's pods to it): one GET.
     let mut other = pod_object("default", "elsewhere", UID, &[(NETWORKS, "blue")]);
     other["spec"]["nodeName"] = json!("node-2");
