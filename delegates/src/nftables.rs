@@ -1,0 +1,808 @@
+//! nf_tables over netlink, in-process: the few requests masquerade needs (a table, a NAT base
+//! chain, rules carrying a comment, a rule dump, deletes), so no `nft` process is started.
+//!
+//! No crate fits: the pure-Rust nf_tables crate is GPL, the others bind libnftnl (a C library
+//! the node would need) or drive the `nft` binary. The wire format is small and stable, so the
+//! messages are written here by hand over a `netlink-sys` socket.
+//!
+//! Changes go in one batch, which the kernel applies as one transaction: all of it or none.
+//! The socket belongs to the netns of the thread that opens it, so the rules land there.
+
+use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
+use std::io;
+use std::net::IpAddr;
+
+/// `NFPROTO_INET`: a table that sees both IPv4 and IPv6.
+pub const FAMILY_INET: u8 = 1;
+/// `NF_INET_POST_ROUTING`.
+pub const HOOK_POSTROUTING: u32 = 4;
+/// `NF_IP_PRI_NAT_SRC`, the priority nft calls `srcnat`.
+pub const PRIORITY_SRCNAT: i32 = 100;
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_DELRULE: u16 = 8;
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_DUMP_INTR: u16 = 0x10;
+const NLM_F_DUMP: u16 = 0x300;
+const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_APPEND: u16 = 0x800;
+const NLA_F_NESTED: u16 = 0x8000;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_TYPE: u16 = 7;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_HANDLE: u16 = 3;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_RULE_USERDATA: u16 = 7;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_DATA_VALUE: u16 = 1;
+/// The rule comment's type in the userdata TLVs, as nft writes and reads it.
+const UDATA_RULE_COMMENT: u8 = 0;
+
+/// `NFT_REG_1`, the first 16-byte register: every expression here loads into and reads it.
+const REG_1: u32 = 1;
+const NFT_META_NFPROTO: u32 = 15;
+const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+
+/// One expression of a rule, as the kernel executes it (what `nft --debug=netlink` prints).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expr {
+    /// `meta load nfproto => reg 1`
+    MetaNfproto,
+    /// `payload load <len>b @ network header + <offset> => reg 1`
+    Payload { offset: u32, len: u32 },
+    /// `bitwise reg 1 = (reg 1 & mask) ^ 0`
+    Mask(Vec<u8>),
+    /// `cmp eq|neq reg 1 <data>`
+    Cmp { eq: bool, data: Vec<u8> },
+    /// `masq`
+    Masquerade,
+}
+
+impl Expr {
+    /// Matches packets whose address at `offset` in the network header is inside `net`
+    /// (`eq`) or outside it (`!eq`), encoded as nft encodes a prefix: whole bytes are compared
+    /// directly, a prefix that ends inside a byte is masked first.
+    pub fn prefix(offset: u32, net: ipnet::IpNet, eq: bool) -> Vec<Expr> {
+        let addr = octets(net.network());
+        let width = addr.len() as u32;
+        let bits = u32::from(net.prefix_len());
+        if bits == width * 8 || (bits > 0 && bits % 8 == 0) {
+            let len = bits / 8;
+            return vec![
+                Expr::Payload { offset, len },
+                Expr::Cmp {
+                    eq,
+                    data: addr[..len as usize].to_vec(),
+                },
+            ];
+        }
+        vec![
+            Expr::Payload { offset, len: width },
+            Expr::Mask(octets(net.netmask())),
+            Expr::Cmp { eq, data: addr },
+        ]
+    }
+}
+
+pub fn octets(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// One change inside a batch.
+#[derive(Clone, Debug)]
+pub enum Op<'a> {
+    /// Creates the table unless it exists (`add table`).
+    AddTable { table: &'a str },
+    /// Creates a NAT base chain unless it exists with the same hook (`add chain`).
+    AddNatChain {
+        table: &'a str,
+        chain: &'a str,
+        hook: u32,
+        priority: i32,
+    },
+    /// Appends a rule with a comment (`add rule ... comment "..."`).
+    AddRule {
+        table: &'a str,
+        chain: &'a str,
+        exprs: &'a [Expr],
+        comment: &'a str,
+    },
+    DelRule {
+        table: &'a str,
+        chain: &'a str,
+        handle: u64,
+    },
+    /// Deletes the table with its chains and rules.
+    DelTable { table: &'a str },
+}
+
+impl Op<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Op::AddTable { table } => format!("add table {table}"),
+            Op::AddNatChain { table, chain, .. } => format!("add chain {table} {chain}"),
+            Op::AddRule { table, chain, .. } => format!("add rule {table} {chain}"),
+            Op::DelRule {
+                table,
+                chain,
+                handle,
+            } => format!("delete rule {table} {chain} handle {handle}"),
+            Op::DelTable { table } => format!("delete table {table}"),
+        }
+    }
+}
+
+/// A rule as the dump reports it: enough to find one's own and delete it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub chain: String,
+    pub handle: u64,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("netfilter netlink socket")]
+    Socket(#[source] io::Error),
+    #[error("kernel refused `{op}`")]
+    Refused {
+        op: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("kernel answered {got} of {want} nf_tables requests")]
+    Incomplete { got: usize, want: usize },
+    #[error("malformed nf_tables answer: {0}")]
+    Malformed(&'static str),
+    #[error("rule dump kept being interrupted by other ruleset changes")]
+    Interrupted,
+}
+
+impl NftError {
+    /// The errno of a kernel refusal.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            NftError::Refused { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+/// A netfilter netlink socket in the calling thread's netns.
+pub struct Nft {
+    sock: Socket,
+    seq: u32,
+}
+
+impl Nft {
+    pub fn open() -> Result<Nft, NftError> {
+        let mut sock = Socket::new(NETLINK_NETFILTER).map_err(NftError::Socket)?;
+        sock.bind_auto().map_err(NftError::Socket)?;
+        // Acks carry only the header of the request they answer, not the whole rule.
+        sock.set_cap_ack(true).map_err(NftError::Socket)?;
+        Ok(Nft { sock, seq: 0 })
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// Applies `ops` in `family` as one transaction.
+    pub fn apply(&mut self, family: u8, ops: &[Op]) -> Result<(), NftError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let begin = self.next_seq();
+        let first = begin.wrapping_add(1);
+        let mut w = Writer::default();
+        w.batch_marker(NFNL_MSG_BATCH_BEGIN, begin);
+        for op in ops {
+            let seq = self.next_seq();
+            encode(&mut w, family, seq, op);
+        }
+        let end = self.next_seq();
+        w.batch_marker(NFNL_MSG_BATCH_END, end);
+        self.sock.send(&w.buf, 0).map_err(NftError::Socket)?;
+
+        // The kernel handles the whole batch inside send(): every answer is queued by now,
+        // and a batch it rejects before looking at the requests (no nf_tables in the kernel)
+        // answers only for the batch header. So read what is there, never wait for more.
+        let mut acks = 0usize;
+        let mut failure: Option<NftError> = None;
+        let mut buf = Vec::with_capacity(16 * 1024);
+        loop {
+            buf.clear();
+            match self.sock.recv(&mut buf, nix::libc::MSG_DONTWAIT) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(NftError::Socket(e)),
+            }
+            for m in messages(&buf)? {
+                if m.ty != NLMSG_ERROR || m.seq < begin || m.seq > end {
+                    continue;
+                }
+                let errno = ack_errno(m.payload)?;
+                if m.seq >= first && m.seq < end {
+                    acks += 1;
+                }
+                if errno != 0 && failure.is_none() {
+                    let op = match m.seq.checked_sub(first) {
+                        Some(i) if (i as usize) < ops.len() => ops[i as usize].describe(),
+                        _ => "commit".to_string(),
+                    };
+                    failure = Some(NftError::Refused {
+                        op,
+                        source: io::Error::from_raw_os_error(errno),
+                    });
+                }
+            }
+        }
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        if acks != ops.len() {
+            return Err(NftError::Incomplete {
+                got: acks,
+                want: ops.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The rules of `table` (none when there is no such table).
+    pub fn rules(&mut self, family: u8, table: &str) -> Result<Vec<Rule>, NftError> {
+        // A dump spanning several reads is flagged by the kernel when another process changed
+        // the ruleset meanwhile; a fresh dump then sees a consistent state.
+        for _ in 0..8 {
+            if let Some(r) = self.dump_rules(family, table)? {
+                return Ok(r);
+            }
+        }
+        Err(NftError::Interrupted)
+    }
+
+    /// `None` when the dump was interrupted.
+    fn dump_rules(&mut self, family: u8, table: &str) -> Result<Option<Vec<Rule>>, NftError> {
+        let seq = self.next_seq();
+        let mut w = Writer::default();
+        let m = w.begin(
+            NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETRULE,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            family,
+        );
+        w.attr_str(NFTA_RULE_TABLE, table);
+        w.end(m);
+        self.sock.send(&w.buf, 0).map_err(NftError::Socket)?;
+
+        let mut rules = Vec::new();
+        let mut interrupted = false;
+        let mut buf = Vec::with_capacity(64 * 1024);
+        loop {
+            buf.clear();
+            self.sock.recv(&mut buf, 0).map_err(NftError::Socket)?;
+            for m in messages(&buf)? {
+                if m.seq != seq {
+                    continue;
+                }
+                interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
+                match m.ty {
+                    NLMSG_DONE => return Ok((!interrupted).then_some(rules)),
+                    NLMSG_ERROR => {
+                        return match ack_errno(m.payload)? {
+                            // Kernels that check the table's existence up front.
+                            nix::libc::ENOENT => Ok(Some(Vec::new())),
+                            errno => Err(NftError::Refused {
+                                op: format!("list rules of table {table}"),
+                                source: io::Error::from_raw_os_error(errno),
+                            }),
+                        };
+                    }
+                    t if t == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWRULE => {
+                        rules.push(parse_rule(m.payload)?);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn encode(w: &mut Writer, family: u8, seq: u32, op: &Op) {
+    let ty = |t: u16| NFNL_SUBSYS_NFTABLES << 8 | t;
+    match *op {
+        Op::AddTable { table } => {
+            let m = w.begin(ty(NFT_MSG_NEWTABLE), NLM_F_CREATE | NLM_F_ACK, seq, family);
+            w.attr_str(NFTA_TABLE_NAME, table);
+            w.end(m);
+        }
+        Op::AddNatChain {
+            table,
+            chain,
+            hook,
+            priority,
+        } => {
+            let m = w.begin(ty(NFT_MSG_NEWCHAIN), NLM_F_CREATE | NLM_F_ACK, seq, family);
+            w.attr_str(NFTA_CHAIN_TABLE, table);
+            w.attr_str(NFTA_CHAIN_NAME, chain);
+            let h = w.nest(NFTA_CHAIN_HOOK);
+            w.attr_be32(NFTA_HOOK_HOOKNUM, hook);
+            w.attr_be32(NFTA_HOOK_PRIORITY, priority as u32);
+            w.end_nest(h);
+            w.attr_str(NFTA_CHAIN_TYPE, "nat");
+            w.end(m);
+        }
+        Op::AddRule {
+            table,
+            chain,
+            exprs,
+            comment,
+        } => {
+            let flags = NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK;
+            let m = w.begin(ty(NFT_MSG_NEWRULE), flags, seq, family);
+            w.attr_str(NFTA_RULE_TABLE, table);
+            w.attr_str(NFTA_RULE_CHAIN, chain);
+            let list = w.nest(NFTA_RULE_EXPRESSIONS);
+            for e in exprs {
+                encode_expr(w, e);
+            }
+            w.end_nest(list);
+            let mut udata = vec![UDATA_RULE_COMMENT, (comment.len() + 1) as u8];
+            udata.extend_from_slice(comment.as_bytes());
+            udata.push(0);
+            w.attr(NFTA_RULE_USERDATA, &udata);
+            w.end(m);
+        }
+        Op::DelRule {
+            table,
+            chain,
+            handle,
+        } => {
+            let m = w.begin(ty(NFT_MSG_DELRULE), NLM_F_ACK, seq, family);
+            w.attr_str(NFTA_RULE_TABLE, table);
+            w.attr_str(NFTA_RULE_CHAIN, chain);
+            w.attr(NFTA_RULE_HANDLE, &handle.to_be_bytes());
+            w.end(m);
+        }
+        Op::DelTable { table } => {
+            let m = w.begin(ty(NFT_MSG_DELTABLE), NLM_F_ACK, seq, family);
+            w.attr_str(NFTA_TABLE_NAME, table);
+            w.end(m);
+        }
+    }
+}
+
+fn encode_expr(w: &mut Writer, e: &Expr) {
+    // Attribute numbers of each expression's own attribute space.
+    let elem = w.nest(NFTA_LIST_ELEM);
+    let (name, data): (&str, Vec<(u16, Field)>) = match e {
+        Expr::MetaNfproto => (
+            "meta",
+            vec![(2, Field::Be32(NFT_META_NFPROTO)), (1, Field::Be32(REG_1))],
+        ),
+        Expr::Payload { offset, len } => (
+            "payload",
+            vec![
+                (1, Field::Be32(REG_1)),
+                (2, Field::Be32(NFT_PAYLOAD_NETWORK_HEADER)),
+                (3, Field::Be32(*offset)),
+                (4, Field::Be32(*len)),
+            ],
+        ),
+        Expr::Mask(mask) => (
+            "bitwise",
+            vec![
+                (1, Field::Be32(REG_1)),
+                (2, Field::Be32(REG_1)),
+                (3, Field::Be32(mask.len() as u32)),
+                (4, Field::Value(mask.clone())),
+                (5, Field::Value(vec![0; mask.len()])),
+            ],
+        ),
+        Expr::Cmp { eq, data } => (
+            "cmp",
+            vec![
+                (1, Field::Be32(REG_1)),
+                (2, Field::Be32(if *eq { 0 } else { 1 })),
+                (3, Field::Value(data.clone())),
+            ],
+        ),
+        Expr::Masquerade => ("masq", vec![]),
+    };
+    w.attr_str(NFTA_EXPR_NAME, name);
+    let d = w.nest(NFTA_EXPR_DATA);
+    for (ty, f) in data {
+        match f {
+            Field::Be32(v) => w.attr_be32(ty, v),
+            Field::Value(bytes) => {
+                let n = w.nest(ty);
+                w.attr(NFTA_DATA_VALUE, &bytes);
+                w.end_nest(n);
+            }
+        }
+    }
+    w.end_nest(d);
+    w.end_nest(elem);
+}
+
+enum Field {
+    Be32(u32),
+    /// A `nft_data` value: nested, as the kernel expects constants.
+    Value(Vec<u8>),
+}
+
+/// Builds netlink messages: headers in host order, nf_tables integers big-endian, every
+/// attribute padded to 4 bytes.
+#[derive(Default)]
+struct Writer {
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn begin(&mut self, ty: u16, flags: u16, seq: u32, family: u8) -> usize {
+        self.header(ty, NLM_F_REQUEST | flags, seq, family, 0)
+    }
+
+    /// The batch's begin and end markers name the subsystem in `res_id`.
+    fn batch_marker(&mut self, ty: u16, seq: u32) {
+        let m = self.header(ty, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES);
+        self.end(m);
+    }
+
+    fn header(&mut self, ty: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> usize {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&0u32.to_ne_bytes());
+        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf.extend_from_slice(&flags.to_ne_bytes());
+        self.buf.extend_from_slice(&seq.to_ne_bytes());
+        self.buf.extend_from_slice(&0u32.to_ne_bytes());
+        // nfgenmsg: family, version NFNETLINK_V0, resource id (big-endian).
+        self.buf.push(family);
+        self.buf.push(0);
+        self.buf.extend_from_slice(&res_id.to_be_bytes());
+        start
+    }
+
+    fn end(&mut self, start: usize) {
+        let len = (self.buf.len() - start) as u32;
+        self.buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    fn attr(&mut self, ty: u16, data: &[u8]) {
+        self.buf
+            .extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn attr_str(&mut self, ty: u16, s: &str) {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        self.attr(ty, &v);
+    }
+
+    fn attr_be32(&mut self, ty: u16, v: u32) {
+        self.attr(ty, &v.to_be_bytes());
+    }
+
+    fn nest(&mut self, ty: u16) -> usize {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&0u16.to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+        start
+    }
+
+    fn end_nest(&mut self, start: usize) {
+        let len = (self.buf.len() - start) as u16;
+        self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    fn pad(&mut self) {
+        while !self.buf.len().is_multiple_of(4) {
+            self.buf.push(0);
+        }
+    }
+}
+
+struct Message<'a> {
+    ty: u16,
+    flags: u16,
+    seq: u32,
+    /// Everything after the netlink header.
+    payload: &'a [u8],
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn messages(buf: &[u8]) -> Result<Vec<Message<'_>>, NftError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 16 <= buf.len() {
+        let bad = NftError::Malformed("netlink header");
+        let len = u32_at(buf, at).ok_or(bad)? as usize;
+        if len < 16 || at + len > buf.len() {
+            return Err(NftError::Malformed("netlink message length"));
+        }
+        out.push(Message {
+            ty: u16_at(buf, at + 4).ok_or(NftError::Malformed("type"))?,
+            flags: u16_at(buf, at + 6).ok_or(NftError::Malformed("flags"))?,
+            seq: u32_at(buf, at + 8).ok_or(NftError::Malformed("seq"))?,
+            payload: &buf[at + 16..at + len],
+        });
+        at += len.next_multiple_of(4);
+    }
+    Ok(out)
+}
+
+/// The positive errno of an `NLMSG_ERROR` (0 for an ack).
+fn ack_errno(payload: &[u8]) -> Result<i32, NftError> {
+    let raw = u32_at(payload, 0).ok_or(NftError::Malformed("error message"))?;
+    Ok(-(raw as i32))
+}
+
+/// Attributes of one level: (type without flags, value).
+fn attrs(mut b: &[u8]) -> Result<Vec<(u16, &[u8])>, NftError> {
+    let mut out = Vec::new();
+    while b.len() >= 4 {
+        let len = u16_at(b, 0).ok_or(NftError::Malformed("attribute"))? as usize;
+        let ty = u16_at(b, 2).ok_or(NftError::Malformed("attribute"))? & NLA_TYPE_MASK;
+        if len < 4 || len > b.len() {
+            return Err(NftError::Malformed("attribute length"));
+        }
+        out.push((ty, &b[4..len]));
+        b = &b[len.next_multiple_of(4).min(b.len())..];
+    }
+    Ok(out)
+}
+
+fn parse_rule(payload: &[u8]) -> Result<Rule, NftError> {
+    // Skip the nfgenmsg.
+    let body = payload
+        .get(4..)
+        .ok_or(NftError::Malformed("rule message"))?;
+    let mut rule = Rule {
+        chain: String::new(),
+        handle: 0,
+        comment: None,
+    };
+    let mut handle = None;
+    for (ty, v) in attrs(body)? {
+        match ty {
+            NFTA_RULE_CHAIN => rule.chain = c_string(v),
+            NFTA_RULE_HANDLE => {
+                let b: [u8; 8] = v.try_into().map_err(|_| NftError::Malformed("handle"))?;
+                handle = Some(u64::from_be_bytes(b));
+            }
+            NFTA_RULE_USERDATA => rule.comment = comment(v),
+            _ => {}
+        }
+    }
+    rule.handle = handle.ok_or(NftError::Malformed("rule without handle"))?;
+    Ok(rule)
+}
+
+/// The comment among a rule's userdata TLVs (type, length, value).
+fn comment(mut udata: &[u8]) -> Option<String> {
+    while udata.len() >= 2 {
+        let (ty, len) = (udata[0], udata[1] as usize);
+        let value = udata.get(2..2 + len)?;
+        if ty == UDATA_RULE_COMMENT {
+            return Some(c_string(value));
+        }
+        udata = &udata[2 + len..];
+    }
+    None
+}
+
+fn c_string(v: &[u8]) -> String {
+    let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+    String::from_utf8_lossy(&v[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> ipnet::IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn prefixes_are_encoded_as_nft_encodes_them() {
+        // Whole bytes: compare just those bytes.
+        assert_eq!(
+            Expr::prefix(16, net("10.77.0.0/24"), false),
+            vec![
+                Expr::Payload { offset: 16, len: 3 },
+                Expr::Cmp {
+                    eq: false,
+                    data: vec![10, 77, 0]
+                }
+            ]
+        );
+        // A full-length prefix is the address itself.
+        assert_eq!(
+            Expr::prefix(12, net("10.77.0.2/32"), true),
+            vec![
+                Expr::Payload { offset: 12, len: 4 },
+                Expr::Cmp {
+                    eq: true,
+                    data: vec![10, 77, 0, 2]
+                }
+            ]
+        );
+        // Ending inside a byte: load the whole address and mask it.
+        assert_eq!(
+            Expr::prefix(16, net("224.0.0.0/4"), false),
+            vec![
+                Expr::Payload { offset: 16, len: 4 },
+                Expr::Mask(vec![0xf0, 0, 0, 0]),
+                Expr::Cmp {
+                    eq: false,
+                    data: vec![224, 0, 0, 0]
+                }
+            ]
+        );
+        // /0 has no whole byte to compare: nft masks everything away.
+        assert_eq!(
+            Expr::prefix(16, net("0.0.0.0/0"), false),
+            vec![
+                Expr::Payload { offset: 16, len: 4 },
+                Expr::Mask(vec![0; 4]),
+                Expr::Cmp {
+                    eq: false,
+                    data: vec![0; 4]
+                }
+            ]
+        );
+        let v6 = Expr::prefix(24, net("fd00::/52"), false);
+        assert_eq!(
+            v6[0],
+            Expr::Payload {
+                offset: 24,
+                len: 16
+            }
+        );
+        assert_eq!(
+            v6[1],
+            Expr::Mask(vec![
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+            ])
+        );
+    }
+
+    #[test]
+    fn a_rule_message_is_laid_out_as_the_kernel_reads_it() {
+        let mut w = Writer::default();
+        let exprs = [Expr::Masquerade];
+        encode(
+            &mut w,
+            FAMILY_INET,
+            7,
+            &Op::AddRule {
+                table: "t",
+                chain: "c",
+                exprs: &exprs,
+                comment: "hi",
+            },
+        );
+        let b = &w.buf;
+        assert_eq!(
+            u32_at(b, 0),
+            Some(b.len() as u32),
+            "length covers the message"
+        );
+        assert_eq!(u16_at(b, 4), Some(10 << 8 | NFT_MSG_NEWRULE));
+        assert_eq!(
+            u16_at(b, 6),
+            Some(NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK)
+        );
+        assert_eq!(u32_at(b, 8), Some(7));
+        assert_eq!(&b[16..20], &[FAMILY_INET, 0, 0, 0]);
+        let top = attrs(&b[20..]).unwrap();
+        let types: Vec<u16> = top.iter().map(|(t, _)| *t).collect();
+        assert_eq!(
+            types,
+            vec![
+                NFTA_RULE_TABLE,
+                NFTA_RULE_CHAIN,
+                NFTA_RULE_EXPRESSIONS,
+                NFTA_RULE_USERDATA
+            ]
+        );
+        assert_eq!(top[0].1, b"t\0");
+        assert_eq!(top[3].1, &[UDATA_RULE_COMMENT, 3, b'h', b'i', 0]);
+        let elems = attrs(top[2].1).unwrap();
+        assert_eq!(elems.len(), 1);
+        let masq = attrs(elems[0].1).unwrap();
+        assert_eq!(masq[0], (NFTA_EXPR_NAME, &b"masq\0"[..]));
+        assert_eq!(
+            masq[1],
+            (NFTA_EXPR_DATA, &[][..]),
+            "empty data, as nft sends"
+        );
+        // Nested attributes carry the flag the kernel's strict parser expects.
+        assert_eq!(
+            u16_at(&b[20..], 4 + 4 + 4 + 4 + 2),
+            Some(NFTA_RULE_EXPRESSIONS | NLA_F_NESTED)
+        );
+    }
+
+    #[test]
+    fn a_dumped_rule_yields_handle_chain_and_comment() {
+        let mut w = Writer::default();
+        let m = w.begin(10 << 8 | NFT_MSG_NEWRULE, 0, 1, FAMILY_INET);
+        w.attr_str(NFTA_RULE_TABLE, "t");
+        w.attr_str(NFTA_RULE_CHAIN, "postrouting");
+        w.attr(NFTA_RULE_HANDLE, &42u64.to_be_bytes());
+        w.attr(
+            NFTA_RULE_USERDATA,
+            &[1, 1, 9, UDATA_RULE_COMMENT, 4, b'a', b'b', b'c', 0],
+        );
+        w.end(m);
+        let msgs = messages(&w.buf).unwrap();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(
+            parse_rule(msgs[0].payload).unwrap(),
+            Rule {
+                chain: "postrouting".into(),
+                handle: 42,
+                comment: Some("abc".into())
+            }
+        );
+    }
+
+    #[test]
+    fn truncated_answers_are_errors_not_panics() {
+        let mut w = Writer::default();
+        let m = w.begin(10 << 8 | NFT_MSG_NEWRULE, 0, 1, FAMILY_INET);
+        w.attr(NFTA_RULE_HANDLE, &42u64.to_be_bytes());
+        w.end(m);
+        for cut in 0..w.buf.len() {
+            let b = &w.buf[..cut];
+            if let Ok(msgs) = messages(b) {
+                for m in msgs {
+                    let _ = parse_rule(m.payload);
+                }
+            }
+        }
+        assert!(matches!(
+            parse_rule(&[0, 0, 0, 0]),
+            Err(NftError::Malformed("rule without handle"))
+        ));
+        assert_eq!(comment(&[0, 9, b'x']), None);
+    }
+}
