@@ -78,25 +78,37 @@ pub fn add(
     let table = table_name(network);
     let tag = tag(container_id, ifname);
     let rules: Vec<Vec<Expr>> = ips.iter().map(rule).collect();
-    let mut ops = vec![
-        Op::AddTable { table: &table },
-        Op::AddNatChain {
+    let rule_ops: Vec<Op> = rules
+        .iter()
+        .map(|exprs| Op::AddRule {
+            table: &table,
+            chain: CHAIN,
+            exprs,
+            comment: &tag,
+        })
+        .collect();
+    let step = format!("add masquerade rules to inet {table}");
+    let mut nft = Nft::open().map_err(failed(step.clone()))?;
+    // The rules alone when the chain is there: re-adding an existing table and chain would be
+    // an update, which the kernel releases only after an RCU grace period, and a batch the
+    // kernel refuses costs one too, so the chain is looked up first.
+    let present = nft
+        .has_chain(FAMILY_INET, &table, CHAIN)
+        .map_err(failed(step.clone()))?;
+    let mut ops = Vec::with_capacity(rule_ops.len() + 2);
+    if !present {
+        ops.push(Op::AddTable { table: &table });
+        ops.push(Op::AddNatChain {
             table: &table,
             chain: CHAIN,
             hook: nftables::HOOK_POSTROUTING,
             priority: nftables::PRIORITY_SRCNAT,
-        },
-    ];
-    ops.extend(rules.iter().map(|exprs| Op::AddRule {
-        table: &table,
-        chain: CHAIN,
-        exprs,
-        comment: &tag,
-    }));
-    let step = format!("add masquerade rules to inet {table}");
-    Nft::open()
-        .and_then(|mut nft| nft.apply(FAMILY_INET, &ops))
-        .map_err(failed(step))
+        });
+    }
+    ops.extend(rule_ops);
+    let r = nft.apply(FAMILY_INET, &ops);
+    nft.close_detached();
+    r.map_err(failed(step))
 }
 
 pub fn remove(network: &str, container_id: &str, ifname: &str) -> Result<(), DelegateError> {
@@ -111,7 +123,14 @@ pub fn remove(network: &str, container_id: &str, ifname: &str) -> Result<(), Del
     let (ours, others): (Vec<_>, Vec<_>) = rules
         .iter()
         .partition(|r| r.comment.as_deref() == Some(tag.as_str()));
-    if !others.is_empty() {
+    let result = if others.is_empty() {
+        match nft.apply(FAMILY_INET, &[Op::DelTable { table: &table }]) {
+            // No table: nothing of ours left (a DEL repeated, or ipMasq never reached the
+            // kernel).
+            Err(e) if e.errno() == Some(nix::libc::ENOENT) => Ok(()),
+            r => r,
+        }
+    } else {
         let ops: Vec<Op> = ours
             .iter()
             .map(|r| Op::DelRule {
@@ -120,11 +139,8 @@ pub fn remove(network: &str, container_id: &str, ifname: &str) -> Result<(), Del
                 handle: r.handle,
             })
             .collect();
-        return nft.apply(FAMILY_INET, &ops).map_err(failed(step));
-    }
-    match nft.apply(FAMILY_INET, &[Op::DelTable { table: &table }]) {
-        // No table: nothing of ours left (a DEL repeated, or ipMasq never reached the kernel).
-        Err(e) if e.errno() == Some(nix::libc::ENOENT) => Ok(()),
-        r => r.map_err(failed(step)),
-    }
+        nft.apply(FAMILY_INET, &ops)
+    };
+    nft.close_detached();
+    result.map_err(failed(step))
 }

@@ -25,6 +25,7 @@ const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_DELRULE: u16 = 8;
@@ -207,6 +208,17 @@ impl Nft {
         Ok(Nft { sock, seq: 0 })
     }
 
+    /// Closes the socket on a thread of its own. While the kernel still has objects of a
+    /// committed deletion or update to release (after an RCU grace period, milliseconds
+    /// here), closing any netfilter socket waits for that release; the changes themselves
+    /// are committed and visible, so the caller's remaining work need not wait. Closed here
+    /// when no thread can be started.
+    pub fn close_detached(self) {
+        let _ = std::thread::Builder::new()
+            .name("nft-close".into())
+            .spawn(move || drop(self));
+    }
+
     fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
@@ -272,6 +284,41 @@ impl Nft {
             });
         }
         Ok(())
+    }
+
+    /// Whether `chain` exists in `table`. A plain lookup: unlike a transaction that fails,
+    /// it costs the kernel no RCU grace period.
+    pub fn has_chain(&mut self, family: u8, table: &str, chain: &str) -> Result<bool, NftError> {
+        let seq = self.next_seq();
+        let mut w = Writer::default();
+        let m = w.begin(
+            NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETCHAIN,
+            NLM_F_ACK,
+            seq,
+            family,
+        );
+        w.attr_str(NFTA_CHAIN_TABLE, table);
+        w.attr_str(NFTA_CHAIN_NAME, chain);
+        w.end(m);
+        self.sock.send(&w.buf, 0).map_err(NftError::Socket)?;
+        let mut buf = Vec::with_capacity(16 * 1024);
+        loop {
+            buf.clear();
+            self.sock.recv(&mut buf, 0).map_err(NftError::Socket)?;
+            for m in messages(&buf)? {
+                if m.seq != seq || m.ty != NLMSG_ERROR {
+                    continue;
+                }
+                return match ack_errno(m.payload)? {
+                    0 => Ok(true),
+                    nix::libc::ENOENT => Ok(false),
+                    errno => Err(NftError::Refused {
+                        op: format!("get chain {table} {chain}"),
+                        source: io::Error::from_raw_os_error(errno),
+                    }),
+                };
+            }
+        }
     }
 
     /// The rules of `table` (none when there is no such table).

@@ -134,8 +134,8 @@ fn add_and_del_change_exactly_their_own_rules_and_the_last_del_drops_the_table()
 fn a_refused_add_changes_nothing() {
     let node = TestNs::new();
     let table = masq::table_name("clash");
-    // The chain exists with another hook: the kernel refuses the NAT chain, and the
-    // transaction takes the rule with it.
+    // The chain exists as a filter chain on another hook: the kernel refuses a masquerade
+    // rule there, and nothing of the transaction stays.
     nft_apply(
         &node,
         &format!(
@@ -149,7 +149,7 @@ fn a_refused_add_changes_nothing() {
     assert_eq!(e.code(), 100, "{e}");
     let obj = e.to_error_object();
     assert!(
-        obj.msg.contains(&table) && obj.details.contains("add chain"),
+        obj.msg.contains(&table) && obj.details.contains("kernel refused"),
         "{obj:?}"
     );
     assert_eq!(ruleset(&node), before);
