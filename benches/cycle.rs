@@ -32,9 +32,8 @@ mod netavark;
 use common::*;
 use netavark::Netavark;
 use serde_json::{Value, json};
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -80,30 +79,16 @@ struct Bench {
 }
 
 fn exec_plugin(plugin: &str, command: &str, cid: &str, netns: &Path, ifname: &str, conf: &Value) {
-    let mut child = Command::new(format!("{REFERENCE_PLUGINS}/{plugin}"))
-        .env_clear()
+    let mut cmd = Command::new(format!("{REFERENCE_PLUGINS}/{plugin}"));
+    cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", cid)
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", ifname)
-        .env("CNI_PATH", REFERENCE_PLUGINS)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn reference plugin");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&serde_json::to_vec(conf).expect("json"))
-        .expect("write conf");
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{plugin} {command}: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+        .env("CNI_PATH", REFERENCE_PLUGINS);
+    let input = serde_json::to_vec(conf).expect("json");
+    run_with_input(cmd, &input, &format!("{plugin} {command}"));
 }
 
 impl Bench {
@@ -171,6 +156,22 @@ impl Bench {
         }
     }
 
+    /// ADD or DEL of the resident pod of `v`'s cluster bridge (cluster network only).
+    fn resident(&self, v: Variant, command: &str, pod: &Path) {
+        if v == Variant::BuiltinMasq {
+            Call::new(command, "resident", Some(pod), &self.w)
+                .run_json(&self.builtin_masq)
+                .ok();
+            return;
+        }
+        let opts = Netavark::options("resident", 0, v == Variant::NetavarkMasq, "upl0", 254);
+        if command == "ADD" {
+            self.netavark.setup(pod, &opts);
+        } else {
+            self.netavark.teardown(pod, &opts);
+        }
+    }
+
     /// One ADD and one DEL in a fresh pod netns, each timed; the netns is gone afterwards.
     fn cycle(&self, v: Variant, n: usize, cid: &str) -> (Duration, Duration) {
         let pod = PodNs::new();
@@ -226,17 +227,7 @@ fn main() {
     .into_iter()
     .map(|v| {
         let pod = PodNs::new();
-        match v {
-            Variant::BuiltinMasq => {
-                Call::new("ADD", "resident", Some(&pod.path), &b.w)
-                    .run_json(&b.builtin_masq)
-                    .ok();
-            }
-            _ => b.netavark.setup(
-                &pod.path,
-                &Netavark::options("resident", 0, v == Variant::NetavarkMasq, "upl0", 254),
-            ),
-        }
+        b.resident(v, "ADD", &pod.path);
         (pod, v)
     })
     .collect();
@@ -312,17 +303,7 @@ fn main() {
     );
 
     for (pod, v) in residents {
-        match v {
-            Variant::BuiltinMasq => {
-                Call::new("DEL", "resident", Some(&pod.path), &b.w)
-                    .run_json(&b.builtin_masq)
-                    .ok();
-            }
-            _ => b.netavark.teardown(
-                &pod.path,
-                &Netavark::options("resident", 0, v == Variant::NetavarkMasq, "upl0", 254),
-            ),
-        }
+        b.resident(v, "DEL", &pod.path);
     }
     b.w.assert_clean(None);
 }

@@ -7,10 +7,10 @@
 //! without any firewall rule (and without a default route). With masquerade, the bridge
 //! network is not internal and netavark's default iptables driver writes its NAT rules.
 
+use crate::common::run_with_input;
 use serde_json::{Value, json};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 pub const NETAVARK: &str = "/usr/lib/podman/netavark";
 
@@ -78,30 +78,14 @@ impl Netavark {
     }
 
     fn run(&self, command: &str, netns: &Path, options: &Value) {
-        let mut child = Command::new(NETAVARK)
-            .env_clear()
+        let mut cmd = Command::new(NETAVARK);
+        cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .arg("--config")
             .arg(&self.config)
             .arg(command)
-            .arg(netns)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn netavark");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(&serde_json::to_vec(options).expect("json"))
-            .expect("write options");
-        let out = child.wait_with_output().expect("wait netavark");
-        assert!(
-            out.status.success(),
-            "netavark {command}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .arg(netns);
+        let input = serde_json::to_vec(options).expect("json");
+        run_with_input(cmd, &input, &format!("netavark {command}"));
     }
 }
