@@ -8,9 +8,12 @@
 //! Changes go in one batch, which the kernel applies as one transaction: all of it or none.
 //! The socket belongs to the netns of the thread that opens it, so the rules land there.
 
+mod wire;
+
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 use std::io;
 use std::net::IpAddr;
+use wire::*;
 
 /// `NFPROTO_INET`: a table that sees both IPv4 and IPv6.
 pub const FAMILY_INET: u8 = 1;
@@ -29,17 +32,6 @@ const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_DELRULE: u16 = 8;
-
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP_INTR: u16 = 0x10;
-const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_APPEND: u16 = 0x800;
-const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
@@ -232,13 +224,13 @@ impl Nft {
         let begin = self.next_seq();
         let first = begin.wrapping_add(1);
         let mut w = Writer::default();
-        w.batch_marker(NFNL_MSG_BATCH_BEGIN, begin);
+        w.batch_marker(NFNL_MSG_BATCH_BEGIN, begin, NFNL_SUBSYS_NFTABLES);
         for op in ops {
             let seq = self.next_seq();
             encode(&mut w, family, seq, op);
         }
         let end = self.next_seq();
-        w.batch_marker(NFNL_MSG_BATCH_END, end);
+        w.batch_marker(NFNL_MSG_BATCH_END, end, NFNL_SUBSYS_NFTABLES);
         self.sock.send(&w.buf, 0).map_err(NftError::Socket)?;
 
         // The kernel handles the whole batch inside send(): every answer is queued by now,
@@ -503,138 +495,6 @@ enum Field {
     Value(Vec<u8>),
 }
 
-/// Builds netlink messages: headers in host order, nf_tables integers big-endian, every
-/// attribute padded to 4 bytes.
-#[derive(Default)]
-struct Writer {
-    buf: Vec<u8>,
-}
-
-impl Writer {
-    fn begin(&mut self, ty: u16, flags: u16, seq: u32, family: u8) -> usize {
-        self.header(ty, NLM_F_REQUEST | flags, seq, family, 0)
-    }
-
-    /// The batch's begin and end markers name the subsystem in `res_id`.
-    fn batch_marker(&mut self, ty: u16, seq: u32) {
-        let m = self.header(ty, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES);
-        self.end(m);
-    }
-
-    fn header(&mut self, ty: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> usize {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&0u32.to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(&flags.to_ne_bytes());
-        self.buf.extend_from_slice(&seq.to_ne_bytes());
-        self.buf.extend_from_slice(&0u32.to_ne_bytes());
-        // nfgenmsg: family, version NFNETLINK_V0, resource id (big-endian).
-        self.buf.push(family);
-        self.buf.push(0);
-        self.buf.extend_from_slice(&res_id.to_be_bytes());
-        start
-    }
-
-    fn end(&mut self, start: usize) {
-        let len = (self.buf.len() - start) as u32;
-        self.buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-    }
-
-    fn attr(&mut self, ty: u16, data: &[u8]) {
-        self.buf
-            .extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(data);
-        self.pad();
-    }
-
-    fn attr_str(&mut self, ty: u16, s: &str) {
-        let mut v = s.as_bytes().to_vec();
-        v.push(0);
-        self.attr(ty, &v);
-    }
-
-    fn attr_be32(&mut self, ty: u16, v: u32) {
-        self.attr(ty, &v.to_be_bytes());
-    }
-
-    fn nest(&mut self, ty: u16) -> usize {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf
-            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
-        start
-    }
-
-    fn end_nest(&mut self, start: usize) {
-        let len = (self.buf.len() - start) as u16;
-        self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
-    }
-
-    fn pad(&mut self) {
-        while !self.buf.len().is_multiple_of(4) {
-            self.buf.push(0);
-        }
-    }
-}
-
-struct Message<'a> {
-    ty: u16,
-    flags: u16,
-    seq: u32,
-    /// Everything after the netlink header.
-    payload: &'a [u8],
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn messages(buf: &[u8]) -> Result<Vec<Message<'_>>, NftError> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 16 <= buf.len() {
-        let bad = NftError::Malformed("netlink header");
-        let len = u32_at(buf, at).ok_or(bad)? as usize;
-        if len < 16 || at + len > buf.len() {
-            return Err(NftError::Malformed("netlink message length"));
-        }
-        out.push(Message {
-            ty: u16_at(buf, at + 4).ok_or(NftError::Malformed("type"))?,
-            flags: u16_at(buf, at + 6).ok_or(NftError::Malformed("flags"))?,
-            seq: u32_at(buf, at + 8).ok_or(NftError::Malformed("seq"))?,
-            payload: &buf[at + 16..at + len],
-        });
-        at += len.next_multiple_of(4);
-    }
-    Ok(out)
-}
-
-/// The positive errno of an `NLMSG_ERROR` (0 for an ack).
-fn ack_errno(payload: &[u8]) -> Result<i32, NftError> {
-    let raw = u32_at(payload, 0).ok_or(NftError::Malformed("error message"))?;
-    Ok(-(raw as i32))
-}
-
-/// Attributes of one level: (type without flags, value).
-fn attrs(mut b: &[u8]) -> Result<Vec<(u16, &[u8])>, NftError> {
-    let mut out = Vec::new();
-    while b.len() >= 4 {
-        let len = u16_at(b, 0).ok_or(NftError::Malformed("attribute"))? as usize;
-        let ty = u16_at(b, 2).ok_or(NftError::Malformed("attribute"))? & NLA_TYPE_MASK;
-        if len < 4 || len > b.len() {
-            return Err(NftError::Malformed("attribute length"));
-        }
-        out.push((ty, &b[4..len]));
-        b = &b[len.next_multiple_of(4).min(b.len())..];
-    }
-    Ok(out)
-}
-
 fn parse_rule(payload: &[u8]) -> Result<Rule, NftError> {
     // Skip the nfgenmsg.
     let body = payload
@@ -674,182 +534,5 @@ fn comment(mut udata: &[u8]) -> Option<String> {
     None
 }
 
-fn c_string(v: &[u8]) -> String {
-    let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
-    String::from_utf8_lossy(&v[..end]).into_owned()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn net(s: &str) -> ipnet::IpNet {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn prefixes_are_encoded_as_nft_encodes_them() {
-        // Whole bytes: compare just those bytes.
-        assert_eq!(
-            Expr::prefix(16, net("10.77.0.0/24"), false),
-            vec![
-                Expr::Payload { offset: 16, len: 3 },
-                Expr::Cmp {
-                    eq: false,
-                    data: vec![10, 77, 0]
-                }
-            ]
-        );
-        // A full-length prefix is the address itself.
-        assert_eq!(
-            Expr::prefix(12, net("10.77.0.2/32"), true),
-            vec![
-                Expr::Payload { offset: 12, len: 4 },
-                Expr::Cmp {
-                    eq: true,
-                    data: vec![10, 77, 0, 2]
-                }
-            ]
-        );
-        // Ending inside a byte: load the whole address and mask it.
-        assert_eq!(
-            Expr::prefix(16, net("224.0.0.0/4"), false),
-            vec![
-                Expr::Payload { offset: 16, len: 4 },
-                Expr::Mask(vec![0xf0, 0, 0, 0]),
-                Expr::Cmp {
-                    eq: false,
-                    data: vec![224, 0, 0, 0]
-                }
-            ]
-        );
-        // /0 has no whole byte to compare: nft masks everything away.
-        assert_eq!(
-            Expr::prefix(16, net("0.0.0.0/0"), false),
-            vec![
-                Expr::Payload { offset: 16, len: 4 },
-                Expr::Mask(vec![0; 4]),
-                Expr::Cmp {
-                    eq: false,
-                    data: vec![0; 4]
-                }
-            ]
-        );
-        let v6 = Expr::prefix(24, net("fd00::/52"), false);
-        assert_eq!(
-            v6[0],
-            Expr::Payload {
-                offset: 24,
-                len: 16
-            }
-        );
-        assert_eq!(
-            v6[1],
-            Expr::Mask(vec![
-                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf0, 0, 0, 0, 0, 0, 0, 0, 0, 0
-            ])
-        );
-    }
-
-    #[test]
-    fn a_rule_message_is_laid_out_as_the_kernel_reads_it() {
-        let mut w = Writer::default();
-        let exprs = [Expr::Masquerade];
-        encode(
-            &mut w,
-            FAMILY_INET,
-            7,
-            &Op::AddRule {
-                table: "t",
-                chain: "c",
-                exprs: &exprs,
-                comment: "hi",
-            },
-        );
-        let b = &w.buf;
-        assert_eq!(
-            u32_at(b, 0),
-            Some(b.len() as u32),
-            "length covers the message"
-        );
-        assert_eq!(u16_at(b, 4), Some(10 << 8 | NFT_MSG_NEWRULE));
-        assert_eq!(
-            u16_at(b, 6),
-            Some(NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK)
-        );
-        assert_eq!(u32_at(b, 8), Some(7));
-        assert_eq!(&b[16..20], &[FAMILY_INET, 0, 0, 0]);
-        let top = attrs(&b[20..]).unwrap();
-        let types: Vec<u16> = top.iter().map(|(t, _)| *t).collect();
-        assert_eq!(
-            types,
-            vec![
-                NFTA_RULE_TABLE,
-                NFTA_RULE_CHAIN,
-                NFTA_RULE_EXPRESSIONS,
-                NFTA_RULE_USERDATA
-            ]
-        );
-        assert_eq!(top[0].1, b"t\0");
-        assert_eq!(top[3].1, &[UDATA_RULE_COMMENT, 3, b'h', b'i', 0]);
-        let elems = attrs(top[2].1).unwrap();
-        assert_eq!(elems.len(), 1);
-        let masq = attrs(elems[0].1).unwrap();
-        assert_eq!(masq[0], (NFTA_EXPR_NAME, &b"masq\0"[..]));
-        assert_eq!(
-            masq[1],
-            (NFTA_EXPR_DATA, &[][..]),
-            "empty data, as nft sends"
-        );
-        // Nested attributes carry the flag the kernel's strict parser expects.
-        assert_eq!(
-            u16_at(&b[20..], 4 + 4 + 4 + 4 + 2),
-            Some(NFTA_RULE_EXPRESSIONS | NLA_F_NESTED)
-        );
-    }
-
-    #[test]
-    fn a_dumped_rule_yields_handle_chain_and_comment() {
-        let mut w = Writer::default();
-        let m = w.begin(10 << 8 | NFT_MSG_NEWRULE, 0, 1, FAMILY_INET);
-        w.attr_str(NFTA_RULE_TABLE, "t");
-        w.attr_str(NFTA_RULE_CHAIN, "postrouting");
-        w.attr(NFTA_RULE_HANDLE, &42u64.to_be_bytes());
-        w.attr(
-            NFTA_RULE_USERDATA,
-            &[1, 1, 9, UDATA_RULE_COMMENT, 4, b'a', b'b', b'c', 0],
-        );
-        w.end(m);
-        let msgs = messages(&w.buf).unwrap();
-        assert_eq!(msgs.len(), 1);
-        assert_eq!(
-            parse_rule(msgs[0].payload).unwrap(),
-            Rule {
-                chain: "postrouting".into(),
-                handle: 42,
-                comment: Some("abc".into())
-            }
-        );
-    }
-
-    #[test]
-    fn truncated_answers_are_errors_not_panics() {
-        let mut w = Writer::default();
-        let m = w.begin(10 << 8 | NFT_MSG_NEWRULE, 0, 1, FAMILY_INET);
-        w.attr(NFTA_RULE_HANDLE, &42u64.to_be_bytes());
-        w.end(m);
-        for cut in 0..w.buf.len() {
-            let b = &w.buf[..cut];
-            if let Ok(msgs) = messages(b) {
-                for m in msgs {
-                    let _ = parse_rule(m.payload);
-                }
-            }
-        }
-        assert!(matches!(
-            parse_rule(&[0, 0, 0, 0]),
-            Err(NftError::Malformed("rule without handle"))
-        ));
-        assert_eq!(comment(&[0, 9, b'x']), None);
-    }
-}
+mod tests;
