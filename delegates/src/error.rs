@@ -29,6 +29,12 @@ pub enum DelegateError {
     },
     #[error("{step}: {reason}")]
     Failed { step: String, reason: String },
+    #[error("{step}")]
+    Nftables {
+        step: String,
+        #[source]
+        source: crate::nftables::NftError,
+    },
     #[error("ipam: {0}")]
     Ipam(ErrorObject),
     /// DEL keeps going after a failure and reports all of them at the end.
@@ -77,7 +83,9 @@ impl DelegateError {
                 Some(EAGAIN | EBUSY | EINTR) => Code::TryAgainLater.as_u32(),
                 _ => Code::DelegateFailed.as_u32(),
             },
-            DelegateError::Failed { .. } => Code::DelegateFailed.as_u32(),
+            DelegateError::Failed { .. } | DelegateError::Nftables { .. } => {
+                Code::DelegateFailed.as_u32()
+            }
             // IPAM's own code reaches the runtime unchanged, as the reference plugins do.
             DelegateError::Ipam(obj) => obj.code,
             DelegateError::Many(list) => list

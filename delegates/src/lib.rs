@@ -14,6 +14,7 @@ pub mod link;
 pub mod macvlan;
 pub mod masq;
 pub mod netns;
+pub mod nftables;
 pub mod request;
 pub mod route;
 pub mod standalone;

@@ -141,6 +141,31 @@ pub fn sh(cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// Runs `cmd` (from the calling thread, so in its netns) with `input` on stdin and asserts it
+/// succeeded; `what` names it in the failure.
+pub fn run_with_input(mut cmd: Command, input: &[u8], what: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .unwrap_or_else(|e| panic!("write stdin of {what}: {e}"));
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 pub fn node_links() -> Vec<String> {
     let out = Command::new("ip")
         .args(["-j", "link", "show"])
