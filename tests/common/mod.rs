@@ -292,18 +292,55 @@ impl World {
         out
     }
 
-    /// Processes whose command line mentions this world's temp dir (stand-in delegates).
+    /// Processes this world started and left running: every process whose command line or
+    /// environment names this world's temp dir. Stand-in delegates are named by path, and
+    /// their children (a `sleep` a script forked) inherit `CNI_PATH`, which starts with the
+    /// world's bin dir, so grandchildren are found too.
     pub fn stray_processes(&self) -> Vec<String> {
         let marker = self.tmp.path().display().to_string();
-        let out = Command::new("pgrep")
-            .args(["-af", &marker])
-            .output()
-            .expect("pgrep");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.contains("pgrep"))
-            .map(String::from)
-            .collect()
+        let me = std::process::id();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            // A zombie waits for its parent to reap it: nothing of it runs any more.
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            if stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            {
+                continue;
+            }
+            let read = |f: &str| std::fs::read(e.path().join(f)).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&read("cmdline")).replace('\0', " ");
+            let environ = String::from_utf8_lossy(&read("environ")).to_string();
+            if cmdline.contains(&marker) || environ.contains(&marker) {
+                out.push(format!("{pid} {}", cmdline.trim()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// SIGKILLs every stray process of this world (what a runtime does to a sandbox whose
+    /// ADD it killed: the delegate's process group outlives a killed plexus).
+    pub fn kill_strays(&self) {
+        for p in self.stray_processes() {
+            if let Some(pid) = p.split(' ').next().and_then(|p| p.parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !self.stray_processes().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// The leak oracle: no reservation, journal file or stray process, and only `lo` in the
