@@ -187,16 +187,7 @@ impl World {
     /// script then fails with ETXTBSY until that child execs. Replaced by rename, so a
     /// script swapped mid-test never runs half-written.
     pub fn script(&self, name: &str, body: &str) {
-        let p = self.bin.join(name);
-        let tmp = self.bin.join(format!(".{name}.new"));
-        let status = Command::new("sh")
-            .args(["-c", "printf '#!/bin/sh\\n%s\\n' \"$1\" > \"$2\" && chmod 0755 \"$2\" && mv -f \"$2\" \"$3\"", "sh"])
-            .arg(body)
-            .arg(&tmp)
-            .arg(&p)
-            .status()
-            .unwrap();
-        assert!(status.success(), "write stand-in {name}");
+        write_script(&self.bin, name, body);
     }
 
     pub fn manifest(&self, file: &str, yaml: &str) {
@@ -501,4 +492,18 @@ impl Call {
     pub fn run_json(&self, conf: &Value) -> Run {
         self.run(serde_json::to_string(conf).unwrap().as_bytes())
     }
+}
+
+/// Writes an executable shell script `dir/name` the way [`World::script`] does.
+pub fn write_script(dir: &Path, name: &str, body: &str) {
+    let p = dir.join(name);
+    let tmp = dir.join(format!(".{name}.new"));
+    let status = Command::new("sh")
+            .args(["-c", "printf '#!/bin/sh\\n%s\\n' \"$1\" > \"$2\" && chmod 0755 \"$2\" && mv -f \"$2\" \"$3\"", "sh"])
+            .arg(body)
+            .arg(&tmp)
+            .arg(&p)
+            .status()
+            .unwrap();
+    assert!(status.success(), "write stand-in {name}");
 }
