@@ -267,10 +267,17 @@ fn k9_del_uses_the_nad_as_it_was_at_add() {
     let pod = PodNs::new();
     n.call("ADD", "c-k9", &pod, "web").run_json(&conf).ok();
     assert_eq!(pod.addrs("net1"), ["10.89.2.2/24"]);
-    // The NAD moves to another range, then goes away entirely.
-    n.nad("blue", "10.77.0.0/24");
+    // The NAD changes where its addresses live: another network name and dataDir (host-local
+    // keeps reservations under <dataDir>/<name>/ and releases by container ID, so a change of
+    // range alone would be released either way). A DEL that used the NAD as it is now would
+    // look in the new place and leave 10.89.2.2 reserved in the old one.
+    let mut moved = n.w.macvlan_conf("blue-v2", "upl0", "10.77.0.0/24");
+    moved["ipam"]["dataDir"] = json!(n.w.tmp.path().join("ipam-v2").display().to_string());
+    n.api.add_nad(nad_object("default", "blue", Some(&moved)));
+    assert_eq!(n.w.reservations(), ["blue/10.89.2.2", "cluster/10.88.0.2"]);
     n.call("DEL", "c-k9", &pod, "web").run_json(&conf).ok();
     n.w.assert_clean(Some(&pod));
+    // Then it goes away entirely.
 
     n.nad("blue", "10.89.2.0/24");
     n.call("ADD", "c-k9b", &pod, "web").run_json(&conf).ok();
