@@ -5,6 +5,7 @@
 pub mod args;
 pub mod error;
 pub mod exec;
+pub mod fault;
 pub mod ifname;
 pub mod netconf;
 pub mod result;
