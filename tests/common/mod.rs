@@ -507,3 +507,52 @@ pub fn write_script(dir: &Path, name: &str, body: &str) {
             .unwrap();
     assert!(status.success(), "write stand-in {name}");
 }
+
+/// Asserts that one CNI call answered the way the spec allows: it exited (never killed by a
+/// signal) with 0 or 1; on 1, stdout is exactly one JSON object with a numeric `code` and a
+/// `msg`; on 0, ADD printed one result object and DEL printed nothing. Returns the error
+/// code, `None` on success.
+pub fn assert_answered(command: &str, out: &Output) -> Option<u64> {
+    use std::os::unix::process::ExitStatusExt;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let code = out.status.code().unwrap_or_else(|| {
+        panic!(
+            "{command} killed by signal {:?}; stdout {stdout:?} stderr {stderr}",
+            out.status.signal()
+        )
+    });
+    let objects: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{command}: stdout is not JSON ({e}): {stdout:?}"));
+    match (code, command) {
+        (0, "DEL") => {
+            assert!(objects.is_empty(), "DEL printed {stdout:?}");
+            None
+        }
+        (0, _) => {
+            assert!(
+                objects.len() == 1 && objects[0].is_object(),
+                "{command} succeeded with {stdout:?}; stderr {stderr}"
+            );
+            None
+        }
+        (1, _) => {
+            assert!(
+                objects.len() == 1,
+                "{command} failed with {} JSON documents on stdout: {stdout:?}; stderr {stderr}",
+                objects.len()
+            );
+            let v = &objects[0];
+            let msg = v["msg"].as_str().unwrap_or_default();
+            assert!(!msg.is_empty(), "{command}: error without msg: {v}");
+            Some(
+                v["code"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{command}: error without code: {v}")),
+            )
+        }
+        _ => panic!("{command} exited {code}; stdout {stdout:?} stderr {stderr}"),
+    }
+}
