@@ -399,7 +399,9 @@ impl Journal {
     }
 
     /// Every entry in the journal, for GC: (container ID, path). Leftover temp files of a
-    /// crashed write older than `stale` are removed on the way.
+    /// crashed write older than `stale` are removed on the way; a temp file whose writer
+    /// (the pid that ends its name) still runs is in use, however old, so a GC with no grace
+    /// period never pulls it from under an ADD between its write and its rename.
     pub fn entries(&self, stale: Duration) -> Result<Vec<(String, PathBuf)>, CacheError> {
         let mut out = Vec::new();
         for e in std::fs::read_dir(&self.dir).map_err(io("list", &self.dir))? {
@@ -412,7 +414,12 @@ impl Journal {
                     .and_then(|m| m.modified().ok())
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|age| age >= stale);
-                if old {
+                let writer_runs = name
+                    .rsplit('.')
+                    .next()
+                    .and_then(|pid| pid.parse::<u32>().ok())
+                    .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                if old && !writer_runs {
                     let _ = std::fs::remove_file(e.path());
                 }
                 continue;
@@ -665,11 +672,20 @@ mod tests {
         let lock = j.lock("abc-def", Duration::from_secs(1)).unwrap();
         j.write(&lock, &Entry::new("abc-def", "eth0", None, "1.1.0"))
             .unwrap();
-        let tmp = tmp_path(&j.entry_path("zzz", "eth0"));
-        std::fs::write(&tmp, "partial").unwrap();
+        // A crashed writer's temp file goes; a running writer's (this process) stays.
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        dead.wait().unwrap();
+        let crashed = j
+            .dir()
+            .join(format!("zzz-0000000000000000.json.tmp.{dead_pid}"));
+        std::fs::write(&crashed, "partial").unwrap();
+        let writing = tmp_path(&j.entry_path("yyy", "eth0"));
+        std::fs::write(&writing, "partial").unwrap();
         let list = j.entries(Duration::ZERO).unwrap();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].0, "abc-def");
-        assert!(!tmp.exists());
+        assert!(!crashed.exists());
+        assert!(writing.exists());
     }
 }
