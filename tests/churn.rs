@@ -6,16 +6,9 @@
 mod common;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::process::Child;
 use std::time::Instant;
-
-fn finish(command: &str, child: Child) -> (Option<u64>, Value) {
-    let out = child.wait_with_output().unwrap();
-    let code = assert_answered(command, &out);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (code, v)
-}
 
 /// What a run could leak, counted.
 #[derive(Debug, Clone, PartialEq, Eq)]

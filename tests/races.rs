@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// The stand-in's switches: it says when an ADD has started, and holds it until released.
@@ -80,13 +79,6 @@ exec {REFERENCE_PLUGINS}/macvlan"#,
         c.extend(e);
     }
     (gate, conf)
-}
-
-fn finish(command: &str, child: Child) -> (Option<u64>, Value) {
-    let out = child.wait_with_output().unwrap();
-    let code = assert_answered(command, &out);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (code, v)
 }
 
 /// DEL of a container whose ADD is inside a delegate: DEL waits for the ADD's lock (or,

@@ -556,3 +556,12 @@ pub fn assert_answered(command: &str, out: &Output) -> Option<u64> {
         _ => panic!("{command} exited {code}; stdout {stdout:?} stderr {stderr}"),
     }
 }
+
+/// Waits for a call started with [`Call::spawn`] and checks its answer with
+/// [`assert_answered`]: the error code (`None` on success) and stdout's JSON (`null` if none).
+pub fn finish(command: &str, child: std::process::Child) -> (Option<u64>, Value) {
+    let out = child.wait_with_output().expect("wait plexus");
+    let code = assert_answered(command, &out);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (code, v)
+}
