@@ -52,6 +52,36 @@ pub enum EnvError {
     Invalid { var: &'static str, reason: String },
 }
 
+/// How a command treats one `CNI_*` variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Missing or empty is code 4.
+    Required,
+    /// Read and checked when present.
+    Optional,
+    /// Never read: libcni's VERSION probe fills these with placeholders such as `dummy`.
+    Ignored,
+}
+
+/// The per-command rules of the CNI environment (SPEC.md "CNI operations", and what libcni
+/// sends); docs/cni-environment.md is the same table, walked by a test.
+pub fn need(command: Command, var: &str) -> Need {
+    use Command::*;
+    match (var, command) {
+        ("CNI_COMMAND", _) => Need::Required,
+        (_, Version) => Need::Ignored,
+        ("CNI_CONTAINERID" | "CNI_IFNAME", Add | Del | Check) => Need::Required,
+        ("CNI_NETNS", Add | Check) => Need::Required,
+        ("CNI_NETNS", Del) => Need::Optional,
+        ("CNI_ARGS", Add | Del | Check) => Need::Optional,
+        // The spec makes CNI_PATH optional for ADD/DEL/CHECK; the reference plugins require
+        // it there, and delegates are found through it.
+        ("CNI_PATH", Add | Del | Check | Gc) => Need::Required,
+        ("CNI_PATH", Status) => Need::Optional,
+        _ => Need::Ignored,
+    }
+}
+
 /// Who the pod is, from `CNI_ARGS` (kubelet sets all four; podman only `K8S_POD_NAME`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PodRef {
@@ -75,34 +105,35 @@ pub struct Invocation {
 
 impl Invocation {
     /// Reads the process environment through `get` (a closure so tests and the CLI can supply
-    /// their own).
+    /// their own). Each variable is read only if `command` uses it ([`need`]): VERSION, GC and
+    /// STATUS never look at the container variables, whatever placeholders they hold.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Invocation, EnvError> {
-        let raw = get("CNI_COMMAND").ok_or(EnvError::NoCommand)?;
+        let raw = get("CNI_COMMAND")
+            .filter(|v| !v.is_empty())
+            .ok_or(EnvError::NoCommand)?;
         let command = Command::parse(&raw).ok_or(EnvError::UnknownCommand(raw))?;
         let verb = command.as_str();
-        let nonempty = |k: &str| get(k).filter(|v| !v.is_empty());
-        let needs_container = matches!(command, Command::Add | Command::Del | Command::Check);
-
-        let container_id = match nonempty("CNI_CONTAINERID") {
-            Some(c) => Some(validate_container_id(&c)?),
-            None if needs_container => return Err(EnvError::Missing("CNI_CONTAINERID", verb)),
-            None => None,
-        };
-        let ifname = match nonempty("CNI_IFNAME") {
-            Some(i) => Some(IfName::parse(&i).map_err(|e| EnvError::Invalid {
-                var: "CNI_IFNAME",
-                reason: e.to_string(),
-            })?),
-            None if needs_container => return Err(EnvError::Missing("CNI_IFNAME", verb)),
-            None => None,
-        };
-        let netns = match nonempty("CNI_NETNS") {
-            Some(n) => Some(PathBuf::from(n)),
-            None if matches!(command, Command::Add | Command::Check) => {
-                return Err(EnvError::Missing("CNI_NETNS", verb));
+        // Empty counts as unset for every variable.
+        let read = |var: &'static str| -> Result<Option<String>, EnvError> {
+            match (need(command, var), get(var).filter(|v| !v.is_empty())) {
+                (Need::Ignored, _) => Ok(None),
+                (Need::Required, None) => Err(EnvError::Missing(var, verb)),
+                (_, value) => Ok(value),
             }
-            None => None,
         };
+
+        let container_id = read("CNI_CONTAINERID")?
+            .map(|c| validate_container_id(&c))
+            .transpose()?;
+        let ifname = read("CNI_IFNAME")?
+            .map(|i| {
+                IfName::parse(&i).map_err(|e| EnvError::Invalid {
+                    var: "CNI_IFNAME",
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()?;
+        let netns = read("CNI_NETNS")?.map(PathBuf::from);
         if let Some(n) = &netns {
             // DEL must work when the netns is already gone; only its shape is checked there.
             if command == Command::Del {
@@ -116,11 +147,8 @@ impl Invocation {
                 validate_netns(n)?;
             }
         }
-        let cni_path = get("CNI_PATH").unwrap_or_default();
-        if cni_path.is_empty() && command != Command::Version {
-            return Err(EnvError::Missing("CNI_PATH", verb));
-        }
-        let args = CniArgs::parse(&get("CNI_ARGS").unwrap_or_default()).map_err(|e| {
+        let cni_path = read("CNI_PATH")?.unwrap_or_default();
+        let args = CniArgs::parse(&read("CNI_ARGS")?.unwrap_or_default()).map_err(|e| {
             EnvError::Invalid {
                 var: "CNI_ARGS",
                 reason: e.to_string(),
@@ -284,6 +312,19 @@ mod tests {
         assert_eq!(
             inv(&[("CNI_COMMAND", "VERSION")]).unwrap().command,
             Command::Version
+        );
+        let probe = inv(&[
+            ("CNI_COMMAND", "VERSION"),
+            ("CNI_NETNS", "dummy"),
+            ("CNI_IFNAME", "dummy"),
+            ("CNI_PATH", "dummy"),
+            ("CNI_CONTAINERID", "../dummy"),
+            ("CNI_ARGS", "dummy"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (probe.netns, probe.ifname, probe.container_id),
+            (None, None, None)
         );
         assert_eq!(inv(&[]).unwrap_err(), EnvError::NoCommand);
         assert!(matches!(

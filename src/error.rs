@@ -41,6 +41,8 @@ pub enum Error {
     #[error("GC: {0}")]
     Gc(String),
     #[error("{0}")]
+    Render(cni::result::ResultError),
+    #[error("{0}")]
     NotReady(String),
     #[error(transparent)]
     Readiness(#[from] crate::autoconf::ReadinessError),
@@ -72,6 +74,7 @@ impl Error {
                 .first()
                 .map_or(Code::DelegateFailed.as_u32(), |e| e.code()),
             Error::Gc(_) => Code::DelegateFailed.as_u32(),
+            Error::Render(e) => e.code(),
             Error::DefaultRoute(e) => e.code(),
             Error::NotReady(_) => Code::NotAvailable.as_u32(),
             Error::Readiness(e) => e.code(),

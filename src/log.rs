@@ -2,8 +2,10 @@
 //! Never stdout — stdout is the CNI result. The log file is created 0600 and opened without
 //! following symlinks.
 
+pub mod redact;
 mod rotate;
 
+pub use redact::{redact, redact_args};
 pub use rotate::LogOptions;
 
 use crate::conf::{LogFormat, PlexusConf};

@@ -141,7 +141,10 @@ fn picks_the_lexically_first_usable_conf_and_names_what_it_skipped() {
     assert_eq!(plugins[0]["type"], "plexus");
     // Inline and unchanged: the cluster network is exactly the primary file.
     assert_eq!(plugins[0]["delegates"], json!([flannel()]));
-    assert_eq!(plugins[0]["capabilities"], json!({"portMappings": true}));
+    assert_eq!(
+        plugins[0]["capabilities"],
+        json!({"portMappings": true, "io.kubernetes.cri.pod-annotations": true})
+    );
 }
 
 #[test]
@@ -277,7 +280,8 @@ fn cni_version_versions_and_capabilities_are_carried_over() {
     assert_eq!(c["cniVersions"], json!(["0.4.0", "1.0.0", "1.1.0"]));
     assert_eq!(
         c["plugins"][0]["capabilities"],
-        json!({"bandwidth": true, "portMappings": true})
+        json!({"bandwidth": true, "portMappings": true,
+               "io.kubernetes.cri.pod-annotations": true})
     );
 
     // A single conf's own capabilities.
@@ -291,7 +295,10 @@ fn cni_version_versions_and_capabilities_are_carried_over() {
     let c = read_json(&d.path().join("00-plexus.conflist"));
     assert_eq!(c["cniVersion"], "0.4.0");
     assert!(c.get("cniVersions").is_none());
-    assert_eq!(c["plugins"][0]["capabilities"], json!({"ips": true}));
+    assert_eq!(
+        c["plugins"][0]["capabilities"],
+        json!({"ips": true, "io.kubernetes.cri.pod-annotations": true})
+    );
 }
 
 #[test]
@@ -373,7 +380,7 @@ fn written_atomically_0600_and_not_rewritten_when_unchanged() {
     assert_eq!(meta3.mode() & 0o7777, 0o600);
     assert_eq!(
         read_json(&out)["plugins"][0]["capabilities"],
-        json!({"bandwidth": true, "portMappings": true})
+        json!({"bandwidth": true, "portMappings": true, "io.kubernetes.cri.pod-annotations": true})
     );
 }
 
@@ -404,7 +411,10 @@ fn the_generated_conf_drives_a_real_add_and_del() {
         &["--cni-dir", &cni_dir, "--manifests", &manifests],
     ));
     let conflist = read_json(&conf_dir.join("00-plexus.conflist"));
-    assert_eq!(conflist["plugins"][0]["capabilities"], json!({"mac": true}));
+    assert_eq!(
+        conflist["plugins"][0]["capabilities"],
+        json!({"mac": true, "io.kubernetes.cri.pod-annotations": true})
+    );
     let mut stdin = plugin_stdin(&conflist);
     // The runtime passes runtimeConfig for the capabilities the plugin declared.
     stdin["runtimeConfig"] = json!({"mac": "02:11:22:33:44:55"});

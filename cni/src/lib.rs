@@ -3,6 +3,7 @@
 //! conversions between them, the error object, `CNI_ARGS`, and running a plugin binary.
 
 pub mod args;
+pub mod capability;
 pub mod error;
 pub mod exec;
 pub mod fault;

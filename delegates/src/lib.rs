@@ -26,14 +26,20 @@ pub use ipam_select::BuiltinIpam;
 pub use link::remove_links_batched;
 pub use request::{Ipam, Kind, Request, kind_of};
 
-/// Runs ADD for a built-in kind.
+/// Runs ADD for a built-in kind. The result's `dns` is the conf's `dns`, in every result
+/// version, as the reference bridge, macvlan and ipvlan report it: it replaces whatever the
+/// IPAM plugin returned (an absent `dns` gives an empty one).
 pub fn add(kind: Kind, req: &Request) -> Result<cni::CniResult, DelegateError> {
-    match kind {
+    // Read before anything is created: a bad `dns` must not leave a link to undo.
+    let dns = request::conf_dns(req.conf)?;
+    let mut result = match kind {
         Kind::Bridge => bridge::add(req),
         Kind::Macvlan => macvlan::add(req),
         Kind::Ipvlan => ipvlan::add(req),
         Kind::Vxlan => vxlan::add(req),
-    }
+    }?;
+    result.dns = dns;
+    Ok(result)
 }
 
 /// Runs DEL: idempotent; with the netns absent or gone it still releases the IPAM reservation.

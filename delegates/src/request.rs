@@ -126,6 +126,54 @@ impl Request<'_> {
     }
 }
 
+/// The conf's `dns` (`nameservers`, `domain`, `search`, `options`). Keys match whatever their
+/// case, as Go's decoder matches them for the reference plugins.
+pub fn conf_dns(conf: &NetConf) -> Result<cni::result::Dns, DelegateError> {
+    let mut dns = cni::result::Dns::default();
+    let obj = match conf.0.get("dns") {
+        None | Some(Value::Null) => return Ok(dns),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(DelegateError::config("dns", "must be an object")),
+    };
+    for (key, value) in obj {
+        let list = |field: &str| -> Result<Vec<String>, DelegateError> {
+            match value {
+                Value::Null => Ok(Vec::new()),
+                Value::Array(items) => items
+                    .iter()
+                    .map(|v| {
+                        v.as_str().map(str::to_string).ok_or_else(|| {
+                            DelegateError::config(
+                                format!("dns.{field}"),
+                                "must be a list of strings",
+                            )
+                        })
+                    })
+                    .collect(),
+                _ => Err(DelegateError::config(
+                    format!("dns.{field}"),
+                    "must be a list of strings",
+                )),
+            }
+        };
+        match key.to_ascii_lowercase().as_str() {
+            "nameservers" => dns.nameservers = list("nameservers")?,
+            "search" => dns.search = list("search")?,
+            "options" => dns.options = list("options")?,
+            "domain" => {
+                dns.domain = match value {
+                    Value::Null => None,
+                    Value::String(s) if s.is_empty() => None,
+                    Value::String(s) => Some(s.clone()),
+                    _ => return Err(DelegateError::config("dns.domain", "must be a string")),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(dns)
+}
+
 /// Typed reads of conf keys whose errors name the key.
 #[derive(Clone, Copy)]
 pub struct Keys<'a>(pub &'a serde_json::Map<String, Value>);
@@ -251,6 +299,29 @@ mod tests {
         .unwrap();
         assert_eq!(r.ips[0].address.to_string(), "fd00::5/64");
         assert_eq!(r.routes.len(), 1);
+    }
+
+    #[test]
+    fn conf_dns_reads_every_field_in_either_case() {
+        let conf = |v: serde_json::Value| NetConf::from_map(v.as_object().unwrap().clone());
+        let d = conf_dns(&conf(json!({"dns": {
+            "nameservers": ["10.0.0.53"], "Domain": "ex.local",
+            "SEARCH": ["a.ex"], "options": ["ndots:2"]}})))
+        .unwrap();
+        assert_eq!(d.nameservers, ["10.0.0.53"]);
+        assert_eq!(d.domain.as_deref(), Some("ex.local"));
+        assert_eq!(d.search, ["a.ex"]);
+        assert_eq!(d.options, ["ndots:2"]);
+        assert!(conf_dns(&conf(json!({}))).unwrap().is_empty());
+        for bad in [
+            json!("x"),
+            json!({"nameservers": "1.1.1.1"}),
+            json!({"domain": 5}),
+        ] {
+            let e = conf_dns(&conf(json!({ "dns": bad }))).unwrap_err();
+            assert!(e.to_string().contains("dns"), "{e}");
+            assert_eq!(e.code(), 7);
+        }
     }
 
     #[test]

@@ -447,3 +447,20 @@ fn lock_is_a_flock_that_other_processes_respect() {
         "ADD did not wait for the lock: {waited:?}"
     );
 }
+
+/// containerd spells runtime ranges as Go field names and writes "" for unset fields; the
+/// reference host-local reads that (Go's decoder ignores case), and so does the built-in.
+#[test]
+fn runtime_ip_ranges_in_go_spelling() {
+    let dir = TempDir::new().unwrap();
+    let mut c = conf(dir.path(), json!({"type": "host-local"}));
+    c.0.insert(
+        "runtimeConfig".into(),
+        json!({"ipRanges": [[{"Subnet": "10.21.0.0/24", "RangeStart": "10.21.0.50",
+                              "RangeEnd": "", "Gateway": ""}]]}),
+    );
+    let a = CniArgs::default();
+    let r = ipam::add(&req("c1", "eth0", &c, &a)).unwrap();
+    assert_eq!(addrs(&r), ["10.21.0.50/24"]);
+    assert_eq!(r.ips[0].gateway, Some("10.21.0.1".parse().unwrap()));
+}

@@ -228,19 +228,20 @@ fn read_candidate(dir: &Path, name: &str) -> Result<Map<String, Value>, String> 
 /// under `capabilities` (SPEC.md §3), so without this union portmap would lose its
 /// `portMappings` behind Plexus.
 pub fn build_conflist(primary: Map<String, Value>, opts: &GenerateOptions) -> Map<String, Value> {
-    let capabilities: BTreeSet<String> = NetConfList::from_map(primary.clone())
+    let mut capabilities: BTreeSet<String> = NetConfList::from_map(primary.clone())
         .map(|l| l.plugins.iter().flat_map(|p| p.capabilities()).collect())
         .unwrap_or_default();
+    // containerd and CRI-O then pass the pod's annotations, so the networks a pod asks for
+    // are known without asking the API server, and reach pods a manifests folder lacks.
+    capabilities.insert(crate::commands::POD_ANNOTATIONS_CAPABILITY.to_string());
 
     let mut plugin = Map::new();
     plugin.insert("type".into(), "plexus".into());
-    if !capabilities.is_empty() {
-        let caps: Map<String, Value> = capabilities
-            .into_iter()
-            .map(|c| (c, Value::Bool(true)))
-            .collect();
-        plugin.insert("capabilities".into(), Value::Object(caps));
-    }
+    let caps: Map<String, Value> = capabilities
+        .into_iter()
+        .map(|c| (c, Value::Bool(true)))
+        .collect();
+    plugin.insert("capabilities".into(), Value::Object(caps));
     let mut path = |key: &str, p: &Option<PathBuf>| {
         if let Some(p) = p {
             plugin.insert(key.into(), p.display().to_string().into());
@@ -340,17 +341,21 @@ mod tests {
         let c = build_conflist(primary, &GenerateOptions::default());
         assert_eq!(
             c["plugins"][0]["capabilities"],
-            json!({"bandwidth": true, "portMappings": true})
+            json!({"bandwidth": true, "portMappings": true,
+                   "io.kubernetes.cri.pod-annotations": true})
         );
         assert_eq!(c["cniVersion"], "0.3.1");
         validate(&c).unwrap();
     }
 
     #[test]
-    fn no_capabilities_key_when_the_primary_declares_none() {
+    fn the_pod_annotations_capability_is_declared_even_when_the_primary_declares_none() {
         let primary = obj(json!({"cniVersion": "1.0.0", "name": "n", "type": "bridge"}));
         let c = build_conflist(primary, &GenerateOptions::default());
-        assert!(c["plugins"][0].get("capabilities").is_none());
+        assert_eq!(
+            c["plugins"][0]["capabilities"],
+            json!({"io.kubernetes.cri.pod-annotations": true})
+        );
     }
 
     #[test]

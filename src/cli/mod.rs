@@ -58,9 +58,15 @@ pub fn cni_main(
         }
     };
     crate::log::init(&conf);
+    // What the runtime sent, in one line: enough to replay the call by hand.
     tracing::debug!(
         command = inv.command.as_str(),
         container = inv.container_id(),
+        netns = %inv.netns.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+        ifname = inv.ifname.as_ref().map(|i| i.as_str()).unwrap_or_default(),
+        cni_args = %crate::log::redact_args(&inv.args.to_string()),
+        cni_path = %inv.cni_path,
+        conf = %crate::log::redact(&serde_json::Value::Object(conf.raw.clone())),
         "invoked"
     );
     match execute(&inv, &conf, None) {

@@ -212,8 +212,16 @@ fn add_locked(
         ResultMode::Cluster => results.first().cloned().unwrap_or_default(),
         ResultMode::Merged => status::merged_result(&results.iter().collect::<Vec<_>>()),
     };
+    // 0.1.0/0.2.0 cannot carry a result without an address: refused, as libcni refuses it.
+    let stdout = match result.try_to_value(conf.cni_version) {
+        Ok(v) => v,
+        Err(e) => {
+            rollback(inv, conf, journal, lock, &mut entry, usize::MAX);
+            return Err(crate::Error::Render(e));
+        }
+    };
     Ok(Report {
-        stdout: Some(result.to_value(conf.cni_version)),
+        stdout: Some(stdout),
         attachments: reports,
         network_status,
     })

@@ -8,7 +8,8 @@ mod maintenance;
 mod resolve;
 
 pub use resolve::{
-    NETWORKS_ANNOTATION, ResolveError, Resolved, network_by_reference, open_store, resolve,
+    NETWORKS_ANNOTATION, POD_ANNOTATIONS_CAPABILITY, ResolveError, Resolved, network_by_reference,
+    open_store, resolve,
 };
 
 use crate::cache::{Journal, JournaledAttachment};

@@ -10,6 +10,9 @@ use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
 pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
+/// The capability under which containerd and CRI-O pass every pod annotation in
+/// `runtimeConfig` to a plugin that declares it.
+pub const POD_ANNOTATIONS_CAPABILITY: &str = "io.kubernetes.cri.pod-annotations";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -39,6 +42,8 @@ pub enum ResolveError {
     },
     #[error("pod {namespace}/{name} not found on the API server")]
     PodNotFound { namespace: String, name: String },
+    #[error("runtimeConfig {POD_ANNOTATIONS_CAPABILITY:?}: {0}")]
+    BadRuntimeAnnotations(String),
 }
 
 impl ResolveError {
@@ -121,6 +126,24 @@ pub fn resolve(
         .into());
     }
 
+    // The runtime's copy of the pod's annotations, when it passes them, is what the pod asked
+    // for when this sandbox was made: it wins over the store's, and stands in for a pod the
+    // manifests folder does not describe. The store's pod still answers for the UID check
+    // above, the pod's existence and network-status.
+    let pod = match (pod, runtime_pod_annotations(conf)?, pod_ref.name.as_deref()) {
+        (Some(mut p), Some(annotations), _) => {
+            p.annotations = annotations;
+            Some(p)
+        }
+        (None, Some(annotations), Some(name)) => Some(Pod {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            uid: pod_ref.uid.clone(),
+            annotations,
+        }),
+        (p, _, _) => p,
+    };
+
     // `v1.multus-cni.io/default-network` replaces the cluster network for this pod. Bare
     // names resolve in multusNamespace, as Multus does; namespace isolation applies here too
     // (Multus skips it on this path).
@@ -154,16 +177,29 @@ pub fn resolve(
         },
     };
 
-    // Namespaces compared, not pod names (Multus #1205 compares the name).
+    // Every inline delegate after the first follows the cluster network, in every namespace
+    // (Multus attaches all of `delegates`); then `defaultNetworks`, except in system
+    // namespaces — compared by namespace, not pod name (Multus #1205 compares the name).
+    let mut defaults: Vec<ResolvedNetwork> = conf
+        .extra_delegates
+        .iter()
+        .enumerate()
+        .map(|(i, m)| ResolvedNetwork {
+            key: m
+                .get("name")
+                .and_then(Value::as_str)
+                .map_or_else(|| format!("delegates-{}", i + 1), str::to_string),
+            config: m.clone(),
+            selection: None,
+            device_id: None,
+        })
+        .collect();
     let system = conf.system_namespaces.iter().any(|n| n == namespace);
-    let defaults = if system {
-        Vec::new()
-    } else {
-        conf.default_networks
-            .iter()
-            .map(|d| network_by_reference(conf, store, d))
-            .collect::<Result<Vec<_>, _>>()?
-    };
+    if !system {
+        for d in &conf.default_networks {
+            defaults.push(network_by_reference(conf, store, d)?);
+        }
+    }
 
     let mut secondaries = Vec::new();
     if let (Some(p), Some(s)) = (&pod, store)
@@ -185,6 +221,24 @@ pub fn resolve(
         secondaries,
         pod,
     })
+}
+
+/// `runtimeConfig["io.kubernetes.cri.pod-annotations"]`: an object of strings, or `None`
+/// when the runtime did not pass it.
+fn runtime_pod_annotations(
+    conf: &PlexusConf,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, ResolveError> {
+    let Some(value) = conf.runtime_config.get(POD_ANNOTATIONS_CAPABILITY) else {
+        return Ok(None);
+    };
+    let bad = || ResolveError::BadRuntimeAnnotations("must be an object of strings".into());
+    let Value::Object(m) = value else {
+        return Err(bad());
+    };
+    m.iter()
+        .map(|(k, v)| Ok((k.clone(), v.as_str().ok_or_else(bad)?.to_string())))
+        .collect::<Result<_, _>>()
+        .map(Some)
 }
 
 fn check_isolation(

@@ -105,6 +105,9 @@ pub struct PlexusConf {
     pub cni_dir: PathBuf,
     pub bin_dir: PathBuf,
     pub cluster_network: ClusterNetwork,
+    /// `delegates[1..]` when `clusterNetwork` is unset: attached after the cluster network,
+    /// in order, as `net1`, `net2`, ... (Multus's meaning), in every namespace.
+    pub extra_delegates: Vec<Map<String, Value>>,
     pub default_networks: Vec<String>,
     pub multus_namespace: String,
     pub system_namespaces: Vec<String>,
@@ -174,27 +177,19 @@ impl PlexusConf {
             reason: "is required".into(),
         })?;
 
-        let cluster_network = match (r.string("clusterNetwork")?, raw.get("delegates")) {
-            (Some(c), _) if !c.is_empty() => ClusterNetwork::Reference(c),
-            (_, Some(Value::Array(list))) if !list.is_empty() => match &list[0] {
-                Value::Object(m) => ClusterNetwork::Inline(m.clone()),
-                _ => {
-                    return Err(ConfError::Invalid {
-                        key: "delegates",
-                        reason: "entries must be conf objects".into(),
-                    });
-                }
-            },
-            (_, Some(Value::Array(_)) | None) => {
+        // `delegates` is checked whether or not clusterNetwork makes it unused: a wrong
+        // shape is a mistake either way.
+        let delegates = inline_delegates(&raw, &cni_version_str)?;
+        let (cluster_network, extra_delegates) = match (r.string("clusterNetwork")?, delegates) {
+            (Some(c), _) if !c.is_empty() => (ClusterNetwork::Reference(c), Vec::new()),
+            (_, Some(mut list)) if !list.is_empty() => {
+                let first = list.remove(0);
+                (ClusterNetwork::Inline(first), list)
+            }
+            _ => {
                 return Err(ConfError::Invalid {
                     key: "clusterNetwork",
                     reason: "one of clusterNetwork or delegates is required".into(),
-                });
-            }
-            (_, Some(_)) => {
-                return Err(ConfError::Invalid {
-                    key: "delegates",
-                    reason: "must be a list".into(),
                 });
             }
         };
@@ -250,7 +245,9 @@ impl PlexusConf {
 
         let runtime_config = match raw.get("runtimeConfig") {
             None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(m)) => m.clone(),
+            // Go runtimes spell the values' fields as Go field names (`HostPort`,
+            // `IngressRate`, `Servers`); delegates get the conventions' spelling.
+            Some(Value::Object(m)) => cni::capability::canonical_map(m),
             Some(_) => {
                 return Err(ConfError::Invalid {
                     key: "runtimeConfig",
@@ -306,6 +303,7 @@ impl PlexusConf {
                 .abs_path("binDir")?
                 .unwrap_or_else(|| DEFAULT_BIN_DIR.into()),
             cluster_network,
+            extra_delegates,
             default_networks: r.string_list("defaultNetworks")?,
             multus_namespace: r
                 .string("multusNamespace")?
@@ -375,6 +373,46 @@ impl PlexusConf {
             format!("{}:{}", self.bin_dir.display(), cni_path)
         }
     }
+}
+
+/// `delegates`: a list of network confs or conflists, each checked to be one. An entry
+/// without `cniVersion` speaks Plexus's own (as a conflist's plugins take the list's).
+/// `None` when the key is absent.
+fn inline_delegates(
+    raw: &Map<String, Value>,
+    cni_version: &str,
+) -> Result<Option<Vec<Map<String, Value>>>, ConfError> {
+    let invalid = |reason: String| ConfError::Invalid {
+        key: "delegates",
+        reason,
+    };
+    let list = match raw.get("delegates") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(invalid("must be a list of network confs".into())),
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for (i, entry) in list.iter().enumerate() {
+        let Value::Object(m) = entry else {
+            return Err(invalid(format!(
+                "entry {i} must be a conf or conflist object"
+            )));
+        };
+        let mut m = m.clone();
+        if !m.contains_key("cniVersion") && !m.contains_key("cniVersions") {
+            m.insert("cniVersion".into(), Value::from(cni_version));
+        }
+        // A missing name is filled in when the network is planned; everything else about
+        // the entry must already hold.
+        let mut probe = m.clone();
+        probe
+            .entry("name")
+            .or_insert_with(|| Value::from("delegate"));
+        cni::netconf::NetConfList::from_map(probe)
+            .map_err(|e| invalid(format!("entry {i}: {e}")))?;
+        out.push(m);
+    }
+    Ok(Some(out))
 }
 
 /// libcni's rule for network names and container IDs.
@@ -550,6 +588,50 @@ mod tests {
             assert_eq!(e.code(), 7, "{input}");
             assert!(e.to_string().contains(key), "{e} should name {key}");
         }
+    }
+
+    #[test]
+    fn every_inline_delegate_is_kept_in_order() {
+        let c = parse(
+            r#"{"cniVersion":"1.0.0","name":"p","type":"plexus","delegates":[
+                {"cniVersion":"1.0.0","name":"a","type":"bridge"},
+                {"cniVersion":"1.0.0","name":"b","plugins":[{"type":"macvlan"}]},
+                {"cniVersion":"1.0.0","type":"ipvlan"}]}"#,
+        )
+        .unwrap();
+        let ClusterNetwork::Inline(first) = &c.cluster_network else {
+            panic!("{:?}", c.cluster_network)
+        };
+        assert_eq!(first["name"], "a");
+        assert_eq!(c.extra_delegates.len(), 2);
+        assert_eq!(c.extra_delegates[0]["name"], "b");
+        assert_eq!(c.extra_delegates[1]["type"], "ipvlan");
+        // An entry without cniVersion speaks the conf's.
+        assert_eq!(c.extra_delegates[1]["cniVersion"], "1.0.0");
+    }
+
+    #[test]
+    fn wrong_delegates_are_code_7_whether_or_not_cluster_network_is_set() {
+        for cluster in ["", r#""clusterNetwork":"cbr0","#] {
+            for delegates in [
+                r#""x""#,
+                r#"{"type":"bridge"}"#,
+                r#"[{"type":"bridge"},"flannel"]"#,
+                r#"[{"name":"no-type"}]"#,
+                r#"[{"type":"bridge","plugins":[]}]"#,
+                r#"[{"type":"bridge","cniVersion":"9.9.9"}]"#,
+            ] {
+                let input = format!(
+                    r#"{{"cniVersion":"1.0.0","name":"p","type":"plexus",{cluster}"delegates":{delegates}}}"#
+                );
+                let e = parse(&input).unwrap_err();
+                assert_eq!(e.code(), 7, "{input}: {e}");
+                assert!(e.to_string().contains("delegates"), "{input}: {e}");
+            }
+        }
+        let e = parse(r#"{"cniVersion":"1.0.0","name":"p","type":"plexus","delegates":[]}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("clusterNetwork"), "{e}");
     }
 
     #[test]

@@ -63,7 +63,24 @@ pub(super) fn call(
                 .flatten()
                 .and_then(|v| Version::parse(v).ok())
                 .unwrap_or(Version::LATEST);
-            Ok(serde_json::to_vec(&result.to_value(version)).unwrap_or_default())
+            // A 0.1.0/0.2.0 result without an address cannot be written; the reference
+            // plugins fail such an ADD, and so does the built-in, after undoing it.
+            match result.try_to_value(version) {
+                Ok(v) => Ok(serde_json::to_vec(&v).unwrap_or_default()),
+                Err(e) => {
+                    let _ = delegates::del(kind, &req);
+                    Err(InvokeError::Builtin {
+                        network: t.network.to_string(),
+                        plugin: plugin.to_string(),
+                        command,
+                        error: Box::new(cni::ErrorObject::new(
+                            cni::Code::IncompatibleVersion,
+                            e.to_string(),
+                            "",
+                        )),
+                    })
+                }
+            }
         }
         "DEL" => delegates::del(kind, &req)
             .map(|()| Vec::new())

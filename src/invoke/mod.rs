@@ -143,6 +143,15 @@ fn call(
     // A DEL into a namespace that no longer exists still has to run (IPAM release must not
     // depend on the netns, SPEC.md DEL); the reference plugins take an empty CNI_NETNS then.
     let netns = t.netns.filter(|p| command != "DEL" || p.exists());
+    tracing::debug!(
+        network = t.network,
+        plugin,
+        command,
+        ifname = t.ifname,
+        cni_args = %crate::log::redact_args(t.cni_args),
+        conf = %crate::log::redact(&serde_json::Value::Object(conf.0.clone())),
+        "delegate call"
+    );
     match resolve(plugin, t).map_err(wrap)? {
         Delegate::Builtin(kind) => builtin::call(t, kind, plugin, command, conf, netns),
         Delegate::Exec(path) => {

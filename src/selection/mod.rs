@@ -397,17 +397,24 @@ impl<'a> Element<'a> {
             sel.default_route.push(ip);
         }
 
+        // Field names in any case, as Multus's Go decoder reads them; delegates get the
+        // conventions' spelling.
         for (i, pm) in self.list("portMappings")?.iter().enumerate() {
-            fields::port_mapping(pm)
+            let pm = cni::capability::canonical("portMappings", &Value::Array(vec![pm.clone()]))
+                .as_array()
+                .and_then(|a| a.first().cloned())
+                .unwrap_or_default();
+            fields::port_mapping(&pm)
                 .map_err(|r| self.err("portMappings", format!("entry {i}: {r}")))?;
-            sel.port_mappings.push(pm.clone());
+            sel.port_mappings.push(pm);
         }
 
         match self.map.get("bandwidth") {
             None | Some(Value::Null) => {}
             Some(bw) => {
-                fields::bandwidth(bw).map_err(|r| self.err("bandwidth", r))?;
-                sel.bandwidth = Some(bw.clone());
+                let bw = cni::capability::canonical("bandwidth", bw);
+                fields::bandwidth(&bw).map_err(|r| self.err("bandwidth", r))?;
+                sel.bandwidth = Some(bw);
             }
         }
 

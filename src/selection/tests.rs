@@ -453,6 +453,30 @@ proptest! {
     }
 }
 
+#[test]
+fn port_mappings_and_bandwidth_in_go_spelling_are_read_and_respelled() {
+    let v = parse_networks(
+        r#"[{"name":"a","portMappings":[{"HostPort":8080,"ContainerPort":80,"Protocol":"tcp"}],
+             "bandwidth":{"IngressRate":2048,"EgressBurst":200}}]"#,
+        "default",
+    )
+    .unwrap();
+    assert_eq!(
+        v[0].port_mappings,
+        vec![serde_json::json!({"hostPort":8080,"containerPort":80,"protocol":"tcp"})]
+    );
+    assert_eq!(
+        v[0].bandwidth,
+        Some(serde_json::json!({"ingressRate":2048,"egressBurst":200}))
+    );
+    let e = parse_networks(
+        r#"[{"name":"a","portMappings":[{"HostPort":0,"ContainerPort":80}]}]"#,
+        "default",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("hostPort"), "{e}");
+}
+
 /// The JSON form of a selection, every field it carries written out.
 fn format_json(list: &[NetworkSelection]) -> String {
     let elements: Vec<Value> = list

@@ -74,6 +74,18 @@ impl KubeOptions {
     }
 }
 
+/// Whether a URL host names this machine: a loopback address or `localhost`.
+fn is_loopback(host: Option<&str>) -> bool {
+    let Some(host) = host else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A `NetworkStore` over the Kubernetes API. The trait is synchronous: the store runs its
 /// own current-thread runtime and blocks on it for each call.
 pub struct KubeStore {
@@ -139,12 +151,20 @@ impl KubeStore {
         origin: &str,
         opts: KubeOptions,
     ) -> Result<KubeStore, StoreError> {
-        if config.cluster_url.scheme_str() != Some("https") {
-            // A bearer token must never travel in clear text.
-            return Err(StoreError::Malformed {
-                origin: origin.to_string(),
-                reason: format!("server {} is not https", config.cluster_url),
-            });
+        match config.cluster_url.scheme_str() {
+            Some("https") => {}
+            // `kubectl proxy` on the node serves plain HTTP on loopback and adds the
+            // credentials itself; nothing leaves the machine.
+            Some("http") if is_loopback(config.cluster_url.host()) => {}
+            _ => {
+                return Err(StoreError::Malformed {
+                    origin: origin.to_string(),
+                    reason: format!(
+                        "server {} is not https: plain http is accepted only for a loopback                          server (127.0.0.0/8, ::1, localhost, e.g. kubectl proxy), because the                          bearer token and pod data would otherwise cross the network in clear text",
+                        config.cluster_url
+                    ),
+                });
+            }
         }
         if config.accept_invalid_certs {
             tracing::warn!(%origin, "insecure-skip-tls-verify is ignored: the API server's certificate is always verified");

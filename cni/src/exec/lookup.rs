@@ -14,13 +14,18 @@ const GROUP_OR_WORLD_WRITABLE: u32 = 0o022;
 const ANY_EXEC: u32 = 0o111;
 
 /// Splits `CNI_PATH` on `:`; empty entries (`a::b`, a trailing `:`) are dropped rather than
-/// meaning the current directory, as they would for a shell's `PATH`.
+/// meaning the current directory, as they would for a shell's `PATH`. A directory listed
+/// twice (a `binDir` that is also on the runtime's `CNI_PATH`) is kept once, where it first
+/// appears.
 pub fn split_path(cni_path: &str) -> Vec<PathBuf> {
-    cni_path
-        .split(':')
-        .filter(|entry| !entry.is_empty())
-        .map(PathBuf::from)
-        .collect()
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for entry in cni_path.split(':').filter(|entry| !entry.is_empty()) {
+        let dir = PathBuf::from(entry);
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    dirs
 }
 
 /// Finds the binary for `plugin_type` in `dirs`, first match wins.
@@ -139,6 +144,10 @@ mod tests {
             vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
         );
         assert_eq!(split_path(":/a"), vec![PathBuf::from("/a")]);
+        assert_eq!(
+            split_path("/opt/cni/bin:/usr/lib/cni:/opt/cni/bin"),
+            vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
+        );
         assert!(split_path("").is_empty());
         assert!(split_path(":::").is_empty());
     }

@@ -58,7 +58,9 @@ fn parse<'a>(req: &'a IpamRequest) -> Result<Conf<'a>, IpamError> {
     // Order as the reference builds it: runtime ipRanges, the legacy single range, `ranges`.
     let mut sets: Vec<(String, RangeSet)> = Vec::new();
     if let Some(serde_json::Value::Object(rc)) = req.conf.0.get("runtimeConfig") {
-        for (i, v) in opt_array(rc, "ipRanges", "runtimeConfig")?
+        // A Go runtime writes `Subnet`, `RangeStart`, ... and "" for unset fields.
+        let rc = cni::capability::canonical_map(rc);
+        for (i, v) in opt_array(&rc, "ipRanges", "runtimeConfig")?
             .iter()
             .enumerate()
         {

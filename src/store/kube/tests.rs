@@ -506,12 +506,15 @@ fn kubeconfig(dir: &Path, server: &str, user: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn plain_http_servers_are_refused() {
+fn plain_http_servers_are_refused_unless_on_loopback() {
     let dir = tempfile::tempdir().unwrap();
-    let path = kubeconfig(dir.path(), "http://127.0.0.1:1", "    token: abc");
+    let path = kubeconfig(dir.path(), "http://10.0.0.1:8001", "    token: abc");
     let e = KubeStore::connect(&path, KubeOptions::default()).unwrap_err();
     assert_eq!(e.code(), 7);
     assert!(e.to_string().contains("not https"), "{e}");
+    assert!(e.to_string().contains("loopback"), "{e}");
+    let path = kubeconfig(dir.path(), "http://127.0.0.1:8001", "    token: abc");
+    assert!(KubeStore::connect(&path, KubeOptions::default()).is_ok());
 }
 
 #[test]
@@ -573,4 +576,28 @@ fn options_scale_the_deadline_with_the_read_timeout() {
     assert_eq!(o.read_timeout, Duration::from_secs(10));
     assert_eq!(o.deadline, Duration::from_secs(30));
     assert_eq!(o.attempts, 3);
+}
+
+#[test]
+fn only_loopback_hosts_count_as_this_machine() {
+    for host in [
+        "127.0.0.1",
+        "127.1.2.3",
+        "[::1]",
+        "::1",
+        "localhost",
+        "LocalHost",
+    ] {
+        assert!(is_loopback(Some(host)), "{host}");
+    }
+    for host in [
+        "10.0.0.1",
+        "[fd00::1]",
+        "localhost.example.com",
+        "0.0.0.0",
+        "",
+    ] {
+        assert!(!is_loopback(Some(host)), "{host}");
+    }
+    assert!(!is_loopback(None));
 }
