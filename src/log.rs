@@ -5,7 +5,7 @@
 pub mod redact;
 mod rotate;
 
-pub use redact::{redact, redact_args};
+pub use redact::{redact, redact_args, scrub, secret_values};
 pub use rotate::LogOptions;
 
 use crate::conf::{LogFormat, PlexusConf};

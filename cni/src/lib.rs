@@ -6,6 +6,7 @@ pub mod args;
 pub mod capability;
 pub mod error;
 pub mod exec;
+pub mod fault;
 pub mod ifname;
 pub mod netconf;
 pub mod result;

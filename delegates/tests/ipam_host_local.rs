@@ -423,12 +423,21 @@ fn lock_is_a_flock_that_other_processes_respect() {
     ipam::add(&req("c0", "eth0", &c, &a)).unwrap();
     let lock = dir.path().join(NETWORK).join("lock");
     // util-linux flock(1) takes flock(2), the call Go's go-filemutex makes.
+    let held = dir.path().join("held");
     let mut holder = std::process::Command::new("flock")
         .arg(&lock)
-        .args(["sleep", "0.6"])
+        .args(["sh", "-c", "touch \"$0\"; sleep 0.6"])
+        .arg(&held)
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(150));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !held.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let t = std::time::Instant::now();
     ipam::add(&req("c1", "eth0", &c, &a)).unwrap();
     let waited = t.elapsed();

@@ -399,7 +399,9 @@ impl Journal {
     }
 
     /// Every entry in the journal, for GC: (container ID, path). Leftover temp files of a
-    /// crashed write older than `stale` are removed on the way.
+    /// crashed write older than `stale` are removed on the way; a temp file whose writer
+    /// (the pid that ends its name) still runs is in use, however old, so a GC with no grace
+    /// period never pulls it from under an ADD between its write and its rename.
     pub fn entries(&self, stale: Duration) -> Result<Vec<(String, PathBuf)>, CacheError> {
         let mut out = Vec::new();
         for e in std::fs::read_dir(&self.dir).map_err(io("list", &self.dir))? {
@@ -412,7 +414,12 @@ impl Journal {
                     .and_then(|m| m.modified().ok())
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|age| age >= stale);
-                if old {
+                let writer_runs = name
+                    .rsplit('.')
+                    .next()
+                    .and_then(|pid| pid.parse::<u32>().ok())
+                    .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                if old && !writer_runs {
                     let _ = std::fs::remove_file(e.path());
                 }
                 continue;
@@ -518,17 +525,167 @@ mod tests {
         assert_eq!(err.code(), 11);
     }
 
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("JSON has no NaN or infinity", |f| f.is_finite())
+                .prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("\\PC{0,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A JSON value that is not `null`: an optional field holding `null` is written as
+    /// `null` and read as absent, which is the same thing to DEL.
+    fn some_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::strategy::Strategy;
+        any_json().prop_filter("null reads as absent", |v| !v.is_null())
+    }
+
+    fn any_attachment() -> impl proptest::strategy::Strategy<Value = JournaledAttachment> {
+        use proptest::prelude::*;
+        (
+            (
+                "\\PC{0,16}",
+                "[a-z0-9]{1,15}",
+                any::<bool>(),
+                any_json(),
+                "\\PC{0,24}",
+            ),
+            prop_oneof![
+                Just(State::Planned),
+                Just(State::Added),
+                Just(State::Removed)
+            ],
+            proptest::option::of(some_json()),
+            proptest::collection::vec(any::<std::net::IpAddr>(), 0..3),
+            proptest::option::of("\\PC{0,12}"),
+            proptest::option::of("\\PC{0,24}"),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(
+                    (network, ifname, is_default, conf, cni_args),
+                    state,
+                    result,
+                    gw,
+                    dev,
+                    err,
+                    aux,
+                )| {
+                    JournaledAttachment {
+                        network,
+                        ifname,
+                        is_default,
+                        conf,
+                        cni_args,
+                        state,
+                        result,
+                        default_route: gw,
+                        device_id: dev,
+                        delegate_error: err,
+                        auxiliary: aux,
+                    }
+                },
+            )
+    }
+
+    fn any_entry() -> impl proptest::strategy::Strategy<Value = Entry> {
+        use proptest::prelude::*;
+        (
+            (
+                "[a-z0-9]{1,15}",
+                proptest::option::of("\\PC{0,20}"),
+                any::<u64>(),
+            ),
+            proptest::collection::vec(any_attachment(), 0..4),
+            proptest::option::of(some_json()),
+            (
+                any::<u32>(),
+                proptest::option::of(any::<u64>()),
+                any::<bool>(),
+            ),
+            (
+                proptest::option::of("[a-z0-9-]{1,12}"),
+                proptest::option::of("[a-z0-9-]{1,12}"),
+            ),
+        )
+            .prop_map(
+                |((ifname, netns, created), attachments, status, dels, pod)| {
+                    let mut e = Entry::new("c-prop", &ifname, None, "1.1.0");
+                    e.netns = netns;
+                    e.created = created;
+                    e.attachments = attachments;
+                    e.network_status = status;
+                    (e.failed_dels, e.first_failed_del, e.tombstone) = dels;
+                    (e.pod.namespace, e.pod.name) = pod;
+                    e
+                },
+            )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Reading is the inverse of writing: whatever the journal writes, DEL reads back
+        /// exactly, through the real files (temp file, rename, the size and format checks).
+        #[test]
+        fn entries_read_back_as_written(entry in any_entry()) {
+            let (_t, j) = journal();
+            let lock = j.lock("c-prop", Duration::from_secs(1)).unwrap();
+            j.write(&lock, &entry).unwrap();
+            match j.read(&lock, &entry.ifname).unwrap() {
+                Lookup::Found(got) => proptest::prop_assert_eq!(*got, entry),
+                other => proptest::prop_assert!(false, "{:?}", other),
+            }
+        }
+    }
+
+    /// Found by `entries_read_back_as_written`: serde_json's default float parsing may land
+    /// one unit in the last place off, so a delegate conf with a float came back changed.
+    #[test]
+    fn a_float_in_a_journaled_conf_reads_back_exactly() {
+        let (_t, j) = journal();
+        let lock = j.lock("c-float", Duration::from_secs(1)).unwrap();
+        let mut e = Entry::new("c-float", "eth0", None, "1.1.0");
+        e.network_status = Some(serde_json::json!([{"": -0.00047963150391640893_f64}]));
+        j.write(&lock, &e).unwrap();
+        match j.read(&lock, "eth0").unwrap() {
+            Lookup::Found(got) => assert_eq!(*got, e),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn entries_lists_and_sweeps_stale_tmp() {
         let (_t, j) = journal();
         let lock = j.lock("abc-def", Duration::from_secs(1)).unwrap();
         j.write(&lock, &Entry::new("abc-def", "eth0", None, "1.1.0"))
             .unwrap();
-        let tmp = tmp_path(&j.entry_path("zzz", "eth0"));
-        std::fs::write(&tmp, "partial").unwrap();
+        // A crashed writer's temp file goes; a running writer's (this process) stays.
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        dead.wait().unwrap();
+        let crashed = j
+            .dir()
+            .join(format!("zzz-0000000000000000.json.tmp.{dead_pid}"));
+        std::fs::write(&crashed, "partial").unwrap();
+        let writing = tmp_path(&j.entry_path("yyy", "eth0"));
+        std::fs::write(&writing, "partial").unwrap();
         let list = j.entries(Duration::ZERO).unwrap();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].0, "abc-def");
-        assert!(!tmp.exists());
+        assert!(!crashed.exists());
+        assert!(writing.exists());
     }
 }

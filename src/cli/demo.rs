@@ -201,6 +201,8 @@ fn demo(keep: bool) -> Result<(), DemoError> {
         println!("== DEL default/{pod}");
         demo.run("DEL", pod)?;
     }
+    // Lets a test look at what the DELs left before anything below removes it.
+    cni::fault::point("demo-after-del");
     let left = leftovers(&demo)?;
     let _ = std::fs::remove_dir_all(&demo.work);
     if !left.is_empty() {
@@ -335,7 +337,7 @@ fn checksum(data: &[u8]) -> u16 {
 }
 
 /// What a clean teardown must not leave: pod links, reservations, journal entries, and the
-/// per-VNI overlay on the node.
+/// host veth ends and the per-VNI overlay on the node.
 fn leftovers(demo: &Demo) -> Result<Vec<String>, DemoError> {
     let mut left = Vec::new();
     for pod in PODS_DEMO {
@@ -347,10 +349,10 @@ fn leftovers(demo: &Demo) -> Result<Vec<String>, DemoError> {
             ));
         }
     }
-    let node = ip(&["-o", "link", "show"])?;
+    let node = ip(&["-d", "-o", "link", "show"])?;
     for l in node
         .lines()
-        .filter(|l| l.contains("vxlan") || l.contains("plexus-vx"))
+        .filter(|l| l.contains(" vxlan ") || l.contains(" veth ") || l.contains("plexus-vx"))
     {
         left.push(format!("node: {}", l.split(':').nth(1).unwrap_or(l).trim()));
     }

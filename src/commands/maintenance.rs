@@ -58,16 +58,19 @@ pub(super) fn check(inv: &Invocation, conf: &PlexusConf) -> Result<(), crate::Er
 
 /// `cni.dev/valid-attachments` (the 1.1.0 tag's `cni.dev/attachments` too), strictly read:
 /// a malformed list must not be taken as "nothing is valid" and delete every pod's networks.
+/// A missing or malformed list is invalid config (code 7), not a delegate failure.
 fn valid_attachments(conf: &PlexusConf) -> Result<HashSet<(String, String)>, crate::Error> {
+    let invalid = |reason: String| crate::conf::ConfError::Invalid {
+        key: "cni.dev/valid-attachments",
+        reason,
+    };
     let raw = conf
         .raw
         .get("cni.dev/valid-attachments")
         .or_else(|| conf.raw.get("cni.dev/attachments"))
-        .ok_or_else(|| crate::Error::Gc("cni.dev/valid-attachments is missing".into()))?;
+        .ok_or_else(|| invalid("is missing".into()))?;
     let Value::Array(list) = raw else {
-        return Err(crate::Error::Gc(
-            "cni.dev/valid-attachments must be a list".into(),
-        ));
+        return Err(invalid("must be a list".into()).into());
     };
     let mut out = HashSet::new();
     for (i, item) in list.iter().enumerate() {
@@ -78,9 +81,7 @@ fn valid_attachments(conf: &PlexusConf) -> Result<HashSet<(String, String)>, cra
                 out.insert((c.to_string(), n.to_string()));
             }
             _ => {
-                return Err(crate::Error::Gc(format!(
-                    "cni.dev/valid-attachments[{i}] needs containerID and ifname"
-                )));
+                return Err(invalid(format!("item {i} needs containerID and ifname")).into());
             }
         }
     }

@@ -165,9 +165,30 @@ fn call(
                 stdin: &conf.to_bytes(),
                 timeout: t.runner.timeout,
             };
-            cni::exec::run(&path, &req).map_err(wrap)
+            cni::exec::run(&path, &req).map_err(|e| wrap(scrub_delegate_words(e, conf)))
         }
     }
+}
+
+/// A delegate may repeat its conf in its error object or on stderr: the values of the conf's
+/// secret-looking keys are cut out of what it said before that reaches Plexus's error (on
+/// stdout), its log and the journal.
+fn scrub_delegate_words(mut e: ExecError, conf: &NetConf) -> ExecError {
+    let secrets = crate::log::secret_values(&Value::Object(conf.0.clone()));
+    if secrets.is_empty() {
+        return e;
+    }
+    match &mut e {
+        ExecError::Plugin { error, .. } => {
+            error.msg = crate::log::scrub(&error.msg, &secrets);
+            error.details = crate::log::scrub(&error.details, &secrets);
+        }
+        ExecError::Timeout { stderr, .. } | ExecError::Exit { stderr, .. } => {
+            *stderr = crate::log::scrub(stderr, &secrets);
+        }
+        _ => {}
+    }
+    e
 }
 
 /// ADD: every plugin in order; returns the last plugin's result in current form.

@@ -212,16 +212,7 @@ impl World {
     /// script then fails with ETXTBSY until that child execs. Replaced by rename, so a
     /// script swapped mid-test never runs half-written.
     pub fn script(&self, name: &str, body: &str) {
-        let p = self.bin.join(name);
-        let tmp = self.bin.join(format!(".{name}.new"));
-        let status = Command::new("sh")
-            .args(["-c", "printf '#!/bin/sh\\n%s\\n' \"$1\" > \"$2\" && chmod 0755 \"$2\" && mv -f \"$2\" \"$3\"", "sh"])
-            .arg(body)
-            .arg(&tmp)
-            .arg(&p)
-            .status()
-            .unwrap();
-        assert!(status.success(), "write stand-in {name}");
+        write_script(&self.bin, name, body);
     }
 
     pub fn manifest(&self, file: &str, yaml: &str) {
@@ -317,18 +308,55 @@ impl World {
         out
     }
 
-    /// Processes whose command line mentions this world's temp dir (stand-in delegates).
+    /// Processes this world started and left running: every process whose command line or
+    /// environment names this world's temp dir. Stand-in delegates are named by path, and
+    /// their children (a `sleep` a script forked) inherit `CNI_PATH`, which starts with the
+    /// world's bin dir, so grandchildren are found too.
     pub fn stray_processes(&self) -> Vec<String> {
         let marker = self.tmp.path().display().to_string();
-        let out = Command::new("pgrep")
-            .args(["-af", &marker])
-            .output()
-            .expect("pgrep");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.contains("pgrep"))
-            .map(String::from)
-            .collect()
+        let me = std::process::id();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            // A zombie waits for its parent to reap it: nothing of it runs any more.
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            if stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            {
+                continue;
+            }
+            let read = |f: &str| std::fs::read(e.path().join(f)).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&read("cmdline")).replace('\0', " ");
+            let environ = String::from_utf8_lossy(&read("environ")).to_string();
+            if cmdline.contains(&marker) || environ.contains(&marker) {
+                out.push(format!("{pid} {}", cmdline.trim()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// SIGKILLs every stray process of this world (what a runtime does to a sandbox whose
+    /// ADD it killed: the delegate's process group outlives a killed plexus).
+    pub fn kill_strays(&self) {
+        for p in self.stray_processes() {
+            if let Some(pid) = p.split(' ').next().and_then(|p| p.parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !self.stray_processes().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// The leak oracle: no reservation, journal file or stray process, and only `lo` in the
@@ -344,11 +372,15 @@ impl World {
             Vec::<String>::new(),
             "journal files left"
         );
-        assert_eq!(
-            self.stray_processes(),
-            Vec::<String>::new(),
-            "processes left"
-        );
+        // A process group killed a moment ago may still be on its way out (signalled, not
+        // yet reaped): give it two seconds; a leaked `sleep 1000` is still there after them.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut strays = self.stray_processes();
+        while !strays.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            strays = self.stray_processes();
+        }
+        assert_eq!(strays, Vec::<String>::new(), "processes left");
         if let Some(p) = pod {
             assert_eq!(
                 p.links(),
@@ -489,4 +521,76 @@ impl Call {
     pub fn run_json(&self, conf: &Value) -> Run {
         self.run(serde_json::to_string(conf).unwrap().as_bytes())
     }
+}
+
+/// Writes an executable shell script `dir/name` the way [`World::script`] does.
+pub fn write_script(dir: &Path, name: &str, body: &str) {
+    let p = dir.join(name);
+    let tmp = dir.join(format!(".{name}.new"));
+    let status = Command::new("sh")
+            .args(["-c", "printf '#!/bin/sh\\n%s\\n' \"$1\" > \"$2\" && chmod 0755 \"$2\" && mv -f \"$2\" \"$3\"", "sh"])
+            .arg(body)
+            .arg(&tmp)
+            .arg(&p)
+            .status()
+            .unwrap();
+    assert!(status.success(), "write stand-in {name}");
+}
+
+/// Asserts that one CNI call answered the way the spec allows: it exited (never killed by a
+/// signal) with 0 or 1; on 1, stdout is exactly one JSON object with a numeric `code` and a
+/// `msg`; on 0, ADD and VERSION printed one object and every other command nothing. Returns
+/// the error code, `None` on success.
+pub fn assert_answered(command: &str, out: &Output) -> Option<u64> {
+    use std::os::unix::process::ExitStatusExt;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let code = out.status.code().unwrap_or_else(|| {
+        panic!(
+            "{command} killed by signal {:?}; stdout {stdout:?} stderr {stderr}",
+            out.status.signal()
+        )
+    });
+    let objects: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{command}: stdout is not JSON ({e}): {stdout:?}"));
+    match (code, command) {
+        (0, "DEL" | "GC" | "CHECK" | "STATUS") => {
+            assert!(objects.is_empty(), "{command} printed {stdout:?}");
+            None
+        }
+        (0, _) => {
+            assert!(
+                objects.len() == 1 && objects[0].is_object(),
+                "{command} succeeded with {stdout:?}; stderr {stderr}"
+            );
+            None
+        }
+        (1, _) => {
+            assert!(
+                objects.len() == 1,
+                "{command} failed with {} JSON documents on stdout: {stdout:?}; stderr {stderr}",
+                objects.len()
+            );
+            let v = &objects[0];
+            let msg = v["msg"].as_str().unwrap_or_default();
+            assert!(!msg.is_empty(), "{command}: error without msg: {v}");
+            Some(
+                v["code"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{command}: error without code: {v}")),
+            )
+        }
+        _ => panic!("{command} exited {code}; stdout {stdout:?} stderr {stderr}"),
+    }
+}
+
+/// Waits for a call started with [`Call::spawn`] and checks its answer with
+/// [`assert_answered`]: the error code (`None` on success) and stdout's JSON (`null` if none).
+pub fn finish(command: &str, child: std::process::Child) -> (Option<u64>, Value) {
+    let out = child.wait_with_output().expect("wait plexus");
+    let code = assert_answered(command, &out);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (code, v)
 }
