@@ -48,18 +48,36 @@ fn process_env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.is_empty())
 }
 
+/// Prints the answer. A stdout that is closed or full (EPIPE, ENOSPC) makes the call fail
+/// with exit status 1, never a panic: a result the runtime never read must not count as
+/// success, and the runtime's DEL undoes the ADD.
 fn finish(outcome: Result<Option<String>, ErrorObject>) -> ExitCode {
+    let (text, status) = match outcome {
+        Ok(Some(out)) => (out, ExitCode::SUCCESS),
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => (e.to_json(), ExitCode::FAILURE),
+    };
     let mut stdout = std::io::stdout().lock();
-    match outcome {
-        Ok(Some(out)) => {
-            let _ = writeln!(stdout, "{out}");
-            ExitCode::SUCCESS
-        }
-        Ok(None) => ExitCode::SUCCESS,
-        Err(e) => {
-            let _ = writeln!(stdout, "{}", e.to_json());
-            ExitCode::FAILURE
-        }
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Ok(()) => status,
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// The folders a conf's host-local `dataDir` may name: `PLEXUS_IPAM_DATA_DIRS` (absolute
+/// paths separated by `:`, set by whoever installs the binary, never by a conf), else the
+/// reference plugin's default folder.
+fn ipam_data_dirs(env: Env) -> Vec<PathBuf> {
+    let dirs: Vec<PathBuf> = env("PLEXUS_IPAM_DATA_DIRS")
+        .unwrap_or_default()
+        .split(':')
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .collect();
+    if dirs.is_empty() {
+        vec![PathBuf::from(ipam::DEFAULT_DATA_DIR)]
+    } else {
+        dirs
     }
 }
 
@@ -176,10 +194,12 @@ pub fn run(kind: Kind, env: Env) -> Result<Option<String>, ErrorObject> {
         Prepared::Call(call) => call,
         Prepared::Answered(out) => return Ok(out),
     };
+    let data_dirs = ipam_data_dirs(env);
     let ipam = BuiltinIpam {
         container_id: &call.container_id,
         ifname: &call.ifname,
         args: &call.cni_args,
+        data_dirs: &data_dirs,
         exec: ExecIpam {
             container_id: call.container_id.clone(),
             netns: call.netns.clone(),
@@ -223,11 +243,14 @@ pub fn run_ipam(kind: IpamKind, env: Env) -> Result<Option<String>, ErrorObject>
     if let Some(Value::Object(section)) = call.conf.0.get_mut("ipam") {
         section.insert("type".into(), kind.type_name().into());
     }
+    let data_dirs = ipam_data_dirs(env);
     let req = IpamRequest {
         container_id: &call.container_id,
         ifname: &call.ifname,
         conf: &call.conf,
         args: &call.cni_args,
+        data_dirs: &data_dirs,
+        timeout: exec_ipam::DEFAULT_TIMEOUT,
     };
     let fail = |e: ipam::IpamError| call.tag(ErrorObject::from(e));
     match call.command.as_str() {

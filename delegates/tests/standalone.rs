@@ -27,6 +27,8 @@ fn call_with(c: &Call, conf: &Value, env: &[(&str, &str)]) -> (bool, Value) {
         .env("CNI_COMMAND", c.command)
         .env("CNI_CONTAINERID", "c-bin")
         .env("CNI_PATH", "/usr/lib/cni")
+        // The temp folders the tests use for dataDir.
+        .env("PLEXUS_IPAM_DATA_DIRS", std::env::temp_dir())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -73,6 +73,7 @@ fn runner<'a>(conf: &'a PlexusConf, inv: &Invocation) -> Runner<'a> {
         timeout: conf.timeout,
         forbidden,
         builtins: &conf.builtins,
+        ipam_data_dirs: &conf.ipam_data_dirs,
     }
 }
 

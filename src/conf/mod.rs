@@ -133,6 +133,8 @@ pub struct PlexusConf {
     pub gc_grace: Duration,
     pub result_mode: ResultMode,
     pub builtins: Builtins,
+    /// The folders a NAD's built-in host-local `dataDir` may name (`ipamDataDirs`).
+    pub ipam_data_dirs: Vec<PathBuf>,
     /// Pod-level `runtimeConfig` from the runtime: reaches the cluster network only (NPWG §7.5).
     pub runtime_config: Map<String, Value>,
     pub prev_result: Option<Value>,
@@ -361,6 +363,7 @@ impl PlexusConf {
                 .unwrap_or(DEFAULT_GC_GRACE),
             result_mode,
             builtins,
+            ipam_data_dirs: ipam_data_dirs(&raw)?,
             runtime_config,
             prev_result: raw.get("prevResult").cloned(),
             raw,
@@ -375,6 +378,31 @@ impl PlexusConf {
             format!("{}:{}", self.bin_dir.display(), cni_path)
         }
     }
+}
+
+/// `ipamDataDirs`: absolute folders, default the reference host-local's `dataDir`. Set by
+/// the node's admin in the Plexus conf; NADs only choose among them.
+fn ipam_data_dirs(raw: &Map<String, Value>) -> Result<Vec<PathBuf>, ConfError> {
+    const KEY: &str = "ipamDataDirs";
+    if matches!(raw.get(KEY), None | Some(Value::Null)) {
+        return Ok(vec![PathBuf::from(delegates::ipam::DEFAULT_DATA_DIR)]);
+    }
+    let list = Reader(raw).string_list(KEY)?;
+    list.iter()
+        .map(|d| {
+            let p = PathBuf::from(d);
+            let plain =
+                p.is_absolute() && !p.components().any(|c| c == std::path::Component::ParentDir);
+            if plain {
+                Ok(p)
+            } else {
+                Err(ConfError::Invalid {
+                    key: KEY,
+                    reason: format!("{d:?} is not an absolute path without .. steps"),
+                })
+            }
+        })
+        .collect()
 }
 
 /// libcni's rule for network names and container IDs.
@@ -543,6 +571,14 @@ mod tests {
             (
                 r#"{"cniVersion":"1.1.0","type":"plexus","clusterNetwork":"c"}"#,
                 "name",
+            ),
+            (
+                r#"{"cniVersion":"1.1.0","name":"p","type":"plexus","clusterNetwork":"c","ipamDataDirs":["ipam"]}"#,
+                "ipamDataDirs",
+            ),
+            (
+                r#"{"cniVersion":"1.1.0","name":"p","type":"plexus","clusterNetwork":"c","ipamDataDirs":"/var"}"#,
+                "ipamDataDirs",
             ),
         ];
         for (input, key) in cases {

@@ -41,6 +41,7 @@ pub(super) fn call(
             container_id: t.container_id,
             ifname: t.ifname,
             args: &args,
+            data_dirs: t.runner.ipam_data_dirs,
             exec: exec.clone(),
         };
         &builtin_ipam

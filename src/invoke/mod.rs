@@ -96,6 +96,8 @@ pub struct Runner<'a> {
     /// Plugin types that would recurse into Plexus.
     pub forbidden: Vec<&'a str>,
     pub builtins: &'a Builtins,
+    /// The folders a built-in host-local's `dataDir` may name (`ipamDataDirs`).
+    pub ipam_data_dirs: &'a [PathBuf],
 }
 
 /// Everything about one attachment that is not its conf.

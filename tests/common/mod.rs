@@ -256,6 +256,7 @@ impl World {
             "binDir": self.bin.display().to_string(),
             "delegates": [cluster],
             "timeout": 20,
+            "ipamDataDirs": [self.ipam_dir.display().to_string()],
         });
         if let (Value::Object(m), Value::Object(e)) = (&mut c, extra) {
             m.extend(e);
