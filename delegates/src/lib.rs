@@ -14,6 +14,7 @@ pub mod link;
 pub mod macvlan;
 pub mod masq;
 pub mod netns;
+pub mod owned;
 pub mod request;
 pub mod route;
 pub mod standalone;
@@ -24,10 +25,12 @@ pub mod vxlan;
 pub use error::DelegateError;
 pub use ipam_select::BuiltinIpam;
 pub use link::remove_links_batched;
+pub use owned::{Added, OwnedLink};
 pub use request::{Ipam, Kind, Request, kind_of};
 
-/// Runs ADD for a built-in kind.
-pub fn add(kind: Kind, req: &Request) -> Result<cni::CniResult, DelegateError> {
+/// Runs ADD for a built-in kind: the result, and the links it created for the caller to
+/// journal.
+pub fn add(kind: Kind, req: &Request) -> Result<Added, DelegateError> {
     match kind {
         Kind::Bridge => bridge::add(req),
         Kind::Macvlan => macvlan::add(req),
@@ -36,7 +39,11 @@ pub fn add(kind: Kind, req: &Request) -> Result<cni::CniResult, DelegateError> {
     }
 }
 
-/// Runs DEL: idempotent; with the netns absent or gone it still releases the IPAM reservation.
+/// Runs DEL: idempotent; with the netns absent or gone it still releases the IPAM
+/// reservation. Removes only links this attachment created (see [`owned`]). A conf that
+/// fails validation fails DEL with that [`DelegateError::Config`] after everything that
+/// needs no conf was done: ADD refused the same conf before creating anything, so callers
+/// treat it as done ([`DelegateError::is_refused_conf`]).
 pub fn del(kind: Kind, req: &Request) -> Result<(), DelegateError> {
     match kind {
         Kind::Bridge => bridge::del(req),

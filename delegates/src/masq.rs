@@ -11,7 +11,9 @@ use cni::result::IpConfig;
 use serde_json::Value;
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const LOCK_DIR: &str = "/run/plexus";
 const CHAIN: &str = "postrouting";
@@ -28,30 +30,43 @@ fn tag(container_id: &str, ifname: &str) -> String {
     )
 }
 
-fn lock(network: &str) -> Result<File, DelegateError> {
-    let io = |step: String| move |source| DelegateError::Io { step, source };
-    std::fs::create_dir_all(LOCK_DIR).map_err(io(format!("create {LOCK_DIR}")))?;
+fn lock(network: &str, timeout: Duration) -> Result<File, DelegateError> {
     let path = format!("{LOCK_DIR}/{}.lock", table_name(network));
-    let f = File::create(&path).map_err(io(format!("open lock {path}")))?;
-    f.lock().map_err(io(format!("lock {path}")))?;
-    Ok(f)
+    crate::link::lock_file(&path, timeout)
 }
 
-fn nft(script: Option<&str>, args: &[&str]) -> Result<String, DelegateError> {
+/// Runs `nft`, its whole process group killed if it is not done within `timeout`.
+fn nft(script: Option<&str>, args: &[&str], timeout: Duration) -> Result<String, DelegateError> {
     let mut cmd = Command::new("nft");
     cmd.args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        .process_group(0);
     let io = |source| DelegateError::Io {
         step: "run nft".into(),
         source,
     };
     let mut child = cmd.spawn().map_err(io)?;
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
     if let (Some(s), Some(mut stdin)) = (script, child.stdin.take()) {
         stdin.write_all(s.as_bytes()).map_err(io)?;
     }
-    let out = child.wait_with_output().map_err(io)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(timeout) {
+        Ok(out) => out.map_err(io)?,
+        Err(_) => {
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            let _ = rx.recv();
+            return Err(DelegateError::Failed {
+                step: format!("nft {}", args.join(" ")),
+                reason: format!("no answer within {timeout:?}; killed"),
+            });
+        }
+    };
     if !out.status.success() {
         return Err(DelegateError::Failed {
             step: format!("nft {}", args.join(" ")),
@@ -85,27 +100,39 @@ pub fn add_script(network: &str, container_id: &str, ifname: &str, ips: &[IpConf
     s
 }
 
+/// Adds the pod's rules in one nft transaction: they all go in, or none does.
 pub fn add(
     network: &str,
     container_id: &str,
     ifname: &str,
     ips: &[IpConfig],
+    timeout: Duration,
 ) -> Result<(), DelegateError> {
     if ips.is_empty() {
         return Ok(());
     }
-    let _guard = lock(network)?;
+    let _guard = lock(network, timeout)?;
     nft(
         Some(&add_script(network, container_id, ifname, ips)),
         &["-f", "-"],
+        timeout,
     )
     .map(drop)
 }
 
-pub fn remove(network: &str, container_id: &str, ifname: &str) -> Result<(), DelegateError> {
-    let _guard = lock(network)?;
+pub fn remove(
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+    timeout: Duration,
+) -> Result<(), DelegateError> {
+    let _guard = lock(network, timeout)?;
     let table = table_name(network);
-    let listed = match nft(None, &["-j", "-a", "list", "table", "inet", &table]) {
+    let listed = match nft(
+        None,
+        &["-j", "-a", "list", "table", "inet", &table],
+        timeout,
+    ) {
         Ok(s) => s,
         // No table: nothing of ours left.
         Err(_) => return Ok(()),
@@ -133,7 +160,7 @@ pub fn remove(network: &str, container_id: &str, ifname: &str) -> Result<(), Del
         }
     }
     if others == 0 {
-        return nft(None, &["delete", "table", "inet", &table]).map(drop);
+        return nft(None, &["delete", "table", "inet", &table], timeout).map(drop);
     }
     let script: String = ours
         .iter()
@@ -142,5 +169,5 @@ pub fn remove(network: &str, container_id: &str, ifname: &str) -> Result<(), Del
     if script.is_empty() {
         return Ok(());
     }
-    nft(Some(&script), &["-f", "-"]).map(drop)
+    nft(Some(&script), &["-f", "-"], timeout).map(drop)
 }

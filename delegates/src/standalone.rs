@@ -215,6 +215,9 @@ pub fn run(kind: Kind, env: Env) -> Result<Option<String>, ErrorObject> {
         ifname: &call.ifname,
         conf: &call.conf,
         ipam: &ipam,
+        timeout: exec_ipam::DEFAULT_TIMEOUT,
+        // No journal here: DEL recognises links by their tag and the cached result.
+        owned: &[],
     };
     let fail = |e: crate::DelegateError| call.tag(e.to_error_object());
     match call.command.as_str() {
@@ -222,13 +225,22 @@ pub fn run(kind: Kind, env: Env) -> Result<Option<String>, ErrorObject> {
             if call.netns.is_none() {
                 return Err(call.tag(env_error("CNI_NETNS is required".into())));
             }
-            let result = crate::add(kind, &req).map_err(fail)?;
+            let added = crate::add(kind, &req).map_err(fail)?;
             // What cannot be reported must not stay: undo the ADD before refusing.
-            render(&call, &result).map(Some).inspect_err(|_| {
+            render(&call, &added.result).map(Some).inspect_err(|_| {
                 let _ = crate::del(kind, &req);
             })
         }
-        "DEL" => crate::del(kind, &req).map(|()| None).map_err(fail),
+        "DEL" => match crate::del(kind, &req) {
+            // ADD refused this conf before creating anything: nothing to undo, and a DEL
+            // that kept failing would keep the runtime from ever finishing the pod.
+            Err(e) if e.is_refused_conf() => {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "DEL: nothing to undo, ADD refuses this conf: {e}");
+                Ok(None)
+            }
+            other => other.map(|()| None).map_err(fail),
+        },
         "CHECK" => crate::check(kind, &req).map(|()| None).map_err(fail),
         other => Err(call.tag(env_error(format!("unknown CNI_COMMAND {other:?}")))),
     }

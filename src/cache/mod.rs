@@ -102,6 +102,10 @@ pub struct JournaledAttachment {
     /// interface and result, and is no network of its own in network-status.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub auxiliary: bool,
+    /// The links the built-in delegates of this attachment created (namespace, ifindex,
+    /// name, MAC): DEL removes a link only while it is still one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<delegates::OwnedLink>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +117,10 @@ pub struct Entry {
     pub ifname: String,
     #[serde(default)]
     pub netns: Option<String>,
+    /// The namespace `netns` named at ADD: a DEL whose netns path now names another one
+    /// (another pod's, the node's) removes nothing in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_id: Option<delegates::netns::NsId>,
     /// Seconds since the epoch when the ADD began (GC's grace period counts from here).
     pub created: u64,
     pub cni_version: String,
@@ -142,6 +150,7 @@ impl Entry {
             container_id: container_id.to_string(),
             ifname: ifname.to_string(),
             netns: netns.map(|p| p.display().to_string()),
+            netns_id: None,
             created: now_secs(),
             cni_version: cni_version.to_string(),
             pod: PodRef::default(),
@@ -379,6 +388,66 @@ impl Journal {
         result
     }
 
+    /// What can still be read of an entry that does not parse as a whole: every attachment
+    /// record that parses on its own, with the entry's netns. `None` when nothing does (or
+    /// the file is not a plain, small file).
+    pub fn salvage(&self, lock: &ContainerLock, ifname: &str) -> Option<Entry> {
+        let path = self.entry_path(&lock.container_id, ifname);
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NONBLOCK)
+            .open(&path)
+            .ok()?;
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut buf = Vec::new();
+        file.take(MAX_ENTRY_BYTES).read_to_end(&mut buf).ok()?;
+        let v: Value = serde_json::from_slice(&buf).ok()?;
+        let attachments: Vec<JournaledAttachment> = v
+            .get("attachments")?
+            .as_array()?
+            .iter()
+            .filter_map(|a| serde_json::from_value(a.clone()).ok())
+            .collect();
+        if attachments.is_empty() {
+            return None;
+        }
+        let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let mut entry = Entry::new(
+            &lock.container_id,
+            ifname,
+            None,
+            &text("cniVersion").unwrap_or_default(),
+        );
+        entry.netns = text("netns");
+        entry.netns_id = v
+            .get("netnsId")
+            .and_then(|n| serde_json::from_value(n.clone()).ok());
+        entry.attachments = attachments;
+        Some(entry)
+    }
+
+    /// The container's other entries (ADDs with another `CNI_IFNAME`), readable ones only.
+    pub fn siblings(&self, lock: &ContainerLock, ifname: &str) -> Result<Vec<Entry>, CacheError> {
+        let own = self.entry_path(&lock.container_id, ifname);
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.dir).map_err(io("list", &self.dir))? {
+            let e = e.map_err(io("list", &self.dir))?;
+            let name = e.file_name();
+            let path = e.path();
+            if entry_container(&name.to_string_lossy()) != Some(lock.container_id.as_str())
+                || path == own
+            {
+                continue;
+            }
+            if let Lookup::Found(entry) = self.read_path(&path)? {
+                out.push(*entry);
+            }
+        }
+        Ok(out)
+    }
+
     /// Moves a corrupt entry aside so the next ADD is not blocked forever by it and a human
     /// can still read what was there.
     pub fn quarantine(&self, lock: &ContainerLock, ifname: &str) -> Result<PathBuf, CacheError> {
@@ -539,6 +608,29 @@ mod tests {
         j.write(&lock, &Entry::new("c2", "eth0", None, "1.1.0"))
             .unwrap();
         assert_eq!(std::fs::read_to_string(&canary).unwrap(), "keep");
+    }
+
+    #[test]
+    fn salvage_keeps_the_attachments_that_still_parse() {
+        let (_t, j) = journal();
+        let lock = j.lock("c4", Duration::from_secs(1)).unwrap();
+        let p = j.entry_path("c4", "eth0");
+        std::fs::write(
+            &p,
+            r#"{"format": 99, "netns": "/run/netns/x", "attachments": [
+                {"network": "a", "ifname": "eth0", "isDefault": true, "conf": {}, "cniArgs": "", "state": "added"},
+                {"network": "b", "ifname": 7}
+            ]}"#,
+        )
+        .unwrap();
+        assert!(matches!(j.read(&lock, "eth0").unwrap(), Lookup::Corrupt(_)));
+        let e = j.salvage(&lock, "eth0").unwrap();
+        assert_eq!(e.container_id, "c4");
+        assert_eq!(e.netns.as_deref(), Some("/run/netns/x"));
+        assert_eq!(e.attachments.len(), 1);
+        assert_eq!(e.attachments[0].network, "a");
+        std::fs::write(&p, b"{\"format\":").unwrap();
+        assert!(j.salvage(&lock, "eth0").is_none());
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub(super) fn check(inv: &Invocation, conf: &PlexusConf) -> Result<(), crate::Er
             ifname: &a.ifname,
             cni_args: &a.cni_args,
             runner: &runner,
+            owned: &a.links,
         };
         if !invoke::check(&list, &t, &prev)? {
             tracing::info!(network = %a.network, "CHECK skipped: delegate predates 0.4.0 or disableCheck");
@@ -157,6 +158,7 @@ pub(super) fn gc(
             ifname: "",
             cni_args: "",
             runner: &runner,
+            owned: &[],
         };
         if let Err(e) = invoke::gc(&list, &t, attachments) {
             failures.push(e.to_string());
@@ -213,6 +215,7 @@ pub(super) fn status(
         ifname: "",
         cni_args: "",
         runner: &runner,
+        owned: &[],
     };
     invoke::status(&list, &t).map_err(|e| not_ready(e.to_string()))
 }

@@ -129,6 +129,23 @@ fn plan_attachments(
     Ok((resolved, attachments))
 }
 
+/// The interfaces the container's other journal entries (ADDs with another `CNI_IFNAME`)
+/// hold, each with that entry's `CNI_IFNAME`.
+fn sibling_ifnames(
+    journal: &Journal,
+    lock: &crate::cache::ContainerLock,
+    ifname: &str,
+) -> Result<std::collections::BTreeMap<String, String>, crate::Error> {
+    let mut taken = std::collections::BTreeMap::new();
+    for e in journal.siblings(lock, ifname)? {
+        taken.insert(e.ifname.clone(), e.ifname.clone());
+        for a in &e.attachments {
+            taken.insert(a.ifname.clone(), e.ifname.clone());
+        }
+    }
+    Ok(taken)
+}
+
 /// A planned attachment as the journal records it before anything runs.
 fn journal_record(a: &crate::plan::Attachment) -> JournaledAttachment {
     JournaledAttachment {
@@ -143,6 +160,7 @@ fn journal_record(a: &crate::plan::Attachment) -> JournaledAttachment {
         device_id: a.device_id.clone(),
         delegate_error: None,
         auxiliary: false,
+        links: Vec::new(),
     }
 }
 

@@ -291,6 +291,7 @@ impl PlexusConf {
             }
         };
 
+        let ipam_data_dirs = ipam_data_dirs(&raw, &cluster_network)?;
         Ok(PlexusConf {
             cni_version,
             cni_version_str,
@@ -363,7 +364,7 @@ impl PlexusConf {
                 .unwrap_or(DEFAULT_GC_GRACE),
             result_mode,
             builtins,
-            ipam_data_dirs: ipam_data_dirs(&raw)?,
+            ipam_data_dirs,
             runtime_config,
             prev_result: raw.get("prevResult").cloned(),
             raw,
@@ -381,28 +382,51 @@ impl PlexusConf {
 }
 
 /// `ipamDataDirs`: absolute folders, default the reference host-local's `dataDir`. Set by
-/// the node's admin in the Plexus conf; NADs only choose among them.
-fn ipam_data_dirs(raw: &Map<String, Value>) -> Result<Vec<PathBuf>, ConfError> {
+/// the node's admin in the Plexus conf; NADs only choose among them. The `dataDir`s of an
+/// inline cluster network (`delegates`) are the admin's own choice and allowed too.
+fn ipam_data_dirs(
+    raw: &Map<String, Value>,
+    cluster: &ClusterNetwork,
+) -> Result<Vec<PathBuf>, ConfError> {
     const KEY: &str = "ipamDataDirs";
-    if matches!(raw.get(KEY), None | Some(Value::Null)) {
-        return Ok(vec![PathBuf::from(delegates::ipam::DEFAULT_DATA_DIR)]);
-    }
-    let list = Reader(raw).string_list(KEY)?;
-    list.iter()
-        .map(|d| {
-            let p = PathBuf::from(d);
-            let plain =
-                p.is_absolute() && !p.components().any(|c| c == std::path::Component::ParentDir);
-            if plain {
-                Ok(p)
-            } else {
-                Err(ConfError::Invalid {
-                    key: KEY,
-                    reason: format!("{d:?} is not an absolute path without .. steps"),
-                })
+    let plain = |p: &std::path::Path| {
+        p.is_absolute() && !p.components().any(|c| c == std::path::Component::ParentDir)
+    };
+    let mut dirs = if matches!(raw.get(KEY), None | Some(Value::Null)) {
+        vec![PathBuf::from(delegates::ipam::DEFAULT_DATA_DIR)]
+    } else {
+        Reader(raw)
+            .string_list(KEY)?
+            .iter()
+            .map(|d| {
+                let p = PathBuf::from(d);
+                if plain(&p) {
+                    Ok(p)
+                } else {
+                    Err(ConfError::Invalid {
+                        key: KEY,
+                        reason: format!("{d:?} is not an absolute path without .. steps"),
+                    })
+                }
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if let ClusterNetwork::Inline(m) = cluster {
+        let plugins = m.get("plugins").and_then(Value::as_array);
+        let confs =
+            std::iter::once(m).chain(plugins.into_iter().flatten().filter_map(Value::as_object));
+        for c in confs {
+            let dir = c
+                .get("ipam")
+                .and_then(|i| i.get("dataDir"))
+                .and_then(Value::as_str)
+                .map(PathBuf::from);
+            if let Some(d) = dir.filter(|d| plain(d) && !dirs.contains(d)) {
+                dirs.push(d);
             }
-        })
-        .collect()
+        }
+    }
+    Ok(dirs)
 }
 
 /// libcni's rule for network names and container IDs.
@@ -586,6 +610,24 @@ mod tests {
             assert_eq!(e.code(), 7, "{input}");
             assert!(e.to_string().contains(key), "{e} should name {key}");
         }
+    }
+
+    #[test]
+    fn ipam_data_dirs_default_and_take_the_inline_cluster_networks_own() {
+        let c = parse(r#"{"cniVersion":"1.1.0","name":"p","type":"plexus","clusterNetwork":"c"}"#)
+            .unwrap();
+        assert_eq!(c.ipam_data_dirs, [PathBuf::from("/var/lib/cni/networks")]);
+        let c = parse(
+            r#"{"cniVersion":"1.1.0","name":"p","type":"plexus","ipamDataDirs":["/srv/ipam"],
+                "delegates":[{"cniVersion":"1.0.0","name":"c","plugins":[
+                    {"type":"bridge","ipam":{"type":"host-local","dataDir":"/run/c-ipam"}},
+                    {"type":"tuning"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.ipam_data_dirs,
+            [PathBuf::from("/srv/ipam"), PathBuf::from("/run/c-ipam")]
+        );
     }
 
     #[test]

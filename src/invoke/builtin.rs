@@ -6,6 +6,7 @@ use super::{InvokeError, Target};
 use cni::Version;
 use cni::args::CniArgs;
 use cni::netconf::NetConf;
+use delegates::OwnedLink;
 use delegates::exec_ipam::ExecIpam;
 use std::path::Path;
 
@@ -16,7 +17,7 @@ pub(super) fn call(
     command: &'static str,
     conf: &NetConf,
     netns: Option<&Path>,
-) -> Result<Vec<u8>, InvokeError> {
+) -> Result<(Vec<u8>, Vec<OwnedLink>), InvokeError> {
     let fail = |e: delegates::DelegateError| InvokeError::Builtin {
         network: t.network.to_string(),
         plugin: plugin.to_string(),
@@ -54,25 +55,35 @@ pub(super) fn call(
         ifname: t.ifname,
         conf,
         ipam,
+        timeout: t.runner.timeout,
+        owned: t.owned,
     };
     match command {
         "ADD" => {
-            let result = delegates::add(kind, &req).map_err(fail)?;
+            let added = delegates::add(kind, &req).map_err(fail)?;
             let version = conf
                 .cni_version()
                 .ok()
                 .flatten()
                 .and_then(|v| Version::parse(v).ok())
                 .unwrap_or(Version::LATEST);
-            Ok(serde_json::to_vec(&result.to_value(version)).unwrap_or_default())
+            let out = serde_json::to_vec(&added.result.to_value(version)).unwrap_or_default();
+            Ok((out, added.links))
         }
-        "DEL" => delegates::del(kind, &req)
-            .map(|()| Vec::new())
-            .map_err(fail),
+        "DEL" => match delegates::del(kind, &req) {
+            // The conf fails the validation ADD runs before it creates anything: ADD was
+            // refused the same way, so there is nothing to undo, and refusing DEL too would
+            // keep the pod from ever being deleted.
+            Err(e) if e.is_refused_conf() => {
+                tracing::warn!(network = t.network, plugin, error = %e, "DEL: ADD refuses this conf, so nothing of it was created");
+                Ok((Vec::new(), Vec::new()))
+            }
+            other => other.map(|()| (Vec::new(), Vec::new())).map_err(fail),
+        },
         "CHECK" => delegates::check(kind, &req)
-            .map(|()| Vec::new())
+            .map(|()| (Vec::new(), Vec::new()))
             .map_err(fail),
         // Nothing of their own to collect or report (see `speaks_1_1`).
-        _ => Ok(Vec::new()),
+        _ => Ok((Vec::new(), Vec::new())),
     }
 }

@@ -259,7 +259,16 @@ fn allocate(
 
 pub(crate) fn del(req: &IpamRequest) -> Result<(), IpamError> {
     require_ids(req)?;
-    let (name, data_dir) = location(req)?;
+    // ADD reads the pool's location first and refuses the same conf there, before anything
+    // is reserved: DEL of such a conf has nothing to release (and must not keep failing).
+    let (name, data_dir) = match location(req) {
+        Ok(l) => l,
+        Err(e @ IpamError::InvalidConfig { .. }) => {
+            tracing::warn!(error = %e, "host-local DEL: conf refused as ADD refused it; nothing was reserved");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     let Some(store) = Store::open(&data_dir, name)? else {
         return Ok(());
     };
