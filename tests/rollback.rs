@@ -178,9 +178,7 @@ sleep 1000"#,
     child.kill().unwrap();
     child.wait().unwrap();
     // The stand-in's group outlives a SIGKILLed parent; the runtime would kill the sandbox.
-    let _ = std::process::Command::new("pkill")
-        .args(["-9", "-f", &w.tmp.path().display().to_string()])
-        .status();
+    w.kill_strays();
     assert!(
         pod.links().contains(&"net1".to_string()),
         "the first attachments were made"

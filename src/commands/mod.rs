@@ -196,6 +196,11 @@ fn auxiliary_chain(
         _ => conf.conf_dir.clone(),
     };
     let dir = base.join(name);
+    // The folder and its files must be what they claim: a FIFO named `x.conf` would hold the
+    // ADD forever, a device would never end.
+    if std::fs::metadata(&dir).is_ok_and(|m| !m.is_dir()) {
+        return Err(invalid(format!("{} is not a directory", dir.display())).into());
+    }
     let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
         .map(|rd| {
             rd.flatten()
@@ -212,8 +217,8 @@ fn auxiliary_chain(
     files.sort();
     let mut plugins = Vec::new();
     for file in &files {
-        let bytes =
-            std::fs::read(file).map_err(|e| invalid(format!("read {}: {e}", file.display())))?;
+        let bytes = cni::file::read_regular(file, cni::netconf::MAX_CONF_BYTES as u64)
+            .map_err(|e| invalid(format!("read {e}")))?;
         let mut map = cni::netconf::parse_object(&bytes)
             .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
         match map.remove("plugins") {

@@ -149,13 +149,104 @@ pub fn node_links() -> Vec<String> {
     link_names(&out.stdout)
 }
 
-/// One test's world: temp dirs for the journal, IPAM data, manifests and stand-in plugins.
+/// What the calling thread's netns (the node) holds that Plexus could leave behind: links
+/// (name, kind, alias), global addresses, nft tables.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeState {
+    pub links: Vec<(String, String, String)>,
+    pub addrs: Vec<(String, String)>,
+    pub nft_tables: Vec<String>,
+}
+
+impl NodeState {
+    pub fn capture() -> NodeState {
+        let json = |args: &[&str]| -> Value {
+            let out = Command::new(args[0])
+                .args(&args[1..])
+                .output()
+                .expect(args[0]);
+            serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+        };
+        let links = json(&["ip", "-j", "-d", "link", "show"]);
+        let mut state = NodeState::default();
+        for l in links.as_array().into_iter().flatten() {
+            let name = l["ifname"].as_str().unwrap_or_default().to_string();
+            let kind = l["linkinfo"]["info_kind"].as_str().unwrap_or_default();
+            let alias = l["ifalias"].as_str().unwrap_or_default();
+            state
+                .links
+                .push((name.clone(), kind.to_string(), alias.to_string()));
+        }
+        let addrs = json(&["ip", "-j", "addr", "show"]);
+        for l in addrs.as_array().into_iter().flatten() {
+            let name = l["ifname"].as_str().unwrap_or_default();
+            for a in l["addr_info"].as_array().into_iter().flatten() {
+                if a["scope"] == "global" {
+                    let addr = format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]);
+                    state.addrs.push((name.to_string(), addr));
+                }
+            }
+        }
+        let tables = json(&["nft", "-j", "list", "tables"]);
+        for t in tables["nftables"].as_array().into_iter().flatten() {
+            if let Some(t) = t.get("table") {
+                state.nft_tables.push(format!(
+                    "{} {}",
+                    t["family"].as_str().unwrap_or_default(),
+                    t["name"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+        state.links.sort();
+        state.addrs.sort();
+        state.nft_tables.sort();
+        state
+    }
+
+    /// What is here now that a node with no attachment left must not hold, measured against
+    /// `baseline`: links other than bridges (a veth's host end, a vxlan device, ...), any
+    /// link tagged by Plexus, addresses on anything but `lo` and bridges, new nft tables.
+    pub fn leaks_since(&self, baseline: &NodeState) -> Vec<String> {
+        let mut out = Vec::new();
+        let had_link = |n: &str| baseline.links.iter().any(|(b, _, _)| b == n);
+        let kind_of = |n: &str| {
+            self.links
+                .iter()
+                .find(|(l, _, _)| l == n)
+                .map(|(_, k, _)| k.as_str())
+                .unwrap_or("")
+        };
+        for (name, kind, alias) in &self.links {
+            if alias.starts_with("plexus:") {
+                out.push(format!("link {name} ({kind}) tagged {alias}"));
+            } else if name != "lo" && kind != "bridge" && !had_link(name) {
+                out.push(format!("link {name} ({kind})"));
+            }
+        }
+        for (name, addr) in &self.addrs {
+            let allowed = name == "lo" || kind_of(name) == "bridge";
+            if !allowed && !baseline.addrs.contains(&(name.clone(), addr.clone())) {
+                out.push(format!("address {addr} on {name}"));
+            }
+        }
+        for t in &self.nft_tables {
+            if !baseline.nft_tables.contains(t) {
+                out.push(format!("nft table {t}"));
+            }
+        }
+        out
+    }
+}
+
+/// One test's world: temp dirs for the journal, IPAM data, manifests and stand-in plugins,
+/// and what the node held when it began.
 pub struct World {
     pub tmp: tempfile::TempDir,
     pub cni_dir: PathBuf,
     pub ipam_dir: PathBuf,
     pub manifests: PathBuf,
     pub bin: PathBuf,
+    pub node_baseline: NodeState,
 }
 
 impl World {
@@ -168,6 +259,7 @@ impl World {
             manifests: tmp.path().join("manifests"),
             bin: tmp.path().join("bin"),
             tmp,
+            node_baseline: NodeState::capture(),
         };
         for d in [&w.manifests, &w.bin] {
             std::fs::create_dir_all(d).unwrap();
@@ -293,22 +385,95 @@ impl World {
         out
     }
 
-    /// Processes whose command line mentions this world's temp dir (stand-in delegates).
+    /// Processes this world started through plexus and that are still there: every process
+    /// whose command line mentions this world's temp dir or whose environment carries its
+    /// plugin path (a delegate and whatever it forked, even after an exec), then every
+    /// process in the same process groups (a delegate leads its own group).
     pub fn stray_processes(&self) -> Vec<String> {
         let marker = self.tmp.path().display().to_string();
-        let out = Command::new("pgrep")
-            .args(["-af", &marker])
-            .output()
-            .expect("pgrep");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.contains("pgrep"))
-            .map(String::from)
+        let me = std::process::id().to_string();
+        let mut procs = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let pid = e.file_name().to_string_lossy().to_string();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+                continue;
+            }
+            let read = |f: &str| std::fs::read(e.path().join(f)).unwrap_or_default();
+            let stat = String::from_utf8_lossy(&read("stat")).to_string();
+            // After the ")" that ends the command name: state, ppid, pgrp. A zombie holds
+            // nothing but its pid until its new parent reaps it.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            let (Some(state), Some(pgid)) = (fields.first(), fields.get(2)) else {
+                continue;
+            };
+            if *state == "Z" {
+                continue;
+            }
+            let pgid = pgid.to_string();
+            let cmdline = String::from_utf8_lossy(&read("cmdline")).replace('\0', " ");
+            let environ = String::from_utf8_lossy(&read("environ")).to_string();
+            let ours = cmdline.contains(&marker)
+                || environ
+                    .split('\0')
+                    .any(|v| v.starts_with("CNI_PATH=") && v.contains(&marker));
+            procs.push((pid, pgid, cmdline.trim().to_string(), ours));
+        }
+        // plexus itself runs in the test's own group; only the groups its delegates lead count.
+        let own_group = nix::unistd::getpgrp().to_string();
+        let groups: Vec<String> = procs
+            .iter()
+            .filter(|p| p.3 && p.1 != own_group)
+            .map(|p| p.1.clone())
+            .collect();
+        procs
+            .iter()
+            .filter(|p| p.3 || groups.contains(&p.1))
+            .map(|(pid, pgid, cmd, _)| format!("pid {pid} (group {pgid}): {cmd}"))
             .collect()
     }
 
-    /// The leak oracle: no reservation, journal file or stray process, and only `lo` in the
-    /// pod netns.
+    /// Kills what a SIGKILLed plexus left running (its delegates' process groups), as the
+    /// runtime would when it tears the sandbox down, and waits until they are gone.
+    pub fn kill_strays(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let strays = self.stray_processes();
+            if strays.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "could not kill {strays:?}"
+            );
+            let own_group = nix::unistd::getpgrp().as_raw();
+            for s in &strays {
+                let num = |after: &str, until: char| {
+                    s.split_once(after)
+                        .and_then(|(_, rest)| rest.split_once(until))
+                        .and_then(|(n, _)| n.parse::<i32>().ok())
+                };
+                let (Some(pid), Some(group)) = (num("pid ", ' '), num("(group ", ')')) else {
+                    continue;
+                };
+                let kill = nix::sys::signal::Signal::SIGKILL;
+                // Never the test's own group: a leftover plexus is killed alone.
+                let _ = if group == own_group {
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), kill)
+                } else {
+                    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), kill)
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// The leak oracle: no reservation, journal file or stray process; only `lo` in the pod
+    /// netns; and on the node (this thread's netns) nothing a pod's attachment leaves:
+    /// see [`NodeState::leaks_since`]. The node check waits a moment for the kernel, which
+    /// removes a vanished pod's veth asynchronously.
     pub fn assert_clean(&self, pod: Option<&PodNs>) {
         assert_eq!(
             self.reservations(),
@@ -331,6 +496,24 @@ impl World {
                 vec!["lo".to_string()],
                 "links left in the pod netns"
             );
+        }
+        self.assert_node_clean();
+    }
+
+    /// The node part of [`World::assert_clean`], for tests whose pod netns holds links of
+    /// its own.
+    pub fn assert_node_clean(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let leaks = NodeState::capture().leaks_since(&self.node_baseline);
+            if leaks.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "left on the node: {leaks:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 }
