@@ -95,6 +95,11 @@ impl PodNs {
             .collect()
     }
 
+    /// Every link here with what identifies it: see [`link_table`].
+    pub fn link_table(&self) -> Vec<LinkRow> {
+        link_table(&self.exec("ip -j addr show").stdout)
+    }
+
     /// Stops the holder thread: the namespace is gone afterwards (a reboot, for DEL tests).
     pub fn destroy(mut self) -> PathBuf {
         let path = self.path.clone();
@@ -116,6 +121,57 @@ impl Drop for PodNs {
     fn drop(&mut self) {
         self.stop_thread();
     }
+}
+
+/// One link as a before/after comparison sees it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LinkRow {
+    pub name: String,
+    pub ifindex: u64,
+    pub mac: String,
+    pub addrs: Vec<String>,
+}
+
+/// Links with their index, MAC and global addresses, from `ip -j addr show`.
+pub fn link_table(json: &[u8]) -> Vec<LinkRow> {
+    let v: Value = serde_json::from_slice(json).unwrap_or(Value::Null);
+    let mut rows: Vec<LinkRow> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| LinkRow {
+            name: l["ifname"].as_str().unwrap_or_default().to_string(),
+            ifindex: l["ifindex"].as_u64().unwrap_or_default(),
+            mac: l["address"].as_str().unwrap_or_default().to_string(),
+            addrs: l["addr_info"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| a["scope"] == "global")
+                .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]))
+                .collect(),
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The node's (the calling thread's netns) links: see [`link_table`].
+pub fn node_link_table() -> Vec<LinkRow> {
+    let out = Command::new("ip")
+        .args(["-j", "addr", "show"])
+        .output()
+        .expect("ip");
+    link_table(&out.stdout)
+}
+
+/// The path of the calling thread's netns (the node), as a runtime could pass it.
+pub fn node_netns_path() -> PathBuf {
+    PathBuf::from(format!(
+        "/proc/{}/task/{}/ns/net",
+        std::process::id(),
+        nix::unistd::gettid()
+    ))
 }
 
 fn link_names(json: &[u8]) -> Vec<String> {
