@@ -26,12 +26,24 @@ fn del_succeeds_for_every_conf_add_refused() {
     let cases = [
         ("vni", json!({"type": "vxlan", "vni": 0})),
         ("port", json!({"type": "vxlan", "vni": 42, "port": 70000})),
-        ("bridge", json!({"type": "bridge", "bridge": "a-bridge-name-too-long"})),
-        ("mtu", json!({"type": "bridge", "bridge": "br-x", "mtu": "abc"})),
-        ("mode", json!({"type": "macvlan", "master": "upl0", "mode": "bogus"})),
-        ("dataDir", json!({"type": "macvlan", "master": "upl0",
+        (
+            "bridge",
+            json!({"type": "bridge", "bridge": "a-bridge-name-too-long"}),
+        ),
+        (
+            "mtu",
+            json!({"type": "bridge", "bridge": "br-x", "mtu": "abc"}),
+        ),
+        (
+            "mode",
+            json!({"type": "macvlan", "master": "upl0", "mode": "bogus"}),
+        ),
+        (
+            "dataDir",
+            json!({"type": "macvlan", "master": "upl0",
                            "ipam": {"type": "host-local", "subnet": "10.90.9.0/24",
-                                    "dataDir": "/etc"}})),
+                                    "dataDir": "/etc"}}),
+        ),
     ];
     let c = conf(&w, "cni-rc0", "10.88.80.0/24");
     let pod = PodNs::new();
@@ -99,7 +111,11 @@ fn an_unreadable_entry_still_has_what_it_recorded_removed() {
     add.with("DEL").run_json(&c).ok();
     assert_eq!(w.reservations(), Vec::<String>::new(), "addresses released");
     assert_eq!(pod.links(), ["lo"], "links removed");
-    assert_eq!(w.journal_files(), ["quarantine"], "only the quarantined copy");
+    assert_eq!(
+        w.journal_files(),
+        ["quarantine"],
+        "only the quarantined copy"
+    );
     assert_eq!(w.stray_processes(), Vec::<String>::new());
     w.assert_node_clean();
 }
