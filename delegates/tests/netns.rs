@@ -141,3 +141,26 @@ fn no_residue_in_run_netns() {
         .unwrap_or(0);
     assert_eq!(before, after);
 }
+
+#[test]
+fn a_bounded_job_that_does_not_finish_gives_up_with_code_11() {
+    use std::time::{Duration, Instant};
+    let pod = TestNs::new();
+    let ns = NetNs::open(pod.path())
+        .unwrap()
+        .bounded(Duration::from_millis(200));
+    let started = Instant::now();
+    // A netlink answer that never comes looks like this to the job: a future that waits.
+    let err = ns
+        .run(|_h| async move { tokio::time::sleep(Duration::from_secs(30)).await })
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("unanswered"), "{err}");
+    assert_eq!(delegates::DelegateError::from(err).code(), 11);
+    // Work that finishes in time is unaffected.
+    assert_eq!(ns.run(|_h| async move { 7 }).unwrap(), 7);
+}

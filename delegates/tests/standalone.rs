@@ -328,3 +328,45 @@ fn builtin_ipam_runs_in_process_and_other_types_by_exec() {
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "ADD\nDEL\n");
     });
 }
+
+#[test]
+fn a_full_or_closed_stdout_is_exit_1_never_a_panic() {
+    for bin in [
+        BRIDGE,
+        env!("CARGO_BIN_EXE_plexus-host-local"),
+        env!("CARGO_BIN_EXE_plexus-macvlan"),
+    ] {
+        let outs = || {
+            let (r, w) = nix::unistd::pipe().unwrap();
+            drop(r);
+            [
+                Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open("/dev/full")
+                        .unwrap(),
+                ),
+                Stdio::from(w),
+            ]
+        };
+        for out in outs() {
+            let mut child = Command::new(bin)
+                .env_clear()
+                .env("CNI_COMMAND", "VERSION")
+                .stdin(Stdio::piped())
+                .stdout(out)
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let _ = child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(br#"{"cniVersion":"1.0.0"}"#);
+            let o = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{bin}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{bin}: {stderr}");
+        }
+    }
+}

@@ -660,10 +660,8 @@ impl Call {
         self
     }
 
-    /// Starts plexus with this call's environment and `stdin`, without waiting: for tests
-    /// that run many at once or kill one midway. Spawned from the calling thread, so plexus
-    /// runs in that thread's netns (the node's).
-    pub fn spawn(&self, stdin: &[u8]) -> std::process::Child {
+    /// The plexus command with this call's environment, stdio not set yet.
+    pub fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_plexus"));
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -681,6 +679,14 @@ impl Call {
         for k in &self.unset {
             cmd.env_remove(k);
         }
+        cmd
+    }
+
+    /// Starts plexus with this call's environment and `stdin`, without waiting: for tests
+    /// that run many at once or kill one midway. Spawned from the calling thread, so plexus
+    /// runs in that thread's netns (the node's).
+    pub fn spawn(&self, stdin: &[u8]) -> std::process::Child {
+        let mut cmd = self.command();
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
