@@ -73,7 +73,7 @@ fn resolv_conf_that_is_not_a_small_regular_file_is_refused_at_once() {
 }
 
 #[test]
-fn a_held_pool_lock_costs_the_timeout_then_code_11() {
+fn a_held_pool_or_container_lock_costs_the_timeout_then_code_11() {
     enter_node_netns();
     let w = World::new();
     let c = setup(&w, "cni-bd1", json!({}));
@@ -97,6 +97,18 @@ fn a_held_pool_lock_costs_the_timeout_then_code_11() {
         w.reservations(),
         reserved,
         "the first pod keeps its addresses"
+    );
+    assert_eq!(a.link_table(), a_links);
+    drop(held);
+    // The container's own lock (an operation on it that never ends) costs the same.
+    let held = std::fs::File::open(w.cni_dir.join("c-first.lock")).unwrap();
+    held.lock().unwrap();
+    let started = Instant::now();
+    add(&w, &a, "c-first").with("DEL").run_json(&c).err(11);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        "{took:?}"
     );
     assert_eq!(a.link_table(), a_links);
     drop(held);

@@ -1,7 +1,7 @@
 //! ADD: resolve, plan, journal, invoke each attachment in order, roll back on any failure,
 //! report.
 
-use super::{AttachmentReport, LOCK_WAIT, Report, journal};
+use super::{AttachmentReport, Report, journal};
 use crate::cache::{ContainerLock, Entry, Journal, Lookup, State};
 use crate::conf::{PlexusConf, ResultMode};
 use crate::env::Invocation;
@@ -26,7 +26,7 @@ pub(super) fn add(
     // not up yet gets code 11 and no trace of the attempt.
     crate::autoconf::wait_for_conf(conf)?;
     let journal = journal(conf)?;
-    let lock = journal.lock(&container_id, LOCK_WAIT)?;
+    let lock = journal.lock(&container_id, super::lock_wait(conf))?;
     let outcome = add_locked(inv, conf, store, &journal, &lock, &ifname);
     journal.release(lock);
     outcome

@@ -2,7 +2,7 @@
 //! gone, works with the netns gone, the store unreachable or the NAD deleted, and can be
 //! repeated. What could not be removed stays journaled for the next DEL.
 
-use super::{LOCK_WAIT, journal, journaled_parts};
+use super::{journal, journaled_parts};
 use crate::cache::{ContainerLock, Entry, Journal, Lookup, State};
 use crate::conf::PlexusConf;
 use crate::env::Invocation;
@@ -21,7 +21,7 @@ pub(super) fn del(
         return Err(crate::env::EnvError::Missing("CNI_IFNAME", "DEL").into());
     };
     let journal = journal(conf)?;
-    let lock = journal.lock(inv.container_id(), LOCK_WAIT)?;
+    let lock = journal.lock(inv.container_id(), super::lock_wait(conf))?;
     let outcome = match journal.read(&lock, ifname.as_str())? {
         // The journal is written before any delegate runs, so no entry means nothing of
         // ours is on the node: DEL without ADD, or a repeated DEL.

@@ -1,6 +1,6 @@
 //! CHECK, GC and STATUS: the verbs that look at what is there rather than change a pod.
 
-use super::{LOCK_WAIT, journal, journaled_parts};
+use super::{journal, journaled_parts};
 use crate::cache::{Lookup, State};
 use crate::conf::PlexusConf;
 use crate::env::Invocation;
@@ -18,7 +18,7 @@ pub(super) fn check(inv: &Invocation, conf: &PlexusConf) -> Result<(), crate::Er
         return Err(crate::env::EnvError::Missing("CNI_IFNAME", "CHECK").into());
     };
     let journal = journal(conf)?;
-    let lock = journal.lock(inv.container_id(), LOCK_WAIT)?;
+    let lock = journal.lock(inv.container_id(), super::lock_wait(conf))?;
     let lookup = journal.read(&lock, ifname.as_str());
     journal.release(lock);
     let entry = match lookup? {

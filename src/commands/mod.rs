@@ -21,8 +21,12 @@ use cni::netconf::NetConfList;
 use serde_json::Value;
 use std::time::Duration;
 
-/// Longest wait for another operation on the same container to finish.
-const LOCK_WAIT: Duration = Duration::from_secs(30);
+/// Longest wait for another operation on the same container to finish, and never longer
+/// than the call's `timeout`: a lock someone holds forever costs no more than a delegate
+/// that never answers.
+fn lock_wait(conf: &PlexusConf) -> Duration {
+    Duration::from_secs(30).min(conf.timeout)
+}
 
 /// What one attachment ended up as, for the CLI's summary table.
 #[derive(Debug, Clone, serde::Serialize)]
