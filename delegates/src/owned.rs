@@ -191,23 +191,25 @@ pub(crate) fn remove_pod_link(req: &Request) -> Result<(), DelegateError> {
     ns.run(|h| async move { remove(&h, &e).await })?
 }
 
-/// DEL of the node-side links (a veth's host end): the journaled ones, or, with no journal,
-/// those the cached result names outside the pod (except `keep`, shared links such as the
-/// bridge). Usually gone already with their pod end; then this is one lookup each.
+/// DEL of a veth's host end: the journaled one, or, with no journal, those the cached
+/// result names outside the pod (except `keep`, shared links such as the bridge) and the
+/// first name ADD tries; each of those only if it carries the attachment's tag. Usually gone
+/// already with the pod end; then this is one lookup each.
 pub(crate) fn remove_node_links(req: &Request, keep: &[&str]) -> Result<(), DelegateError> {
     let journaled: Vec<&OwnedLink> = req.owned.iter().filter(|l| l.side == Side::Node).collect();
     let prev = req.cached_result();
-    let unjournaled: Vec<(String, Option<String>)> = if journaled.is_empty() {
-        prev.iter()
+    let mut unjournaled: Vec<(String, Option<String>)> = Vec::new();
+    if journaled.is_empty() {
+        unjournaled = prev
+            .iter()
             .flat_map(|r| r.interfaces.iter())
             .filter(|i| i.sandbox.is_none() && !keep.contains(&i.name.as_str()))
             .map(|i| (i.name.clone(), i.mac.clone()))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    if journaled.is_empty() && unjournaled.is_empty() {
-        return Ok(());
+            .collect();
+        let derived = crate::veth::host_veth_name(req.container_id, req.ifname);
+        if !unjournaled.iter().any(|(n, _)| *n == derived) {
+            unjournaled.push((derived, None));
+        }
     }
     let node = req.node_netns()?;
     let here = node.id()?;
