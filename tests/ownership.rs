@@ -236,3 +236,33 @@ fn two_pods_whose_derived_veth_names_collide_cannot_hurt_each_other() {
     assert_eq!(a.links(), ["lo"]);
     w.assert_clean(Some(&b));
 }
+
+#[test]
+fn a_chain_that_changes_the_pods_mac_is_still_recognised() {
+    // The built-in bridge makes eth0; the reference tuning plugin after it gives it another
+    // MAC. The identity DEL checks is the one the chain ended with, so the batched removal
+    // takes eth0 along with net1 instead of taking it for someone else's.
+    enter_node_netns();
+    let w = World::new();
+    networks(&w);
+    w.pod("default", "p", "mv");
+    let mut bridge = w.bridge_conf("cluster", "cni-o5", "10.88.75.0/24");
+    bridge.as_object_mut().unwrap().remove("cniVersion");
+    bridge.as_object_mut().unwrap().remove("name");
+    let cluster = json!({"cniVersion": "1.0.0", "name": "cluster", "plugins": [
+        bridge, {"type": "tuning", "mac": "02:aa:bb:cc:dd:ee"}
+    ]});
+    let c = w.plexus_conf(&cluster, json!({"builtins": true, "logLevel": "warning"}));
+    let pod = PodNs::new();
+    let add = call(&w, "ADD", "c-mac", &pod, "p");
+    add.run_json(&c).ok();
+    assert!(
+        pod.link_table()
+            .iter()
+            .any(|l| l.name == "eth0" && l.mac == "02:aa:bb:cc:dd:ee")
+    );
+    let del = add.with("DEL").run_json(&c);
+    del.ok();
+    assert!(!del.stderr.contains("did not create"), "{}", del.stderr);
+    w.assert_clean(Some(&pod));
+}

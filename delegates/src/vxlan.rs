@@ -167,55 +167,56 @@ pub fn add(req: &Request) -> Result<Added, DelegateError> {
     let to_configure = result.clone();
     let c = &conf;
     let done = netns.run_with_host(|host, pod| async move {
-        let mut host_link = None;
-        let outcome = async {
-            let (br, mtu) = ensure_overlay(&host, c).await?;
-            let hl = host_link.insert(
-                create_pod_veth(
-                    &host,
-                    &pod,
-                    &PodVeth {
-                        container_id,
-                        ifname,
-                        tag,
-                        pod_fd,
-                        controller: br.header.index,
-                        controller_name: &c.bridge,
-                        mtu: Some(mtu),
-                        mac: None,
-                    },
-                )
-                .await?,
-            );
-            let port = BridgedPort {
-                bridge: &c.bridge,
-                host_link: hl,
-                ifname,
-                tag,
-                sandbox,
-                mtu: Some(mtu),
-            };
-            configure_bridged(&host, &pod, port, &to_configure).await
-        }
-        .await;
-        match (outcome, host_link) {
-            (Ok((interfaces, pod_link)), Some(hl)) => Ok((
+        // On failure only the pair this ADD made goes, then the overlay if no pod uses it.
+        let undo = async |made: Option<u32>| {
+            if let Some(index) = made {
+                let _ = link::delete(&host, index).await;
+            }
+            let _ = teardown_if_unused(&host, c).await;
+        };
+        let (br, mtu) = match ensure_overlay(&host, c).await {
+            Ok(x) => x,
+            Err(e) => {
+                undo(None).await;
+                return Err(e);
+            }
+        };
+        let veth = PodVeth {
+            container_id,
+            ifname,
+            tag,
+            pod_fd,
+            controller: br.header.index,
+            controller_name: &c.bridge,
+            mtu: Some(mtu),
+            mac: None,
+        };
+        let host_link = match create_pod_veth(&host, &pod, &veth).await {
+            Ok(l) => l,
+            Err(e) => {
+                undo(None).await;
+                return Err(e);
+            }
+        };
+        let port = BridgedPort {
+            bridge: &c.bridge,
+            host_link: &host_link,
+            ifname,
+            tag,
+            sandbox,
+            mtu: Some(mtu),
+        };
+        match configure_bridged(&host, &pod, port, &to_configure).await {
+            Ok((interfaces, pod_link)) => Ok((
                 interfaces,
                 vec![
                     owned::record(Side::Pod, &pod_link, pod_ns),
-                    owned::record(Side::Node, &hl, node_ns),
+                    owned::record(Side::Node, &host_link, node_ns),
                 ],
             )),
-            (outcome, hl) => {
-                // Only the pair this ADD made goes, then the overlay if no pod uses it.
-                if let Some(hl) = hl {
-                    let _ = link::delete(&host, hl.header.index).await;
-                }
-                let _ = teardown_if_unused(&host, c).await;
-                Err(outcome.err().unwrap_or_else(|| DelegateError::Failed {
-                    step: "create the pod's veth".into(),
-                    reason: "no host end".into(),
-                }))
+            Err(e) => {
+                undo(Some(host_link.header.index)).await;
+                Err(e)
             }
         }
     });

@@ -211,10 +211,23 @@ pub fn add_after(
         let result = CniResult::parse(&value, list.cni_version).map_err(|e| bad(e.to_string()))?;
         prev = Some(result);
     }
-    Ok(Added {
-        result: prev.unwrap_or_default(),
-        links,
-    })
+    let result = prev.unwrap_or_default();
+    // A later plugin of the chain (tuning) may have changed the pod interface's MAC: the
+    // identity DEL checks is the one the chain ended with.
+    if let Some(mac) = result
+        .interfaces
+        .iter()
+        .find(|i| i.name == t.ifname && i.sandbox.is_some())
+        .and_then(|i| i.mac.clone())
+    {
+        for l in links
+            .iter_mut()
+            .filter(|l| l.side == delegates::owned::Side::Pod && l.name == t.ifname)
+        {
+            l.mac = Some(mac.clone());
+        }
+    }
+    Ok(Added { result, links })
 }
 
 /// DEL: every plugin in reverse, going on past failures; returns the first failure.
