@@ -35,6 +35,15 @@ pub enum DelegateError {
         #[source]
         source: crate::nftables::NftError,
     },
+    #[error("{what} still held by another call after {waited:?}")]
+    Busy {
+        what: String,
+        waited: std::time::Duration,
+    },
+    /// The pod already has an interface of the requested name (SPEC.md ADD: the plugin must
+    /// fail); it is kept.
+    #[error("the pod already has an interface named {ifname}; it is left as it is")]
+    Exists { ifname: String },
     #[error("ipam: {0}")]
     Ipam(ErrorObject),
     /// DEL keeps going after a failure and reports all of them at the end.
@@ -76,7 +85,12 @@ impl DelegateError {
     pub fn code(&self) -> u32 {
         use nix::libc::{EAGAIN, EBUSY, EINTR};
         match self {
-            DelegateError::Config { .. } => Code::InvalidConfig.as_u32(),
+            DelegateError::Config { .. } | DelegateError::Exists { .. } => {
+                Code::InvalidConfig.as_u32()
+            }
+            DelegateError::NetNs(NetNsError::TimedOut { .. }) | DelegateError::Busy { .. } => {
+                Code::TryAgainLater.as_u32()
+            }
             DelegateError::NetNs(_) | DelegateError::Io { .. } => Code::Io.as_u32(),
             DelegateError::KernelLacks { .. } => Code::KernelLacksLinkKind.as_u32(),
             DelegateError::Netlink { source, .. } => match errno(source) {
@@ -109,6 +123,17 @@ impl DelegateError {
             code: self.code(),
             msg: self.to_string(),
             details: details.join(": "),
+        }
+    }
+
+    /// Whether this (DEL) failure is only the delegate's conf failing validation: ADD
+    /// validated the same conf before it created anything and refused it, so there is
+    /// nothing to undo and DEL may count as done.
+    pub fn is_refused_conf(&self) -> bool {
+        match self {
+            DelegateError::Config { .. } => true,
+            DelegateError::Many(list) => list.iter().all(DelegateError::is_refused_conf),
+            _ => false,
         }
     }
 

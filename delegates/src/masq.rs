@@ -11,6 +11,7 @@ use crate::nftables::{self, Expr, FAMILY_INET, Nft, NftError, Op};
 use cni::result::IpConfig;
 use std::fs::File;
 use std::net::IpAddr;
+use std::time::Duration;
 
 const LOCK_DIR: &str = "/run/plexus";
 pub const CHAIN: &str = "postrouting";
@@ -27,13 +28,9 @@ pub fn tag(container_id: &str, ifname: &str) -> String {
     )
 }
 
-fn lock(network: &str) -> Result<File, DelegateError> {
-    let io = |step: String| move |source| DelegateError::Io { step, source };
-    std::fs::create_dir_all(LOCK_DIR).map_err(io(format!("create {LOCK_DIR}")))?;
+fn lock(network: &str, timeout: Duration) -> Result<File, DelegateError> {
     let path = format!("{LOCK_DIR}/{}.lock", table_name(network));
-    let f = File::create(&path).map_err(io(format!("open lock {path}")))?;
-    f.lock().map_err(io(format!("lock {path}")))?;
-    Ok(f)
+    crate::link::lock_file(&path, timeout)
 }
 
 /// The rule `ip saddr <addr> ip daddr != <subnet> ip daddr != 224.0.0.0/4 masquerade` (ip6
@@ -65,16 +62,18 @@ fn failed(step: String) -> impl FnOnce(NftError) -> DelegateError {
     move |source| DelegateError::Nftables { step, source }
 }
 
+/// Adds the pod's rules in one nft transaction: they all go in, or none does.
 pub fn add(
     network: &str,
     container_id: &str,
     ifname: &str,
     ips: &[IpConfig],
+    timeout: Duration,
 ) -> Result<(), DelegateError> {
     if ips.is_empty() {
         return Ok(());
     }
-    let _guard = lock(network)?;
+    let _guard = lock(network, timeout)?;
     let table = table_name(network);
     let tag = tag(container_id, ifname);
     let rules: Vec<Vec<Expr>> = ips.iter().map(rule).collect();
@@ -111,8 +110,13 @@ pub fn add(
     r.map_err(failed(step))
 }
 
-pub fn remove(network: &str, container_id: &str, ifname: &str) -> Result<(), DelegateError> {
-    let _guard = lock(network)?;
+pub fn remove(
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+    timeout: Duration,
+) -> Result<(), DelegateError> {
+    let _guard = lock(network, timeout)?;
     let table = table_name(network);
     let step = format!("remove masquerade rules from inet {table}");
     let mut nft = Nft::open().map_err(failed(step.clone()))?;

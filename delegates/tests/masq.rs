@@ -9,6 +9,9 @@ use common::TestNs;
 use delegates::masq;
 use serde_json::{Value, json};
 
+/// The bound on each masquerade step (the call's `timeout`).
+const T: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn ip(s: &str) -> IpConfig {
     IpConfig {
         address: s.parse().unwrap(),
@@ -74,7 +77,7 @@ fn netlink_rules_are_the_bytecode_nft_writes_for_the_same_text() {
         ip("fd00::2/64"),
         ip("fd00:0:0:a::7/52"),
     ];
-    ours.enter(|| masq::add("net-a", "c1", "eth0", &ips).unwrap());
+    ours.enter(|| masq::add("net-a", "c1", "eth0", &ips, T).unwrap());
     nft_apply(&oracle, &nft_script("net-a", "c1", "eth0", &ips));
     let table = masq::table_name("net-a");
     let bytecode = format!("nft --debug=netlink list table inet {table}");
@@ -96,7 +99,7 @@ fn add_and_del_change_exactly_their_own_rules_and_the_last_del_drops_the_table()
     let (tag_a, tag_b) = (masq::tag("c-a", "eth0"), masq::tag("c-b", "net1"));
 
     let s0 = ruleset(&node);
-    node.enter(|| masq::add("shared", "c-a", "eth0", &a).unwrap());
+    node.enter(|| masq::add("shared", "c-a", "eth0", &a, T).unwrap());
     nft_apply(&oracle, &nft_script("shared", "c-a", "eth0", &a));
     let s1 = ruleset(&node);
     assert_eq!(
@@ -106,12 +109,12 @@ fn add_and_del_change_exactly_their_own_rules_and_the_last_del_drops_the_table()
     );
     assert_eq!(s1.iter().filter(|o| comment_is(o, &tag_a)).count(), 2);
 
-    node.enter(|| masq::add("shared", "c-b", "net1", &b).unwrap());
+    node.enter(|| masq::add("shared", "c-b", "net1", &b, T).unwrap());
     nft_apply(&oracle, &nft_script("shared", "c-b", "net1", &b));
     let s2 = ruleset(&node);
     assert_eq!(s2, ruleset(&oracle), "second pod appends to the same table");
 
-    node.enter(|| masq::remove("shared", "c-a", "eth0").unwrap());
+    node.enter(|| masq::remove("shared", "c-a", "eth0", T).unwrap());
     let without_a: Vec<Value> = s2
         .iter()
         .filter(|o| !comment_is(o, &tag_a))
@@ -121,12 +124,12 @@ fn add_and_del_change_exactly_their_own_rules_and_the_last_del_drops_the_table()
     assert!(without_a.iter().any(|o| comment_is(o, &tag_b)));
 
     // DEL again: nothing of a's left, nothing else touched.
-    node.enter(|| masq::remove("shared", "c-a", "eth0").unwrap());
+    node.enter(|| masq::remove("shared", "c-a", "eth0", T).unwrap());
     assert_eq!(ruleset(&node), without_a);
 
-    node.enter(|| masq::remove("shared", "c-b", "net1").unwrap());
+    node.enter(|| masq::remove("shared", "c-b", "net1", T).unwrap());
     assert_eq!(ruleset(&node), s0, "the last DEL removes the table");
-    node.enter(|| masq::remove("shared", "c-b", "net1").unwrap());
+    node.enter(|| masq::remove("shared", "c-b", "net1", T).unwrap());
     assert_eq!(ruleset(&node), s0, "DEL with the table gone succeeds");
 }
 
@@ -144,7 +147,7 @@ fn a_refused_add_changes_nothing() {
     );
     let before = ruleset(&node);
     let e = node
-        .enter(|| masq::add("clash", "c1", "eth0", &[ip("10.9.0.2/24")]))
+        .enter(|| masq::add("clash", "c1", "eth0", &[ip("10.9.0.2/24")], T))
         .unwrap_err();
     assert_eq!(e.code(), 100, "{e}");
     let obj = e.to_error_object();
@@ -171,8 +174,14 @@ fn concurrent_adds_never_lose_a_rule_to_the_last_del() {
                     let cid = format!("c{p}");
                     let tag = masq::tag(&cid, "eth0");
                     for _ in 0..25 {
-                        masq::add("busy", &cid, "eth0", &[ip(&format!("10.8.0.{}/24", p + 2))])
-                            .unwrap();
+                        masq::add(
+                            "busy",
+                            &cid,
+                            "eth0",
+                            &[ip(&format!("10.8.0.{}/24", p + 2))],
+                            T,
+                        )
+                        .unwrap();
                         let rules = delegates::nftables::Nft::open()
                             .unwrap()
                             .rules(delegates::nftables::FAMILY_INET, table)
@@ -183,7 +192,7 @@ fn concurrent_adds_never_lose_a_rule_to_the_last_del() {
                                 .any(|r| r.comment.as_deref() == Some(tag.as_str())),
                             "rule of {cid} lost: {rules:?}"
                         );
-                        masq::remove("busy", &cid, "eth0").unwrap();
+                        masq::remove("busy", &cid, "eth0", T).unwrap();
                     }
                 })
             });

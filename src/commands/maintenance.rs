@@ -1,6 +1,6 @@
 //! CHECK, GC and STATUS: the verbs that look at what is there rather than change a pod.
 
-use super::{LOCK_WAIT, journal, journaled_parts};
+use super::{journal, journaled_parts};
 use crate::cache::{Lookup, State};
 use crate::conf::PlexusConf;
 use crate::env::Invocation;
@@ -18,7 +18,7 @@ pub(super) fn check(inv: &Invocation, conf: &PlexusConf) -> Result<(), crate::Er
         return Err(crate::env::EnvError::Missing("CNI_IFNAME", "CHECK").into());
     };
     let journal = journal(conf)?;
-    let lock = journal.lock(inv.container_id(), LOCK_WAIT)?;
+    let lock = journal.lock(inv.container_id(), super::lock_wait(conf))?;
     let lookup = journal.read(&lock, ifname.as_str());
     journal.release(lock);
     let entry = match lookup? {
@@ -48,6 +48,7 @@ pub(super) fn check(inv: &Invocation, conf: &PlexusConf) -> Result<(), crate::Er
             ifname: &a.ifname,
             cni_args: &a.cni_args,
             runner: &runner,
+            owned: &a.links,
         };
         if !invoke::check(&list, &t, &prev)? {
             tracing::info!(network = %a.network, "CHECK skipped: delegate predates 0.4.0 or disableCheck");
@@ -158,6 +159,7 @@ pub(super) fn gc(
             ifname: "",
             cni_args: "",
             runner: &runner,
+            owned: &[],
         };
         if let Err(e) = invoke::gc(&list, &t, attachments) {
             failures.push(e.to_string());
@@ -214,6 +216,7 @@ pub(super) fn status(
         ifname: "",
         cni_args: "",
         runner: &runner,
+        owned: &[],
     };
     invoke::status(&list, &t).map_err(|e| not_ready(e.to_string()))
 }
