@@ -1,49 +1,190 @@
-//! ADD+DEL cycle of one pod with a cluster network (bridge + host-local) and N secondary
-//! macvlan + host-local networks (N = 1, 4, 16), through the real `plexus` binary, against a
-//! baseline measured in the same run: the same reference plugins exec'd in sequence directly,
-//! as a runtime without a meta plugin would. Rounds are interleaved so drift hits both alike.
+//! ADD and DEL of one pod with a cluster network (bridge) and N secondary macvlan networks
+//! (N = 1, 4, 16), timed separately, for Plexus and its baselines in one run:
 //!
-//! Each measured cycle starts on a settled kernel: destroying the previous pod's namespace
-//! runs asynchronously in the kernel and would otherwise contend (RCU, rtnl) with whichever
-//! variant happens to run next.
+//! - `plexus built-in`: the real `plexus` binary, delegates and host-local in-process;
+//! - `plexus exec`: the same binary exec'ing Debian's reference plugins;
+//! - `reference direct`: those plugins exec'd one after another, as a runtime without a meta
+//!   plugin would;
+//! - `netavark`: podman's network stack, `netavark setup|teardown` with static addresses;
+//! - `+masq`: Plexus with `ipMasq` on the cluster bridge, netavark with its NAT rules.
 //!
-//! `cargo bench --bench cycle` (as root). `PLEXUS_BENCH_ROUNDS` sets the rounds (default 15).
+//! Every cycle gets a fresh pod netns, checked after ADD (N+1 interfaces) and after DEL (only
+//! `lo`). The netns is dropped right after the DEL and the next cycle starts after a short
+//! pause (`PLEXUS_BENCH_PAUSE_MS`, 50): the kernel destroys a network namespace
+//! asynchronously, and that clean-up may still run into the next cycle, as it does on a node
+//! whose pods come and go. Rounds are interleaved and each round starts with another variant,
+//! so that spill-over and any drift of the machine hit every variant alike; the ratios are of
+//! medians of the same run.
+//!
+//! A resident pod stays on each cluster bridge for the whole run, as on a node with running
+//! pods: netavark deletes its bridge (and NAT chains) with its last container and Plexus its
+//! masquerade table with its last rule, which a busy node rarely sees.
+//!
+//! `cargo bench --bench cycle` (as root, with netavark installed). `PLEXUS_BENCH_ROUNDS` sets
+//! the rounds (15), `PLEXUS_BENCH_N` the attachment counts (`1,4,16`).
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/netavark.rs"]
+mod netavark;
 
 use common::*;
+use netavark::Netavark;
 use serde_json::{Value, json};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn exec_plugin(plugin: &str, command: &str, cid: &str, netns: &str, ifname: &str, conf: &Value) {
-    let mut child = Command::new(format!("{REFERENCE_PLUGINS}/{plugin}"))
-        .env_clear()
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Builtin,
+    BuiltinMasq,
+    Exec,
+    Direct,
+    Netavark,
+    NetavarkMasq,
+}
+
+const VARIANTS: [Variant; 6] = [
+    Variant::Builtin,
+    Variant::BuiltinMasq,
+    Variant::Exec,
+    Variant::Direct,
+    Variant::Netavark,
+    Variant::NetavarkMasq,
+];
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Builtin => "plexus built-in",
+            Variant::BuiltinMasq => "plexus built-in +masq",
+            Variant::Exec => "plexus exec",
+            Variant::Direct => "reference direct",
+            Variant::Netavark => "netavark",
+            Variant::NetavarkMasq => "netavark +masq",
+        }
+    }
+}
+
+struct Bench {
+    w: World,
+    cluster: Value,
+    secondaries: Vec<Value>,
+    builtin: Value,
+    builtin_masq: Value,
+    exec: Value,
+    netavark: Netavark,
+}
+
+fn exec_plugin(plugin: &str, command: &str, cid: &str, netns: &Path, ifname: &str, conf: &Value) {
+    let mut cmd = Command::new(format!("{REFERENCE_PLUGINS}/{plugin}"));
+    cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", cid)
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", ifname)
-        .env("CNI_PATH", REFERENCE_PLUGINS)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn reference plugin");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&serde_json::to_vec(conf).expect("json"))
-        .expect("write conf");
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{plugin} {command}: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+        .env("CNI_PATH", REFERENCE_PLUGINS);
+    let input = serde_json::to_vec(conf).expect("json");
+    run_with_input(cmd, &input, &format!("{plugin} {command}"));
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let w = World::new();
+        sh("ip link add upl0 type bridge && ip link set upl0 up");
+        let cluster = w.bridge_conf("cluster", "cni-bench", "10.88.0.0/16");
+        let mut masq_cluster = w.bridge_conf("cluster-masq", "cni-masq", "10.89.0.0/16");
+        masq_cluster["ipMasq"] = json!(true);
+        let secondaries: Vec<Value> = (1..=16)
+            .map(|i| w.macvlan_conf(&format!("m{i}"), "upl0", &format!("10.{}.0.0/16", 100 + i)))
+            .collect();
+        for (i, c) in secondaries.iter().enumerate() {
+            w.nad("default", &format!("m{}", i + 1), c);
+        }
+        for n in 1..=16 {
+            let networks: Vec<String> = (1..=n).map(|i| format!("m{i}")).collect();
+            w.pod("default", &format!("p{n}"), &networks.join(","));
+        }
+        Bench {
+            builtin: w.plexus_conf(&cluster, json!({"builtins": true})),
+            builtin_masq: w.plexus_conf(&masq_cluster, json!({"builtins": true})),
+            exec: w.plexus_conf(&cluster, json!({})),
+            netavark: Netavark::new(w.tmp.path()),
+            cluster,
+            secondaries,
+            w,
+        }
+    }
+
+    fn plexus_call(&self, command: &str, pod: &Path, n: usize, cid: &str) -> Call {
+        Call::new(command, cid, Some(pod), &self.w).pod("default", &format!("p{n}"))
+    }
+
+    fn run(&self, v: Variant, command: &str, pod: &Path, n: usize, cid: &str) {
+        let plexus = |conf: &Value| {
+            self.plexus_call(command, pod, n, cid).run_json(conf).ok();
+        };
+        match v {
+            Variant::Builtin => plexus(&self.builtin),
+            Variant::BuiltinMasq => plexus(&self.builtin_masq),
+            Variant::Exec => plexus(&self.exec),
+            Variant::Direct => {
+                let secondaries = self.secondaries.iter().take(n).enumerate();
+                if command == "ADD" {
+                    exec_plugin("bridge", "ADD", cid, pod, "eth0", &self.cluster);
+                    for (i, c) in secondaries {
+                        exec_plugin("macvlan", "ADD", cid, pod, &format!("net{}", i + 1), c);
+                    }
+                } else {
+                    for (i, c) in secondaries.rev() {
+                        exec_plugin("macvlan", "DEL", cid, pod, &format!("net{}", i + 1), c);
+                    }
+                    exec_plugin("bridge", "DEL", cid, pod, "eth0", &self.cluster);
+                }
+            }
+            Variant::Netavark | Variant::NetavarkMasq => {
+                let opts = Netavark::options(cid, n, v == Variant::NetavarkMasq, "upl0", 2);
+                if command == "ADD" {
+                    self.netavark.setup(pod, &opts);
+                } else {
+                    self.netavark.teardown(pod, &opts);
+                }
+            }
+        }
+    }
+
+    /// ADD or DEL of the resident pod of `v`'s cluster bridge (cluster network only).
+    fn resident(&self, v: Variant, command: &str, pod: &Path) {
+        if v == Variant::BuiltinMasq {
+            Call::new(command, "resident", Some(pod), &self.w)
+                .run_json(&self.builtin_masq)
+                .ok();
+            return;
+        }
+        let opts = Netavark::options("resident", 0, v == Variant::NetavarkMasq, "upl0", 254);
+        if command == "ADD" {
+            self.netavark.setup(pod, &opts);
+        } else {
+            self.netavark.teardown(pod, &opts);
+        }
+    }
+
+    /// One ADD and one DEL in a fresh pod netns, each timed; the netns is gone afterwards.
+    fn cycle(&self, v: Variant, n: usize, cid: &str) -> (Duration, Duration) {
+        let pod = PodNs::new();
+        let started = Instant::now();
+        self.run(v, "ADD", &pod.path, n, cid);
+        let add = started.elapsed();
+        assert_eq!(pod.links().len(), n + 2, "{} ADD at N={n}", v.name());
+        let started = Instant::now();
+        self.run(v, "DEL", &pod.path, n, cid);
+        let del = started.elapsed();
+        assert_eq!(pod.links(), vec!["lo".to_string()], "{} DEL", v.name());
+        (add, del)
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> f64 {
@@ -51,99 +192,118 @@ fn median(mut v: Vec<Duration>) -> f64 {
     v[v.len() / 2].as_secs_f64() * 1000.0
 }
 
-/// One ADD+DEL of pod `p<n>` through plexus with `conf`, in a fresh pod netns.
-const SETTLE: Duration = Duration::from_millis(150);
-
-fn plexus_cycle(w: &World, conf: &Value, n: usize, cid: &str) -> Duration {
-    let pod = PodNs::new();
-    std::thread::sleep(SETTLE);
-    let add = Call::new("ADD", cid, Some(&pod.path), w).pod("default", &format!("p{n}"));
-    let started = Instant::now();
-    add.run_json(conf).ok();
-    add.with("DEL").run_json(conf).ok();
-    started.elapsed()
-}
-
-/// The same attachments made by exec'ing the reference plugins one after another.
-fn direct_cycle(cluster: &Value, secondaries: &[Value], n: usize, cid: &str) -> Duration {
-    let pod = PodNs::new();
-    std::thread::sleep(SETTLE);
-    let ns = pod.path.display().to_string();
-    let started = Instant::now();
-    exec_plugin("bridge", "ADD", cid, &ns, "eth0", cluster);
-    for (i, c) in secondaries.iter().take(n).enumerate() {
-        exec_plugin("macvlan", "ADD", cid, &ns, &format!("net{}", i + 1), c);
-    }
-    for (i, c) in secondaries.iter().take(n).enumerate().rev() {
-        exec_plugin("macvlan", "DEL", cid, &ns, &format!("net{}", i + 1), c);
-    }
-    exec_plugin("bridge", "DEL", cid, &ns, "eth0", cluster);
-    started.elapsed()
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
     enter_node_netns();
-    let rounds: usize = std::env::var("PLEXUS_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(15);
-    let w = World::new();
-    sh("ip link add upl0 type bridge && ip link set upl0 up");
-    let cluster = w.bridge_conf("cluster", "cni-bench", "10.88.0.0/16");
-    let exec_conf = w.plexus_conf(&cluster, json!({}));
-    let builtin_conf = w.plexus_conf(&cluster, json!({"builtins": true}));
-    let secondaries: Vec<Value> = (1..=16)
-        .map(|i| w.macvlan_conf(&format!("m{i}"), "upl0", &format!("10.{}.0.0/16", 100 + i)))
+    let rounds: usize = env_or("PLEXUS_BENCH_ROUNDS", 15);
+    let pause = Duration::from_millis(env_or("PLEXUS_BENCH_PAUSE_MS", 50));
+    let counts: Vec<usize> = std::env::var("PLEXUS_BENCH_N")
+        .unwrap_or_else(|_| "1,4,16".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .filter(|n| (1..=16).contains(n))
         .collect();
-    for (i, c) in secondaries.iter().enumerate() {
-        w.nad("default", &format!("m{}", i + 1), c);
-    }
-    for n in [1usize, 4, 16] {
-        let networks: Vec<String> = (1..=n).map(|i| format!("m{i}")).collect();
-        w.pod("default", &format!("p{n}"), &networks.join(","));
-    }
+    let b = Bench::new();
 
-    // Peak RSS of plexus itself: the largest child reaped so far, read before any reference
-    // plugin runs (with built-ins, plexus forks nothing; the fixtures' `ip` is smaller).
-    plexus_cycle(&w, &builtin_conf, 16, "rss");
+    // Peak RSS of plexus itself: the largest child reaped so far, read before anything else
+    // runs (with built-ins, plexus forks nothing; the fixtures' `ip` is smaller).
+    b.cycle(Variant::Builtin, 16, "rss");
     let rss_kib = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
         .map(|u| u.max_rss())
         .unwrap_or(0);
 
+    // Residents: one pod on each cluster bridge for the whole run.
+    let residents: Vec<(PodNs, Variant)> = [
+        Variant::BuiltinMasq,
+        Variant::Netavark,
+        Variant::NetavarkMasq,
+    ]
+    .into_iter()
+    .map(|v| {
+        let pod = PodNs::new();
+        b.resident(v, "ADD", &pod.path);
+        (pod, v)
+    })
+    .collect();
+
     println!(
-        "ADD+DEL cycle of 1 cluster + N secondary networks, median of {rounds} interleaved rounds (ms)"
+        "median of {rounds} interleaved rounds, ms; fresh pod netns per cycle, {} ms pause after its destruction",
+        pause.as_millis()
     );
-    println!(
-        "{:>3}  {:>16}  {:>16}  {:>18}  {:>14}  {:>14}",
-        "N", "plexus built-in", "plexus exec", "reference direct", "built-in/ref", "exec/ref"
-    );
-    for n in [1usize, 4, 16] {
-        let (mut builtin, mut exec, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+    for &n in &counts {
+        let mut add = vec![Vec::new(); VARIANTS.len()];
+        let mut del = vec![Vec::new(); VARIANTS.len()];
+        let mut cycle = vec![Vec::new(); VARIANTS.len()];
         for round in 0..rounds {
-            builtin.push(plexus_cycle(
-                &w,
-                &builtin_conf,
-                n,
-                &format!("b-{n}-{round}"),
-            ));
-            exec.push(plexus_cycle(&w, &exec_conf, n, &format!("e-{n}-{round}")));
-            direct.push(direct_cycle(
-                &cluster,
-                &secondaries,
-                n,
-                &format!("d-{n}-{round}"),
-            ));
+            for k in 0..VARIANTS.len() {
+                let i = (round + k) % VARIANTS.len();
+                let (a, d) = b.cycle(VARIANTS[i], n, &format!("c-{n}-{round}-{i}"));
+                add[i].push(a);
+                del[i].push(d);
+                cycle[i].push(a + d);
+                std::thread::sleep(pause);
+            }
         }
-        let (b, e, d) = (median(builtin), median(exec), median(direct));
+        let med = |v: &Vec<Vec<Duration>>| -> Vec<f64> { v.iter().cloned().map(median).collect() };
+        let (add, del, cycle) = (med(&add), med(&del), med(&cycle));
+        println!("\nN = {n}");
+        println!("{:<24}{:>8}{:>8}{:>8}", "", "ADD", "DEL", "cycle");
+        for (i, v) in VARIANTS.iter().enumerate() {
+            println!(
+                "{:<24}{:>8.1}{:>8.1}{:>8.1}",
+                v.name(),
+                add[i],
+                del[i],
+                cycle[i]
+            );
+        }
+        let idx = |v: Variant| VARIANTS.iter().position(|&x| x == v).unwrap();
+        let ratio = |a: Variant, b: Variant| {
+            let (a, b) = (idx(a), idx(b));
+            format!(
+                "{:.2} / {:.2} / {:.2}",
+                add[a] / add[b],
+                del[a] / del[b],
+                cycle[a] / cycle[b]
+            )
+        };
+        println!("ratios ADD / DEL / cycle:");
         println!(
-            "{n:>3}  {b:>16.1}  {e:>16.1}  {d:>18.1}  {:>14.2}  {:>14.2}",
-            b / d,
-            e / d
+            "  plexus built-in vs netavark (no firewall): {}",
+            ratio(Variant::Builtin, Variant::Netavark)
+        );
+        println!(
+            "  plexus built-in +masq vs netavark +masq:   {}",
+            ratio(Variant::BuiltinMasq, Variant::NetavarkMasq)
+        );
+        println!(
+            "  plexus built-in vs reference direct:       {}",
+            ratio(Variant::Builtin, Variant::Direct)
+        );
+        println!(
+            "  plexus exec vs reference direct:           {}",
+            ratio(Variant::Exec, Variant::Direct)
+        );
+        let (m, p) = (idx(Variant::BuiltinMasq), idx(Variant::Builtin));
+        println!(
+            "  masquerade costs plexus {:+.1} ms on ADD, {:+.1} ms on DEL",
+            add[m] - add[p],
+            del[m] - del[p]
         );
     }
     println!(
-        "peak RSS of plexus (built-in, N=16): {:.1} MiB",
+        "\npeak RSS of plexus (built-in, N=16): {:.1} MiB",
         rss_kib as f64 / 1024.0
     );
-    w.assert_clean(None);
+
+    for (pod, v) in residents {
+        b.resident(v, "DEL", &pod.path);
+    }
+    b.w.assert_clean(None);
 }

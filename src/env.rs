@@ -82,6 +82,30 @@ pub fn need(command: Command, var: &str) -> Need {
     }
 }
 
+/// The variables a runtime sets for a CNI call.
+const CNI_VARS: [&str; 6] = [
+    "CNI_COMMAND",
+    "CNI_CONTAINERID",
+    "CNI_NETNS",
+    "CNI_IFNAME",
+    "CNI_ARGS",
+    "CNI_PATH",
+];
+
+/// Refuses a CNI variable whose value is not UTF-8. Read as unset instead, a `CNI_ARGS` with
+/// one stray byte would lose the pod's name and, with it, every network the pod asked for.
+pub fn check_utf8(get: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<(), EnvError> {
+    for var in CNI_VARS {
+        if get(var).is_some_and(|v| v.to_str().is_none()) {
+            return Err(EnvError::Invalid {
+                var,
+                reason: "not valid UTF-8".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Who the pod is, from `CNI_ARGS` (kubelet sets all four; podman only `K8S_POD_NAME`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PodRef {
@@ -171,15 +195,20 @@ impl Invocation {
     }
 }
 
-/// `^[a-zA-Z0-9][a-zA-Z0-9_.-]*$` (libcni's rule), at most 256 bytes: the ID names files in
-/// the journal directory, so nothing else may pass.
+/// `^[a-zA-Z0-9][a-zA-Z0-9_.-]*$` (libcni's rule), and short enough that every journal file
+/// named after it fits in a file name: the ID names files in the journal directory, so
+/// nothing else may pass, and an ID refused only when the journal is written would be
+/// refused after the checks that come before it.
 pub fn validate_container_id(id: &str) -> Result<String, EnvError> {
     let invalid = |reason: &str| EnvError::Invalid {
         var: "CNI_CONTAINERID",
         reason: reason.to_string(),
     };
-    if id.len() > 256 {
-        return Err(invalid("longer than 256 bytes"));
+    let max = crate::cache::MAX_CONTAINER_ID;
+    if id.len() > max {
+        return Err(invalid(&format!(
+            "longer than {max} bytes (the journal names files after it)"
+        )));
     }
     let mut bytes = id.bytes();
     match bytes.next() {
@@ -349,10 +378,12 @@ mod tests {
 
     #[test]
     fn container_ids_are_checked() {
-        for bad in ["../x", "-a", "a b", &"a".repeat(257)] {
+        let max = crate::cache::MAX_CONTAINER_ID;
+        for bad in ["../x", "-a", "a b", &"a".repeat(max + 1), &"a".repeat(257)] {
             assert!(validate_container_id(bad).is_err(), "{bad}");
         }
         assert!(validate_container_id("a1_b.c-d").is_ok());
+        assert!(validate_container_id(&"a".repeat(max)).is_ok());
     }
 
     #[test]
@@ -373,6 +404,17 @@ mod tests {
         assert!(with("K8S_POD_NAME").is_err());
         let ok = with("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_UID=0b1e4a1c-3f5d-4c1e-9a7b-2d6f8e9a0b1c").unwrap();
         assert_eq!(ok.pod.name.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn cni_variables_must_be_utf8() {
+        use std::os::unix::ffi::OsStringExt;
+        let bad = |k: &str| {
+            (k == "CNI_ARGS").then(|| std::ffi::OsString::from_vec(b"K8S_POD_NAME=p\xff".to_vec()))
+        };
+        let e = check_utf8(bad).unwrap_err();
+        assert!(e.to_string().contains("CNI_ARGS"), "{e}");
+        assert!(check_utf8(|_| Some("x".into())).is_ok());
     }
 
     #[test]

@@ -26,6 +26,16 @@ pub enum Error {
         container_id: String,
         ifname: String,
     },
+    #[error(
+        "container {container_id} already has {ifname} from its ADD on {other}: this ADD would reuse it"
+    )]
+    IfnameTaken {
+        container_id: String,
+        ifname: String,
+        other: String,
+    },
+    #[error("the pod already has an interface named {ifname}; it is left as it is")]
+    InterfaceExists { ifname: String },
     #[error("container {container_id} has no attachment on {ifname}")]
     UnknownContainer {
         container_id: String,
@@ -38,6 +48,8 @@ pub enum Error {
     },
     #[error("set the requested default route: {0}")]
     DefaultRoute(Box<delegates::DelegateError>),
+    #[error("pod netns: {0}")]
+    PodNetns(Box<delegates::DelegateError>),
     #[error("GC: {0}")]
     Gc(String),
     #[error("{0}")]
@@ -68,14 +80,16 @@ impl Error {
             Error::Selection(e) => e.code(),
             Error::Plan(e) => e.code(),
             Error::Resolve(e) => e.code(),
-            Error::Duplicate { .. } => Code::InvalidConfig.as_u32(),
+            Error::Duplicate { .. } | Error::IfnameTaken { .. } | Error::InterfaceExists { .. } => {
+                Code::InvalidConfig.as_u32()
+            }
             Error::UnknownContainer { .. } => Code::UnknownContainer.as_u32(),
             Error::Teardown { errors, .. } => errors
                 .first()
                 .map_or(Code::DelegateFailed.as_u32(), |e| e.code()),
             Error::Gc(_) => Code::DelegateFailed.as_u32(),
             Error::Render(e) => e.code(),
-            Error::DefaultRoute(e) => e.code(),
+            Error::DefaultRoute(e) | Error::PodNetns(e) => e.code(),
             Error::NotReady(_) => Code::NotAvailable.as_u32(),
             Error::Readiness(e) => e.code(),
         }

@@ -12,6 +12,7 @@ pub mod env;
 pub mod error;
 pub mod invoke;
 pub mod log;
+pub mod output;
 pub mod plan;
 pub mod selection;
 pub mod status;

@@ -5,7 +5,7 @@
 pub mod redact;
 mod rotate;
 
-pub use redact::{redact, redact_args};
+pub use redact::{redact, redact_args, scrub, secret_values};
 pub use rotate::LogOptions;
 
 use crate::conf::{LogFormat, PlexusConf};
@@ -33,16 +33,19 @@ pub fn init(conf: &PlexusConf) {
     if let (Some(p), Some(opts)) = (&conf.log_file, &conf.log_options)
         && let Err(e) = rotate::rotate(p, opts)
     {
-        eprintln!("plexus: cannot rotate log file {}: {e}", p.display());
+        crate::output::stderr(format_args!(
+            "plexus: cannot rotate log file {}: {e}\n",
+            p.display()
+        ));
     }
     let file = conf.log_file.as_ref().and_then(|p| {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(p)
-            .map_err(|e| eprintln!("plexus: cannot open log file {}: {e}", p.display()))
+        open_log(p)
+            .map_err(|e| {
+                crate::output::stderr(format_args!(
+                    "plexus: not logging to {}: {e}\n",
+                    p.display()
+                ))
+            })
             .ok()
     });
     let writer: BoxMakeWriter = match (file, conf.log_to_stderr) {
@@ -55,11 +58,33 @@ pub fn init(conf: &PlexusConf) {
         .with_max_level(level(&conf.log_level))
         .with_writer(OneLine(writer))
         .with_ansi(false)
-        .with_target(false);
+        .with_target(false)
+        // Its fallback for a failed write is `eprintln!`, which panics when stderr is gone.
+        .log_internal_errors(false);
     let _ = match conf.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// Opens the log for appending: created 0600, never through a symlink, and only a regular
+/// file. A FIFO or a device would block the call or swallow the log, so it is refused, and
+/// the open itself cannot block (`O_NONBLOCK`).
+fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let not_regular = || std::io::Error::other("not a regular file");
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(not_regular());
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(not_regular());
+    }
+    Ok(file)
 }
 
 /// Keeps every event on one line with no terminal control sequences: a delegate's message, a
@@ -106,6 +131,18 @@ impl<W: std::io::Write> std::io::Write for OneLineWriter<W> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn a_log_file_that_is_not_a_regular_file_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = open_log(&fifo).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(open_log(dir.path()).is_err());
+        assert!(open_log(std::path::Path::new("/dev/null")).is_err());
+        assert!(open_log(&dir.path().join("plexus.log")).is_ok());
+    }
 
     #[test]
     fn events_stay_on_one_line_without_control_characters() {

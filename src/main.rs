@@ -9,12 +9,7 @@ fn main() -> ExitCode {
         .iter()
         .any(|k| std::env::var_os(k).is_some());
     if cni_mode {
-        let (code, stdout) =
-            plexus::cli::cni_main(|k| std::env::var(k).ok(), &mut std::io::stdin().lock());
-        if let Some(out) = stdout {
-            println!("{out}");
-        }
-        return ExitCode::from(code);
+        return plexus::cli::cni_process();
     }
     plexus::cli::main()
 }

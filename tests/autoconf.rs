@@ -751,9 +751,26 @@ fn install_refresh_keeps_token_and_conf_current_and_keeps_the_conf_on_sigterm() 
             "600",
         ])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // What the refresh loop says, collected as it comes: each round that fails says so.
+    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let said = said.clone();
+        let mut err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut err, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                said.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
     let conf = conf_dir.join("00-plexus.conflist");
     wait_until("first install", || {
         std::fs::read_to_string(&host_token).is_ok_and(|t| t == "token-1") && conf.exists()
@@ -785,7 +802,9 @@ fn install_refresh_keeps_token_and_conf_current_and_keeps_the_conf_on_sigterm() 
 
     // The primary disappears: the conf stays as it was (never an empty or missing conf).
     std::fs::remove_file(conf_dir.join("10-flannel.conflist")).unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_until("a refresh round without the primary", || {
+        said.lock().unwrap().contains("(the previous conf stays)")
+    });
     assert_eq!(read_json(&conf)["plugins"][0]["delegates"][0], f);
 
     nix::sys::signal::kill(
@@ -807,6 +826,7 @@ fn install_refresh_keeps_token_and_conf_current_and_keeps_the_conf_on_sigterm() 
         let _ = child.wait();
         panic!("install --refresh did not stop on SIGTERM");
     };
+    reader.join().unwrap();
     assert!(status.success(), "{status:?}");
     assert!(conf.exists(), "the conf must stay after exit");
     assert!(kc.exists());

@@ -8,6 +8,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
+use std::os::unix::fs::PermissionsExt;
 
 struct Case {
     what: String,
@@ -410,12 +411,27 @@ fn nad_cases(w: &World, pod: &PodNs, cases: &mut Vec<Case>) {
             names: "default/badnad",
         });
     }
-    // Delegate types that try to leave CNI_PATH or recurse into plexus.
-    let canary = w.tmp.path().join("canary-touched");
-    w.script("canary", &format!("touch {}", canary.display()));
-    for (i, t) in ["../../bin/sh", "/bin/sh", "a/b", "..", "", "plexus"]
-        .iter()
-        .enumerate()
+    // Delegate types that try to leave CNI_PATH or recurse into plexus. The canary sits
+    // outside the plugin path where the first two types lead (relative to the world's bin
+    // dir, and absolute): a lookup that let a path through would run it.
+    let outside = w.tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let touched = w.tmp.path().join("canary-touched");
+    write_script(&outside, "canary", &format!("touch {}", touched.display()));
+    let absolute = outside.join("canary").display().to_string();
+    for (i, t) in [
+        "../outside/canary",
+        absolute.as_str(),
+        "../../bin/sh",
+        "/bin/sh",
+        "a/b",
+        "..",
+        "",
+        "plexus",
+    ]
+    .iter()
+    .enumerate()
     {
         let nad = format!("evil{i}");
         w.nad(
@@ -482,7 +498,12 @@ fn every_bad_input_gets_its_code_and_leaves_nothing() {
         if let Some(p) = problem {
             failures.push(format!("{}: {p}", case.what));
         }
-        // Nothing left, after every case.
+        // Nothing left, after every case, and nothing ran that a refused type names.
+        assert!(
+            !w.tmp.path().join("canary-touched").exists(),
+            "{}: a refused delegate type ran",
+            case.what
+        );
         assert_eq!(pod.links(), ["lo"], "{}: links left", case.what);
         assert_eq!(
             w.reservations(),
@@ -497,10 +518,6 @@ fn every_bad_input_gets_its_code_and_leaves_nothing() {
             case.what
         );
     }
-    assert!(
-        !w.tmp.path().join("canary-touched").exists(),
-        "a refused delegate type ran"
-    );
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n{}",

@@ -174,9 +174,9 @@ fn a_link_failure_after_ipam_releases_the_address() {
     w.pod("default", "p", "mv, broken");
     let conf = builtin_conf(&w, "cni-bi3", "10.88.63.0/24");
     let pod = PodNs::new();
-    let r = call(&w, "ADD", "c-broken", &pod, "p").run_json(&conf);
-    assert_eq!(r.code, 1);
-    let e = r.json();
+    let e = call(&w, "ADD", "c-broken", &pod, "p")
+        .run_json(&conf)
+        .err(7);
     assert!(e["msg"].as_str().unwrap().contains("default/broken"), "{e}");
     w.assert_clean(Some(&pod));
 }

@@ -343,14 +343,27 @@ fn gc_deletes_attachments_no_longer_valid_and_keeps_the_rest() {
     // A malformed list deletes nothing.
     let mut bad = conf.clone();
     bad["cni.dev/valid-attachments"] = json!("everything");
-    let r = call.run_json(&bad);
-    assert_eq!(r.code, 1);
+    let e = call.run_json(&bad).err(7);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("cni.dev/valid-attachments"),
+        "{e}"
+    );
     let mut missing = conf.clone();
     missing
         .as_object_mut()
         .unwrap()
         .remove("cni.dev/valid-attachments");
-    assert_eq!(call.run_json(&missing).code, 1);
+    let e = call.run_json(&missing).err(7);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("cni.dev/valid-attachments"),
+        "{e}"
+    );
     assert_eq!(w.reservations().len(), 2);
 
     Call::new("DEL", "c-a", Some(&pod_a.path), &w)

@@ -141,7 +141,8 @@ fn d8_a_del_that_keeps_failing_ends_as_a_tombstone_that_gc_retries() {
     gc_conf["cni.dev/valid-attachments"] = json!([]);
     let mut gc = Call::new("GC", "", None, &w);
     gc.unset = vec!["CNI_CONTAINERID".into(), "CNI_IFNAME".into()];
-    assert_eq!(gc.run_json(&gc_conf).code, 1);
+    let e = gc.run_json(&gc_conf).err(100);
+    assert!(e["msg"].as_str().unwrap().contains("c-d8"), "{e}");
     assert_eq!(count(&dels), 3);
     // ...and clears it once the delegate recovers.
     std::fs::remove_file(&broken).unwrap();

@@ -267,10 +267,17 @@ fn k9_del_uses_the_nad_as_it_was_at_add() {
     let pod = PodNs::new();
     n.call("ADD", "c-k9", &pod, "web").run_json(&conf).ok();
     assert_eq!(pod.addrs("net1"), ["10.89.2.2/24"]);
-    // The NAD moves to another range, then goes away entirely.
-    n.nad("blue", "10.77.0.0/24");
+    // The NAD changes where its addresses live: another network name and dataDir (host-local
+    // keeps reservations under <dataDir>/<name>/ and releases by container ID, so a change of
+    // range alone would be released either way). A DEL that used the NAD as it is now would
+    // look in the new place and leave 10.89.2.2 reserved in the old one.
+    let mut moved = n.w.macvlan_conf("blue-v2", "upl0", "10.77.0.0/24");
+    moved["ipam"]["dataDir"] = json!(n.w.tmp.path().join("ipam-v2").display().to_string());
+    n.api.add_nad(nad_object("default", "blue", Some(&moved)));
+    assert_eq!(n.w.reservations(), ["blue/10.89.2.2", "cluster/10.88.0.2"]);
     n.call("DEL", "c-k9", &pod, "web").run_json(&conf).ok();
     n.w.assert_clean(Some(&pod));
+    // Then it goes away entirely.
 
     n.nad("blue", "10.89.2.0/24");
     n.call("ADD", "c-k9b", &pod, "web").run_json(&conf).ok();
@@ -561,8 +568,8 @@ fn a_rotated_token_file_is_read_on_every_invocation() {
 
     // The old token is now refused; the file holds the new one.
     n.api.set_token("rotated-token");
-    let err = n.call("ADD", "c-t2", &pod, "web").run_json(&conf);
-    assert_eq!(err.code, 1, "the old token still worked: {}", err.stdout);
+    let err = n.call("ADD", "c-t2", &pod, "web").run_json(&conf).err(11);
+    assert!(err["msg"].as_str().unwrap().contains("401"), "{err}");
     n.w.assert_clean(Some(&pod));
     std::fs::write(&token_file, "rotated-token").unwrap();
     n.call("ADD", "c-t2", &pod, "web").run_json(&conf).ok();
@@ -581,8 +588,8 @@ fn a_failing_attachment_records_a_warning_naming_the_network() {
     n.pod("web", Some("blue,broken"));
     let conf = n.conf();
     let pod = PodNs::new();
-    let run = n.call("ADD", "c-warn", &pod, "web").run_json(&conf);
-    assert_eq!(run.code, 1, "{}", run.stdout);
+    let e = n.call("ADD", "c-warn", &pod, "web").run_json(&conf).err(7);
+    assert!(e["msg"].as_str().unwrap().contains("no-such-plugin"), "{e}");
     n.w.assert_clean(Some(&pod));
     let events = n.api.events();
     let warnings: Vec<&Value> = events.iter().filter(|e| e["type"] == "Warning").collect();

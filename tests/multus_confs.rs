@@ -83,6 +83,12 @@ impl Node {
         let mut v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["type"], "multus", "{fixture} is a Multus conf");
         v["type"] = json!("plexus");
+        // Not a second edit of the Multus conf's meaning: this test's NADs keep host-local
+        // reservations in the test's own folder instead of /var/lib/cni/networks, and a node
+        // must allow such a folder before a NAD may choose it (README, ipamDataDirs).
+        if v.get("ipamDataDirs").is_none() {
+            v["ipamDataDirs"] = json!([self.w.ipam_dir.display().to_string()]);
+        }
         v
     }
 

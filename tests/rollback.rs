@@ -34,22 +34,59 @@ fn conf(w: &World, bridge: &str, timeout: u64) -> Value {
     c
 }
 
+/// Wrappers around Debian's bridge and macvlan that append `<command> <ifname>` to the
+/// returned log before running the real plugin: the order of calls becomes visible.
+fn recording(w: &World) -> std::path::PathBuf {
+    let log = w.tmp.path().join("calls");
+    for plugin in ["bridge", "macvlan"] {
+        w.script(
+            &format!("rec-{plugin}"),
+            &format!(
+                "echo \"$CNI_COMMAND $CNI_IFNAME\" >> {}\nexec {REFERENCE_PLUGINS}/{plugin}",
+                log.display()
+            ),
+        );
+    }
+    log
+}
+
+fn calls(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
 #[test]
 fn failure_on_the_third_attachment_rolls_back_the_first_two() {
     enter_node_netns();
     let w = World::new();
     networks(&w);
-    // Fails ADD with its own error, accepts DEL.
+    let log = recording(&w);
+    for n in ["n1", "n2"] {
+        let mut c = w.macvlan_conf(n, "upl0", &format!("10.89.{}.0/24", &n[1..]));
+        c["type"] = json!("rec-macvlan");
+        w.nad("default", n, &c);
+    }
+    // Fails ADD with its own error, accepts DEL; logs both like the wrappers.
     w.script(
         "stand-in",
-        r#"[ "$CNI_COMMAND" = DEL ] && exit 0
-echo '{"cniVersion":"1.0.0","code":7,"msg":"stand-in refuses","details":"on purpose"}'; exit 1"#,
+        &format!(
+            r#"echo "$CNI_COMMAND $CNI_IFNAME" >> {}
+[ "$CNI_COMMAND" = DEL ] && exit 0
+echo '{{"cniVersion":"1.0.0","code":7,"msg":"stand-in refuses","details":"on purpose"}}'; exit 1"#,
+            log.display()
+        ),
     );
     w.pod("default", "p", "n1, bad, n2");
     let pod = PodNs::new();
+    let mut cluster = w.bridge_conf("cluster", "cni-r0", "10.88.10.0/24");
+    cluster["type"] = json!("rec-bridge");
+    let conf = w.plexus_conf(&cluster, json!({"timeout": 20}));
     let r = Call::new("ADD", "c-fail3", Some(&pod.path), &w)
         .pod("default", "p")
-        .run_json(&conf(&w, "cni-r0", 20));
+        .run_json(&conf);
     let e = r.err(100);
     assert!(e["msg"].as_str().unwrap().contains("default/bad"), "{e}");
     assert!(
@@ -60,7 +97,14 @@ echo '{"cniVersion":"1.0.0","code":7,"msg":"stand-in refuses","details":"on purp
         e["details"].as_str().unwrap().contains('7'),
         "delegate's code kept: {e}"
     );
-    // cluster (eth0) and n1 (net1) were added, then removed with their IPs.
+    // cluster (eth0) and n1 (net1) were added, the stand-in (net2) failed; everything that
+    // was started is DELed, last first, and n2 (net3) never ran.
+    assert_eq!(
+        calls(&log),
+        [
+            "ADD eth0", "ADD net1", "ADD net2", "DEL net2", "DEL net1", "DEL eth0"
+        ]
+    );
     w.assert_clean(Some(&pod));
     assert!(
         !node_links().iter().any(|l| l.starts_with("veth")),
@@ -178,9 +222,7 @@ sleep 1000"#,
     child.kill().unwrap();
     child.wait().unwrap();
     // The stand-in's group outlives a SIGKILLed parent; the runtime would kill the sandbox.
-    let _ = std::process::Command::new("pkill")
-        .args(["-9", "-f", &w.tmp.path().display().to_string()])
-        .status();
+    w.kill_strays();
     assert!(
         pod.links().contains(&"net1".to_string()),
         "the first attachments were made"

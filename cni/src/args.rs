@@ -91,6 +91,19 @@ mod tests {
         assert_eq!(CniArgs::parse("=x"), Err(ArgsError::EmptyKey));
     }
 
+    proptest::proptest! {
+        /// Printing is the inverse of parsing: any pairs a parse can yield (keys without `=`
+        /// or `;`, values without `;`) print as text that parses back to the same pairs.
+        #[test]
+        fn printed_args_parse_back(
+            pairs in proptest::collection::vec(("[A-Za-z0-9_.-]{1,12}", "[^;]{0,16}"), 0..8)
+        ) {
+            let args = CniArgs { pairs };
+            let printed = args.to_string();
+            proptest::prop_assert_eq!(CniArgs::parse(&printed), Ok(args));
+        }
+    }
+
     #[test]
     fn empty_is_empty() {
         assert!(CniArgs::parse("").unwrap().is_empty());

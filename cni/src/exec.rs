@@ -56,6 +56,11 @@ pub enum ExecError {
     #[error("plugin type {plugin_type:?} refused: it would run this plugin again (recursion)")]
     ForbiddenType { plugin_type: String },
     #[error(
+        "plugin type {plugin_type:?} refused: {} is the running executable under another name (recursion)",
+        .path.display()
+    )]
+    RunsItself { plugin_type: String, path: PathBuf },
+    #[error(
         "plugin type {plugin_type:?} not found in [{}]{}",
         join_paths(.searched),
         skipped_note(.skipped)
@@ -140,6 +145,7 @@ impl ExecError {
         match self {
             ExecError::BadType { .. }
             | ExecError::ForbiddenType { .. }
+            | ExecError::RunsItself { .. }
             | ExecError::NotFound { .. }
             | ExecError::NotExecutable { .. } => Code::InvalidConfig,
             ExecError::Timeout { .. } | ExecError::TextBusy { .. } => Code::TryAgainLater,
@@ -167,6 +173,7 @@ impl ExecError {
             ExecError::Decode { source, .. } => source.to_string(),
             ExecError::BadType { .. }
             | ExecError::ForbiddenType { .. }
+            | ExecError::RunsItself { .. }
             | ExecError::NotFound { .. }
             | ExecError::OutputTooLarge { .. } => String::new(),
         }

@@ -1,11 +1,14 @@
 //! The CNI protocol as the spec defines it, and nothing about Kubernetes or Plexus:
 //! versions and their negotiation, network configurations, results of every version and the
-//! conversions between them, the error object, `CNI_ARGS`, and running a plugin binary.
+//! conversions between them, the error object, `CNI_ARGS`, running a plugin binary, and
+//! reading the files a configuration names within bounds.
 
 pub mod args;
 pub mod capability;
 pub mod error;
 pub mod exec;
+pub mod fault;
+pub mod file;
 pub mod ifname;
 pub mod netconf;
 pub mod result;

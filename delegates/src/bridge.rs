@@ -5,7 +5,8 @@
 use crate::error::{DelegateError, errno};
 use crate::link;
 use crate::masq;
-use crate::netns::NetNs;
+use crate::netns::{NetNs, NsId};
+use crate::owned::{self, Added, Expected, OwnedLink, Side};
 use crate::request::Request;
 pub use crate::veth::host_veth_name;
 use crate::veth::{BridgedPort, PodVeth, configure_bridged, create_pod_veth};
@@ -112,42 +113,44 @@ fn first_host(net: IpNet) -> Option<IpAddr> {
     }
 }
 
-pub fn add(req: &Request) -> Result<CniResult, DelegateError> {
+pub fn add(req: &Request) -> Result<Added, DelegateError> {
     let conf = parse(req)?;
-    let netns = NetNs::open(req.netns_required()?)?;
+    let netns = req.open_netns(req.netns_required()?)?;
     let mut result = req.ipam_add()?;
     apply_gateways(&conf, &mut result);
     match setup(req, &conf, &netns, &mut result) {
-        Ok(()) => Ok(result),
+        Ok(links) => Ok(Added { result, links }),
         Err(e) => {
-            // Undo in reverse: links, masquerade rules, then the addresses. The pair goes by
-            // its host end: a container link of the same name that made the create fail is
-            // not ours to delete.
-            let host_name = host_veth_name(req.container_id, req.ifname);
-            let _ = NetNs::current().and_then(|ns| {
-                ns.run(|h| async move { link::delete_by_name(&h, &host_name).await })
-            });
-            if conf.ip_masq {
-                let _ = masq::remove(conf.network, req.container_id, req.ifname);
-            }
+            // setup undid the links it made; masquerade rules are added in one nft
+            // transaction as its last step, so none exist. The addresses go last.
             let _ = req.ipam_del();
             Err(e)
         }
     }
 }
 
+/// Everything after IPAM; on failure nothing it created is left (the bridge and its gateway
+/// address, shared with other pods, stay as the reference plugin leaves them).
 fn setup(
     req: &Request,
     conf: &Conf,
     netns: &NetNs,
     result: &mut CniResult,
-) -> Result<(), DelegateError> {
-    let host_name = host_veth_name(req.container_id, req.ifname);
-    let ifname = req.ifname;
+) -> Result<Vec<OwnedLink>, DelegateError> {
+    let (container_id, ifname) = (req.container_id, req.ifname);
+    let tag = req.tag();
+    let tag = tag.as_str();
+    let (pod_ns, node_ns) = (
+        netns.id()?,
+        NsId::current().map_err(|source| DelegateError::Io {
+            step: "identify the node's netns".into(),
+            source,
+        })?,
+    );
     let pod_fd = netns.fd();
     let ips = result.ips.clone();
     let to_configure = result.clone();
-    let interfaces = netns.run_with_host(|host, pod| async move {
+    let (interfaces, links) = netns.run_with_host(|host, pod| async move {
         let br = ensure_bridge(&host, conf).await?;
         if conf.is_gateway {
             for ip in &ips {
@@ -158,11 +161,13 @@ fn setup(
                 }
             }
         }
-        create_pod_veth(
+        let host_link = create_pod_veth(
             &host,
+            &pod,
             &PodVeth {
-                host_name: &host_name,
+                container_id,
                 ifname,
+                tag,
                 pod_fd,
                 controller: br.header.index,
                 controller_name: conf.bridge,
@@ -171,39 +176,89 @@ fn setup(
             },
         )
         .await?;
-        let host_link = link::require(&host, &host_name, "read the host veth").await?;
-        let hidx = host_link.header.index;
-        if conf.hairpin {
-            host.link()
-                .set_port(LinkBridgePort::new(hidx).hairpin(true).build())
-                .execute()
-                .await
-                .map_err(|e| DelegateError::netlink(format!("set hairpin on {host_name}"), e))?;
+        // From here on the pair is ours: a failure removes it (its host end takes the pod end).
+        let made = async {
+            let hidx = host_link.header.index;
+            let host_name = owned::name(&host_link).unwrap_or_default();
+            if conf.hairpin {
+                host.link()
+                    .set_port(LinkBridgePort::new(hidx).hairpin(true).build())
+                    .execute()
+                    .await
+                    .map_err(|e| {
+                        DelegateError::netlink(format!("set hairpin on {host_name}"), e)
+                    })?;
+            }
+            if let Some(vid) = conf.vlan {
+                set_port_vlan(&host, hidx, host_name, vid).await?;
+            }
+            let port = BridgedPort {
+                bridge: conf.bridge,
+                host_link: &host_link,
+                ifname,
+                tag,
+                sandbox: netns.path().display().to_string(),
+                mtu: None,
+            };
+            configure_bridged(&host, &pod, port, &to_configure).await
         }
-        if let Some(vid) = conf.vlan {
-            set_port_vlan(&host, hidx, &host_name, vid).await?;
+        .await;
+        match made {
+            Ok((interfaces, pod_link)) => Ok((
+                interfaces,
+                vec![
+                    owned::record(Side::Pod, &pod_link, pod_ns),
+                    owned::record(Side::Node, &host_link, node_ns),
+                ],
+            )),
+            Err(e) => {
+                let _ = link::delete(&host, host_link.header.index).await;
+                Err(e)
+            }
         }
-        let port = BridgedPort {
-            bridge: conf.bridge,
-            host_name: &host_name,
-            host_link: &host_link,
-            ifname,
-            sandbox: netns.path().display().to_string(),
-            mtu: None,
-        };
-        configure_bridged(&host, &pod, port, &to_configure).await
     })??;
-    if conf.is_gateway {
-        enable_forwarding(&result.ips)?;
-    }
-    if conf.ip_masq {
-        masq::add(conf.network, req.container_id, req.ifname, &result.ips)?;
+    let finish = || -> Result<(), DelegateError> {
+        if conf.is_gateway {
+            enable_forwarding(&result.ips)?;
+        }
+        if conf.ip_masq {
+            masq::add(
+                conf.network,
+                req.container_id,
+                req.ifname,
+                &result.ips,
+                req.timeout,
+            )?;
+        }
+        Ok(())
+    };
+    if let Err(e) = finish() {
+        undo_links(req, &links);
+        return Err(e);
     }
     result.interfaces = interfaces;
     for ip in &mut result.ips {
         ip.interface = Some(2);
     }
-    Ok(())
+    Ok(links)
+}
+
+/// Removes the pair this ADD made (by its host end, still identified as made), when a step
+/// after the netlink work fails.
+fn undo_links(req: &Request, links: &[OwnedLink]) {
+    let tag = req.tag();
+    let Some(host) = links.iter().find(|l| l.side == Side::Node) else {
+        return;
+    };
+    let e = Expected {
+        name: &host.name,
+        tag: Some(&tag),
+        journaled: Some(host),
+        mac: None,
+    };
+    let _ = req
+        .node_netns()
+        .and_then(|ns| ns.run(|h| async move { owned::remove(&h, &e).await }));
 }
 
 async fn ensure_bridge(
@@ -404,38 +459,29 @@ fn enable_forwarding(ips: &[cni::result::IpConfig]) -> Result<(), DelegateError>
 }
 
 pub fn del(req: &Request) -> Result<(), DelegateError> {
-    let conf = parse(req)?;
+    // A conf ADD refused left nothing to remove, but what needs no conf is still done.
+    let conf = parse(req);
     let mut errors = Vec::new();
     if let Err(e) = req.ipam_del() {
         errors.push(e);
     }
-    let host_name = host_veth_name(req.container_id, req.ifname);
-    let ifname = req.ifname;
-    // Removing the container end takes the host end with it. When the pod netns is already
-    // gone the kernel removed the pair too, but removal is asynchronous, so the host end is
-    // removed by name as well.
-    if let Some(path) = req.netns {
-        match NetNs::open(path) {
-            Ok(ns) => match ns.run(|h| async move { link::delete_by_name(&h, ifname).await }) {
-                Ok(Err(e)) => errors.push(e),
-                Err(e) => errors.push(e.into()),
-                Ok(Ok(())) => {}
-            },
-            Err(e) if e.is_gone() => {}
-            Err(e) => errors.push(e.into()),
-        }
-    }
-    match NetNs::current()
-        .and_then(|ns| ns.run(|h| async move { link::delete_by_name(&h, &host_name).await }))
-    {
-        Ok(Err(e)) => errors.push(e),
-        Err(e) => errors.push(e.into()),
-        Ok(Ok(())) => {}
-    }
-    if conf.ip_masq
-        && let Err(e) = masq::remove(conf.network, req.container_id, req.ifname)
-    {
+    // Removing the container end takes the host end with it; the host end is looked for
+    // too, for a pod netns already gone (the kernel removes the pair asynchronously then).
+    if let Err(e) = owned::remove_pod_link(req) {
         errors.push(e);
+    }
+    let bridge = conf.as_ref().map(|c| c.bridge).unwrap_or(DEFAULT_BRIDGE);
+    if let Err(e) = owned::remove_node_links(req, &[bridge]) {
+        errors.push(e);
+    }
+    match conf {
+        Ok(c) if c.ip_masq => {
+            if let Err(e) = masq::remove(c.network, req.container_id, req.ifname, req.timeout) {
+                errors.push(e);
+            }
+        }
+        Ok(_) => {}
+        Err(e) => errors.push(e),
     }
     DelegateError::collect(errors)
 }
@@ -443,9 +489,9 @@ pub fn del(req: &Request) -> Result<(), DelegateError> {
 pub fn check(req: &Request) -> Result<(), DelegateError> {
     let conf = parse(req)?;
     let prev = req.prev_result()?;
-    let netns = NetNs::open(req.netns_required()?)?;
+    let netns = req.open_netns(req.netns_required()?)?;
     req.ipam_check()?;
-    let host_name = host_veth_name(req.container_id, req.ifname);
+    let host_name = reported_host_end(&prev, conf.bridge)?;
     let ifname = req.ifname;
     netns.run_with_host(|host, pod| async move {
         let br = link::require(&host, conf.bridge, "check the bridge").await?;
@@ -458,6 +504,18 @@ pub fn check(req: &Request) -> Result<(), DelegateError> {
         }
         crate::verify::pod_interface(&pod, ifname, &prev).await
     })?
+}
+
+/// The host end's name as ADD reported it (the name is picked free at ADD, never derived).
+fn reported_host_end(prev: &CniResult, bridge: &str) -> Result<String, DelegateError> {
+    prev.interfaces
+        .iter()
+        .find(|i| i.sandbox.is_none() && i.name != bridge)
+        .map(|i| i.name.clone())
+        .ok_or_else(|| DelegateError::Failed {
+            step: "check the host veth".into(),
+            reason: "prevResult names no host interface".into(),
+        })
 }
 
 #[cfg(test)]

@@ -29,6 +29,21 @@ pub enum DelegateError {
     },
     #[error("{step}: {reason}")]
     Failed { step: String, reason: String },
+    #[error("{step}")]
+    Nftables {
+        step: String,
+        #[source]
+        source: crate::nftables::NftError,
+    },
+    #[error("{what} still held by another call after {waited:?}")]
+    Busy {
+        what: String,
+        waited: std::time::Duration,
+    },
+    /// The pod already has an interface of the requested name (SPEC.md ADD: the plugin must
+    /// fail); it is kept.
+    #[error("the pod already has an interface named {ifname}; it is left as it is")]
+    Exists { ifname: String },
     #[error("ipam: {0}")]
     Ipam(ErrorObject),
     /// DEL keeps going after a failure and reports all of them at the end.
@@ -70,14 +85,21 @@ impl DelegateError {
     pub fn code(&self) -> u32 {
         use nix::libc::{EAGAIN, EBUSY, EINTR};
         match self {
-            DelegateError::Config { .. } => Code::InvalidConfig.as_u32(),
+            DelegateError::Config { .. } | DelegateError::Exists { .. } => {
+                Code::InvalidConfig.as_u32()
+            }
+            DelegateError::NetNs(NetNsError::TimedOut { .. }) | DelegateError::Busy { .. } => {
+                Code::TryAgainLater.as_u32()
+            }
             DelegateError::NetNs(_) | DelegateError::Io { .. } => Code::Io.as_u32(),
             DelegateError::KernelLacks { .. } => Code::KernelLacksLinkKind.as_u32(),
             DelegateError::Netlink { source, .. } => match errno(source) {
                 Some(EAGAIN | EBUSY | EINTR) => Code::TryAgainLater.as_u32(),
                 _ => Code::DelegateFailed.as_u32(),
             },
-            DelegateError::Failed { .. } => Code::DelegateFailed.as_u32(),
+            DelegateError::Failed { .. } | DelegateError::Nftables { .. } => {
+                Code::DelegateFailed.as_u32()
+            }
             // IPAM's own code reaches the runtime unchanged, as the reference plugins do.
             DelegateError::Ipam(obj) => obj.code,
             DelegateError::Many(list) => list
@@ -101,6 +123,17 @@ impl DelegateError {
             code: self.code(),
             msg: self.to_string(),
             details: details.join(": "),
+        }
+    }
+
+    /// Whether this (DEL) failure is only the delegate's conf failing validation: ADD
+    /// validated the same conf before it created anything and refused it, so there is
+    /// nothing to undo and DEL may count as done.
+    pub fn is_refused_conf(&self) -> bool {
+        match self {
+            DelegateError::Config { .. } => true,
+            DelegateError::Many(list) => list.iter().all(DelegateError::is_refused_conf),
+            _ => false,
         }
     }
 

@@ -18,6 +18,8 @@ pub struct BuiltinIpam<'a> {
     /// `CNI_ARGS` as given to the delegate; host-local and static read `IP=` (and static
     /// `GATEWAY=`) from it.
     pub args: &'a CniArgs,
+    /// The folders host-local's `dataDir` may name.
+    pub data_dirs: &'a [std::path::PathBuf],
     /// Used for every `ipam.type` that is not built in; carries its own copy of the
     /// container, interface, raw `CNI_ARGS`, `CNI_PATH` and timeout.
     pub exec: ExecIpam,
@@ -33,6 +35,8 @@ impl BuiltinIpam<'_> {
                 ifname: self.ifname,
                 conf,
                 args: self.args,
+                data_dirs: self.data_dirs,
+                timeout: self.exec.timeout,
             }),
             _ => None,
         }

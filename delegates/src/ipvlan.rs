@@ -7,8 +7,8 @@
 
 use crate::error::DelegateError;
 use crate::macvlan::{SubLink, add_sublink, check_sublink, del_sublink};
+use crate::owned::Added;
 use crate::request::Request;
-use cni::CniResult;
 use rtnetlink::LinkIpVlan;
 use rtnetlink::packet_route::link::{IpVlanMode, LinkMessage};
 use std::os::fd::RawFd;
@@ -43,7 +43,7 @@ pub fn link_message(
     b.build()
 }
 
-pub fn add(req: &Request) -> Result<CniResult, DelegateError> {
+pub fn add(req: &Request) -> Result<Added, DelegateError> {
     let k = req.keys();
     let mode = mode(k.str("mode")?)?;
     let mtu = k.u32("mtu")?.filter(|m| *m != 0);

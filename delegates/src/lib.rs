@@ -14,6 +14,8 @@ pub mod link;
 pub mod macvlan;
 pub mod masq;
 pub mod netns;
+pub mod nftables;
+pub mod owned;
 pub mod request;
 pub mod route;
 pub mod standalone;
@@ -24,25 +26,31 @@ pub mod vxlan;
 pub use error::DelegateError;
 pub use ipam_select::BuiltinIpam;
 pub use link::remove_links_batched;
+pub use owned::{Added, OwnedLink};
 pub use request::{Ipam, Kind, Request, kind_of};
 
-/// Runs ADD for a built-in kind. The result's `dns` is the conf's `dns`, in every result
-/// version, as the reference bridge, macvlan and ipvlan report it: it replaces whatever the
-/// IPAM plugin returned (an absent `dns` gives an empty one).
-pub fn add(kind: Kind, req: &Request) -> Result<cni::CniResult, DelegateError> {
+/// Runs ADD for a built-in kind: the result, and the links it created for the caller to
+/// journal. The result's `dns` is the conf's `dns`, in every result version, as the
+/// reference bridge, macvlan and ipvlan report it: it replaces whatever the IPAM plugin
+/// returned (an absent `dns` gives an empty one).
+pub fn add(kind: Kind, req: &Request) -> Result<Added, DelegateError> {
     // Read before anything is created: a bad `dns` must not leave a link to undo.
     let dns = request::conf_dns(req.conf)?;
-    let mut result = match kind {
+    let mut added = match kind {
         Kind::Bridge => bridge::add(req),
         Kind::Macvlan => macvlan::add(req),
         Kind::Ipvlan => ipvlan::add(req),
         Kind::Vxlan => vxlan::add(req),
     }?;
-    result.dns = dns;
-    Ok(result)
+    added.result.dns = dns;
+    Ok(added)
 }
 
-/// Runs DEL: idempotent; with the netns absent or gone it still releases the IPAM reservation.
+/// Runs DEL: idempotent; with the netns absent or gone it still releases the IPAM
+/// reservation. Removes only links this attachment created (see [`owned`]). A conf that
+/// fails validation fails DEL with that [`DelegateError::Config`] after everything that
+/// needs no conf was done: ADD refused the same conf before creating anything, so callers
+/// treat it as done ([`DelegateError::is_refused_conf`]).
 pub fn del(kind: Kind, req: &Request) -> Result<(), DelegateError> {
     match kind {
         Kind::Bridge => bridge::del(req),

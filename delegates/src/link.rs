@@ -4,7 +4,8 @@
 //! (`NLM_F_DUMP_INTR`) while other pods' links come and go.
 
 use crate::error::{DelegateError, errno};
-use crate::netns::NetNs;
+use crate::netns::{NetNs, NsId};
+use crate::owned::{self, Expected, Found};
 use cni::CniResult;
 use futures::TryStreamExt;
 use ipnet::IpNet;
@@ -15,10 +16,7 @@ use rtnetlink::packet_route::route::{RouteMessage, RouteMetric, RouteProtocol, R
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 use std::net::IpAddr;
 use std::path::Path;
-
-/// Interface group used to remove a pod's links in one request; any non-zero value works
-/// because the group is only ever set inside the pod's own netns.
-pub const POD_LINK_GROUP: u32 = 0x504c_5853;
+use std::time::Duration;
 
 pub fn is_gone(e: &rtnetlink::Error) -> bool {
     matches!(errno(e), Some(ENODEV | ENOENT | ESRCH))
@@ -103,24 +101,22 @@ pub async fn delete(h: &Handle, index: u32) -> Result<(), rtnetlink::Error> {
     }
 }
 
-pub async fn delete_by_name(h: &Handle, name: &str) -> Result<(), DelegateError> {
-    let found = by_name(h, name)
-        .await
-        .map_err(|e| DelegateError::netlink(format!("look up {name} for removal"), e))?;
-    if let Some(link) = found {
-        delete(h, link.header.index)
-            .await
-            .map_err(|e| DelegateError::netlink(format!("delete link {name}"), e))?;
-    }
-    Ok(())
-}
-
-pub async fn set_up(h: &Handle, index: u32, name: &str) -> Result<(), DelegateError> {
+/// Sets a link up and, in the same request, tags it as this attachment's (`IFLA_IFALIAS`).
+pub async fn set_up(h: &Handle, index: u32, name: &str, tag: &str) -> Result<(), DelegateError> {
     h.link()
-        .set(LinkUnspec::new_with_index(index).up().build())
+        .set(LinkUnspec::new_with_index(index).up().alias(tag).build())
         .execute()
         .await
         .map_err(|e| DelegateError::netlink(format!("set link {name} up"), e))
+}
+
+/// Tags a link this attachment just created, so DEL can tell it from a namesake.
+pub async fn set_tag(h: &Handle, index: u32, name: &str, tag: &str) -> Result<(), DelegateError> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).alias(tag).build())
+        .execute()
+        .await
+        .map_err(|e| DelegateError::netlink(format!("tag link {name}"), e))
 }
 
 /// Adds an address. IPv6 addresses skip duplicate address detection: the address came from
@@ -193,15 +189,16 @@ pub fn route_message(
 }
 
 /// Puts the IPAM result on a pod interface the way the reference plugins' `ConfigureIface`
-/// does: link up, addresses, then routes (a route's gateway defaults to the gateway of an
-/// address of the same family).
+/// does: link up (and tagged), addresses, then routes (a route's gateway defaults to the
+/// gateway of an address of the same family).
 pub async fn configure(
     h: &Handle,
     index: u32,
     ifname: &str,
+    tag: &str,
     result: &CniResult,
 ) -> Result<(), DelegateError> {
-    set_up(h, index, ifname).await?;
+    set_up(h, index, ifname, tag).await?;
     for ip in &result.ips {
         add_address(h, index, ip.address).await.map_err(|e| {
             DelegateError::netlink(format!("add address {} to {ifname}", ip.address), e)
@@ -230,27 +227,48 @@ pub async fn configure(
     Ok(())
 }
 
-/// Removes the named links of one pod netns in a single kernel request: each link joins one
-/// interface group, then the group is deleted. Unregistering links waits for RCU grace
-/// periods, so one batched unregister costs about as much as a single link
-/// (reference/performance.md). Links already gone, or a netns already gone, are success.
-pub fn remove_links_batched(netns: &Path, ifnames: &[&str]) -> Result<(), DelegateError> {
+/// Removes links of one pod netns in a single kernel request: each joins one interface
+/// group, then the group is deleted. Unregistering links waits for RCU grace periods, so one
+/// batched unregister costs about as much as a single link (reference/performance.md).
+///
+/// Only links that are still the ones expected join (see [`owned::find`]: tag, journaled
+/// index, MAC; never the name alone), and only when the namespace is `expected_ns`, the one
+/// the ADD used; anything else is left to the delegates' own DEL. The group number is
+/// fresh for each call, so a link the pod put in some group itself is not swept along.
+/// Links already gone, or a netns already gone, are success.
+pub fn remove_links_batched(
+    netns: &Path,
+    expected_ns: Option<NsId>,
+    links: &[Expected<'_>],
+    timeout: Duration,
+) -> Result<(), DelegateError> {
     let ns = match NetNs::open(netns) {
-        Ok(ns) => ns,
+        Ok(ns) => ns.bounded(timeout),
         Err(e) if e.is_gone() => return Ok(()),
         Err(e) => return Err(e.into()),
     };
+    if expected_ns.is_some_and(|want| ns.id().is_ok_and(|id| id != want)) {
+        tracing::warn!(netns = %netns.display(), "not the namespace ADD used; no link removed in it");
+        return Ok(());
+    }
+    let group = removal_group();
     ns.run(|h| async move {
         let mut grouped = 0;
-        for name in ifnames {
-            let Some(link) = by_name(&h, name)
+        for e in links {
+            let name = e.name;
+            let link = match owned::find(&h, e)
                 .await
-                .map_err(|e| DelegateError::netlink(format!("look up {name} for removal"), e))?
-            else {
-                continue;
+                .map_err(|err| DelegateError::netlink(format!("look up {name} for removal"), err))?
+            {
+                Found::Ours(l) => l,
+                Found::Gone => continue,
+                Found::Foreign(why) => {
+                    tracing::warn!(link = name, reason = %why, "not removing a link this attachment did not create");
+                    continue;
+                }
             };
             let msg = LinkUnspec::new_with_index(link.header.index)
-                .link_group(POD_LINK_GROUP)
+                .link_group(group)
                 .build();
             match h.link().set(msg).execute().await {
                 Ok(()) => grouped += 1,
@@ -268,13 +286,40 @@ pub fn remove_links_batched(netns: &Path, ifnames: &[&str]) -> Result<(), Delega
         }
         // RTM_DELLINK with ifindex 0 and IFLA_GROUP removes every link of the group at once.
         let msg = LinkMessageBuilder::<LinkUnspec>::default()
-            .link_group(POD_LINK_GROUP)
+            .link_group(group)
             .build();
         match h.link().del_with_message(msg).execute().await {
             Err(e) if !is_gone(&e) => Err(DelegateError::netlink("delete the pod's link group", e)),
             _ => Ok(()),
         }
     })?
+}
+
+/// A non-zero interface group that changes with every call.
+fn removal_group() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos().to_string())
+        .unwrap_or_default();
+    let group = fnv1a(&[&nanos, &std::process::id().to_string()]) as u32;
+    group.max(1)
+}
+
+/// Opens (creating it and its folder) and locks a node-wide lock file, waiting at most
+/// `timeout` for whoever holds it: then code 11, as for a delegate that does not answer.
+pub(crate) fn lock_file(path: &str, timeout: Duration) -> Result<std::fs::File, DelegateError> {
+    let io = |step: String| move |source| DelegateError::Io { step, source };
+    if let Some(dir) = Path::new(path).parent() {
+        std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+    }
+    let f = std::fs::File::create(path).map_err(io(format!("open lock {path}")))?;
+    if !cni::file::lock_within(&f, timeout).map_err(io(format!("lock {path}")))? {
+        return Err(DelegateError::Busy {
+            what: path.to_string(),
+            waited: timeout,
+        });
+    }
+    Ok(f)
 }
 
 /// FNV-1a over the parts with a separator byte, for short stable names.

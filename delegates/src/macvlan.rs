@@ -5,9 +5,8 @@
 
 use crate::error::{DelegateError, errno};
 use crate::link;
-use crate::netns::NetNs;
+use crate::owned::{self, Added, Side};
 use crate::request::Request;
-use cni::CniResult;
 use cni::result::Interface;
 use nix::libc::{EEXIST, EOPNOTSUPP};
 use rtnetlink::packet_route::link::{LinkMessage, MacVlanMode};
@@ -60,7 +59,7 @@ pub fn link_message(
     b.build()
 }
 
-pub fn add(req: &Request) -> Result<CniResult, DelegateError> {
+pub fn add(req: &Request) -> Result<Added, DelegateError> {
     let k = req.keys();
     let mode = mode(k.str("mode")?)?;
     let mtu = k.u32("mtu")?.filter(|m| *m != 0);
@@ -121,10 +120,13 @@ async fn default_route_link(h: &Handle) -> Result<Option<u32>, DelegateError> {
     Ok(None)
 }
 
-pub(crate) fn add_sublink(req: &Request, spec: &SubLink) -> Result<CniResult, DelegateError> {
-    let netns = NetNs::open(req.netns_required()?)?;
+pub(crate) fn add_sublink(req: &Request, spec: &SubLink) -> Result<Added, DelegateError> {
+    let netns = req.open_netns(req.netns_required()?)?;
+    let pod_ns = netns.id()?;
     let mut result = req.ipam_add()?;
     let ifname = req.ifname;
+    let tag = req.tag();
+    let tag = tag.as_str();
     let pod_fd = netns.fd();
     let sandbox = netns.path().display().to_string();
     let to_configure = result.clone();
@@ -155,35 +157,40 @@ pub(crate) fn add_sublink(req: &Request, spec: &SubLink) -> Result<CniResult, De
                     kind: spec.kind,
                     source: e,
                 },
-                Some(EEXIST) => DelegateError::netlink(
-                    format!(
-                        "create {} {ifname}: the pod already has a link of that name",
-                        spec.kind
-                    ),
-                    e,
-                ),
+                // Created in the pod under its final name, so EEXIST can only mean the pod
+                // already has it: the spec's error, and the pod keeps its interface.
+                Some(EEXIST) => DelegateError::Exists {
+                    ifname: ifname.to_string(),
+                },
                 _ => DelegateError::netlink(format!("create {} {ifname}", spec.kind), e),
             })?;
         let pod_link = link::require(&pod, ifname, "read the new interface").await?;
         let idx = pod_link.header.index;
-        if let Err(e) = link::configure(&pod, idx, ifname, &to_configure).await {
+        // Tagged in its first change: from then on DEL can tell it from a namesake.
+        if let Err(e) = link::configure(&pod, idx, ifname, tag, &to_configure).await {
             let _ = link::delete(&pod, idx).await;
             return Err(e);
         }
-        Ok::<_, DelegateError>(Interface {
-            name: ifname.to_string(),
-            mac: link::mac(&pod_link),
-            sandbox: Some(sandbox),
-            ..Default::default()
-        })
+        Ok::<_, DelegateError>((
+            Interface {
+                name: ifname.to_string(),
+                mac: link::mac(&pod_link),
+                sandbox: Some(sandbox),
+                ..Default::default()
+            },
+            owned::record(Side::Pod, &pod_link, pod_ns),
+        ))
     });
     match created {
-        Ok(Ok(iface)) => {
+        Ok(Ok((iface, owned))) => {
             result.interfaces = vec![iface];
             for ip in &mut result.ips {
                 ip.interface = Some(0);
             }
-            Ok(result)
+            Ok(Added {
+                result,
+                links: vec![owned],
+            })
         }
         Ok(Err(e)) => {
             let _ = req.ipam_del();
@@ -201,25 +208,15 @@ pub(crate) fn del_sublink(req: &Request) -> Result<(), DelegateError> {
     if let Err(e) = req.ipam_del() {
         errors.push(e);
     }
-    let ifname = req.ifname;
-    if let Some(path) = req.netns {
-        match NetNs::open(path) {
-            Ok(ns) => match ns.run(|h| async move { link::delete_by_name(&h, ifname).await }) {
-                Ok(Err(e)) => errors.push(e),
-                Err(e) => errors.push(e.into()),
-                Ok(Ok(())) => {}
-            },
-            // The link died with its netns.
-            Err(e) if e.is_gone() => {}
-            Err(e) => errors.push(e.into()),
-        }
+    if let Err(e) = owned::remove_pod_link(req) {
+        errors.push(e);
     }
     DelegateError::collect(errors)
 }
 
 pub(crate) fn check_sublink(req: &Request, kind: &'static str) -> Result<(), DelegateError> {
     let prev = req.prev_result()?;
-    let netns = NetNs::open(req.netns_required()?)?;
+    let netns = req.open_netns(req.netns_required()?)?;
     req.ipam_check()?;
     let ifname = req.ifname;
     netns.run(|h| async move {

@@ -2,25 +2,25 @@
 //!
 //! One table per network (`inet plexus-masq-<hash>`) with one rule per pod address, tagged
 //! with a comment naming the container and interface so DEL removes exactly its own rules; the
-//! table goes with the network's last rule. `nft` runs as a child of the calling thread, so the
-//! rules land in the node's netns. A lock file serialises ADD and DEL of one network, because
-//! "last rule gone → delete table" must not race another pod's ADD.
+//! table goes with the network's last rule. The rules are written over netlink from the
+//! calling thread, so they land in its netns (the node's). A lock file serialises ADD and DEL
+//! of one network, because "last rule gone → delete table" must not race another pod's ADD.
 
 use crate::error::DelegateError;
+use crate::nftables::{self, Expr, FAMILY_INET, Nft, NftError, Op};
 use cni::result::IpConfig;
-use serde_json::Value;
 use std::fs::File;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::net::IpAddr;
+use std::time::Duration;
 
 const LOCK_DIR: &str = "/run/plexus";
-const CHAIN: &str = "postrouting";
+pub const CHAIN: &str = "postrouting";
 
 pub fn table_name(network: &str) -> String {
     format!("plexus-masq-{:08x}", crate::link::fnv1a(&[network]) as u32)
 }
 
-fn tag(container_id: &str, ifname: &str) -> String {
+pub fn tag(container_id: &str, ifname: &str) -> String {
     // nft comments are limited to 128 bytes; a hash keeps long container IDs inside it.
     format!(
         "plexus {:016x}",
@@ -28,119 +28,123 @@ fn tag(container_id: &str, ifname: &str) -> String {
     )
 }
 
-fn lock(network: &str) -> Result<File, DelegateError> {
-    let io = |step: String| move |source| DelegateError::Io { step, source };
-    std::fs::create_dir_all(LOCK_DIR).map_err(io(format!("create {LOCK_DIR}")))?;
+fn lock(network: &str, timeout: Duration) -> Result<File, DelegateError> {
     let path = format!("{LOCK_DIR}/{}.lock", table_name(network));
-    let f = File::create(&path).map_err(io(format!("open lock {path}")))?;
-    f.lock().map_err(io(format!("lock {path}")))?;
-    Ok(f)
+    crate::link::lock_file(&path, timeout)
 }
 
-fn nft(script: Option<&str>, args: &[&str]) -> Result<String, DelegateError> {
-    let mut cmd = Command::new("nft");
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let io = |source| DelegateError::Io {
-        step: "run nft".into(),
-        source,
+/// The rule `ip saddr <addr> ip daddr != <subnet> ip daddr != 224.0.0.0/4 masquerade` (ip6
+/// and ff00::/8 for IPv6): the pod's traffic leaving its own subnet is masqueraded, multicast
+/// is not, as with the reference plugins.
+pub fn rule(ip: &IpConfig) -> Vec<Expr> {
+    let addr = ip.address.addr();
+    let (nfproto, saddr, daddr, multicast) = match addr {
+        IpAddr::V4(_) => (2u8, 12, 16, "224.0.0.0/4"),
+        IpAddr::V6(_) => (10u8, 8, 24, "ff00::/8"),
     };
-    let mut child = cmd.spawn().map_err(io)?;
-    if let (Some(s), Some(mut stdin)) = (script, child.stdin.take()) {
-        stdin.write_all(s.as_bytes()).map_err(io)?;
+    let mut exprs = vec![
+        Expr::MetaNfproto,
+        Expr::Cmp {
+            eq: true,
+            data: vec![nfproto],
+        },
+    ];
+    exprs.extend(Expr::prefix(saddr, ipnet::IpNet::from(addr), true));
+    exprs.extend(Expr::prefix(daddr, ip.address.trunc(), false));
+    if let Ok(m) = multicast.parse() {
+        exprs.extend(Expr::prefix(daddr, m, false));
     }
-    let out = child.wait_with_output().map_err(io)?;
-    if !out.status.success() {
-        return Err(DelegateError::Failed {
-            step: format!("nft {}", args.join(" ")),
-            reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    exprs.push(Expr::Masquerade);
+    exprs
 }
 
-/// The nft script that masquerades each pod address leaving its own subnet (multicast too
-/// stays unmasqueraded, as with the reference plugins).
-pub fn add_script(network: &str, container_id: &str, ifname: &str, ips: &[IpConfig]) -> String {
-    let table = table_name(network);
-    let tag = tag(container_id, ifname);
-    let mut s = format!(
-        "add table inet {table}\n\
-         add chain inet {table} {CHAIN} {{ type nat hook postrouting priority srcnat; }}\n"
-    );
-    for ip in ips {
-        let (fam, mcast) = if ip.address.addr().is_ipv4() {
-            ("ip", "224.0.0.0/4")
-        } else {
-            ("ip6", "ff00::/8")
-        };
-        s.push_str(&format!(
-            "add rule inet {table} {CHAIN} {fam} saddr {} {fam} daddr != {} {fam} daddr != {mcast} masquerade comment \"{tag}\"\n",
-            ip.address.addr(),
-            ip.address.trunc(),
-        ));
-    }
-    s
+fn failed(step: String) -> impl FnOnce(NftError) -> DelegateError {
+    move |source| DelegateError::Nftables { step, source }
 }
 
+/// Adds the pod's rules in one nft transaction: they all go in, or none does.
 pub fn add(
     network: &str,
     container_id: &str,
     ifname: &str,
     ips: &[IpConfig],
+    timeout: Duration,
 ) -> Result<(), DelegateError> {
     if ips.is_empty() {
         return Ok(());
     }
-    let _guard = lock(network)?;
-    nft(
-        Some(&add_script(network, container_id, ifname, ips)),
-        &["-f", "-"],
-    )
-    .map(drop)
+    let _guard = lock(network, timeout)?;
+    let table = table_name(network);
+    let tag = tag(container_id, ifname);
+    let rules: Vec<Vec<Expr>> = ips.iter().map(rule).collect();
+    let rule_ops: Vec<Op> = rules
+        .iter()
+        .map(|exprs| Op::AddRule {
+            table: &table,
+            chain: CHAIN,
+            exprs,
+            comment: &tag,
+        })
+        .collect();
+    let step = format!("add masquerade rules to inet {table}");
+    let mut nft = Nft::open().map_err(failed(step.clone()))?;
+    // The rules alone when the chain is there: re-adding an existing table and chain would be
+    // an update, which the kernel releases only after an RCU grace period, and a batch the
+    // kernel refuses costs one too, so the chain is looked up first.
+    let present = nft
+        .has_chain(FAMILY_INET, &table, CHAIN)
+        .map_err(failed(step.clone()))?;
+    let mut ops = Vec::with_capacity(rule_ops.len() + 2);
+    if !present {
+        ops.push(Op::AddTable { table: &table });
+        ops.push(Op::AddNatChain {
+            table: &table,
+            chain: CHAIN,
+            hook: nftables::HOOK_POSTROUTING,
+            priority: nftables::PRIORITY_SRCNAT,
+        });
+    }
+    ops.extend(rule_ops);
+    let r = nft.apply(FAMILY_INET, &ops);
+    nft.close_detached();
+    r.map_err(failed(step))
 }
 
-pub fn remove(network: &str, container_id: &str, ifname: &str) -> Result<(), DelegateError> {
-    let _guard = lock(network)?;
+pub fn remove(
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+    timeout: Duration,
+) -> Result<(), DelegateError> {
+    let _guard = lock(network, timeout)?;
     let table = table_name(network);
-    let listed = match nft(None, &["-j", "-a", "list", "table", "inet", &table]) {
-        Ok(s) => s,
-        // No table: nothing of ours left.
-        Err(_) => return Ok(()),
-    };
-    let v: Value = serde_json::from_str(&listed).map_err(|e| DelegateError::Failed {
-        step: format!("read nft table {table}"),
-        reason: e.to_string(),
-    })?;
+    let step = format!("remove masquerade rules from inet {table}");
+    let mut nft = Nft::open().map_err(failed(step.clone()))?;
+    let rules = nft
+        .rules(FAMILY_INET, &table)
+        .map_err(failed(step.clone()))?;
     let tag = tag(container_id, ifname);
-    let mut ours = Vec::new();
-    let mut others = 0usize;
-    for item in v
-        .get("nftables")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let Some(rule) = item.get("rule") else {
-            continue;
-        };
-        let handle = rule.get("handle").and_then(Value::as_u64);
-        match (rule.get("comment").and_then(Value::as_str), handle) {
-            (Some(c), Some(h)) if c == tag => ours.push(h),
-            _ => others += 1,
-        }
-    }
-    if others == 0 {
-        return nft(None, &["delete", "table", "inet", &table]).map(drop);
-    }
-    let script: String = ours
+    let (ours, others): (Vec<_>, Vec<_>) = rules
         .iter()
-        .map(|h| format!("delete rule inet {table} {CHAIN} handle {h}\n"))
-        .collect();
-    if script.is_empty() {
-        return Ok(());
-    }
-    nft(Some(&script), &["-f", "-"]).map(drop)
+        .partition(|r| r.comment.as_deref() == Some(tag.as_str()));
+    let result = if others.is_empty() {
+        match nft.apply(FAMILY_INET, &[Op::DelTable { table: &table }]) {
+            // No table: nothing of ours left (a DEL repeated, or ipMasq never reached the
+            // kernel).
+            Err(e) if e.errno() == Some(nix::libc::ENOENT) => Ok(()),
+            r => r,
+        }
+    } else {
+        let ops: Vec<Op> = ours
+            .iter()
+            .map(|r| Op::DelRule {
+                table: &table,
+                chain: &r.chain,
+                handle: r.handle,
+            })
+            .collect();
+        nft.apply(FAMILY_INET, &ops)
+    };
+    nft.close_detached();
+    result.map_err(failed(step))
 }

@@ -9,8 +9,10 @@ use rtnetlink::Handle;
 use std::fs::File;
 use std::future::Future;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetNsError {
@@ -46,6 +48,8 @@ pub enum NetNsError {
     },
     #[error("netns thread for {path} panicked")]
     Panicked { path: PathBuf },
+    #[error("netlink work in netns {path} still unanswered after {after:?}")]
+    TimedOut { path: PathBuf, after: Duration },
 }
 
 impl NetNsError {
@@ -56,12 +60,38 @@ impl NetNsError {
     }
 }
 
+/// Which network namespace something lives in, as the kernel names it: the device and inode
+/// of its nsfs file. Two paths (a bind mount, `/proc/<pid>/ns/net`) name the same namespace
+/// exactly when these match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct NsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl NsId {
+    /// The namespace a path names now (following the link a `/proc` path is).
+    pub fn of_path(path: &Path) -> std::io::Result<NsId> {
+        std::fs::metadata(path).map(|m| NsId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    /// The calling thread's network namespace.
+    pub fn current() -> std::io::Result<NsId> {
+        NsId::of_path(Path::new("/proc/thread-self/ns/net"))
+    }
+}
+
 /// An opened network namespace. Holding the file keeps the namespace alive even if the pod's
 /// last process exits while we work in it.
 #[derive(Debug)]
 pub struct NetNs {
     file: File,
     path: PathBuf,
+    /// Bound on each job run in it, as a delegate's timeout bounds an exec'd plugin.
+    timeout: Option<Duration>,
 }
 
 static THREAD_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -75,7 +105,30 @@ impl NetNs {
         Ok(NetNs {
             file,
             path: path.to_path_buf(),
+            timeout: None,
         })
+    }
+
+    /// Gives every job run in this namespace at most `timeout`: a netlink request the kernel
+    /// does not answer (the rtnl lock held elsewhere) then fails the call with code 11
+    /// instead of holding it.
+    pub fn bounded(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The namespace this is (from the open file, so it cannot change under us).
+    pub fn id(&self) -> Result<NsId, NetNsError> {
+        self.file
+            .metadata()
+            .map(|m| NsId {
+                dev: m.dev(),
+                ino: m.ino(),
+            })
+            .map_err(|source| NetNsError::Open {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     /// The netns of the calling thread. `/proc/self/ns/net` would name the main thread's
@@ -124,6 +177,7 @@ impl NetNs {
     {
         let path = &self.path;
         let fd = self.file.as_fd();
+        let timeout = self.timeout;
         let name = format!("netns-{}", THREAD_SEQ.fetch_add(1, Ordering::Relaxed));
         std::thread::scope(|scope| {
             let worker = std::thread::Builder::new()
@@ -156,7 +210,15 @@ impl NetNs {
                             },
                         )?;
                         let pod = connect()?;
-                        Ok(job(host, pod).await)
+                        match timeout {
+                            None => Ok(job(host, pod).await),
+                            Some(after) => tokio::time::timeout(after, job(host, pod))
+                                .await
+                                .map_err(|_| NetNsError::TimedOut {
+                                    path: path.clone(),
+                                    after,
+                                }),
+                        }
                     })
                 })
                 .map_err(|source| NetNsError::Thread {

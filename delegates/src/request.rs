@@ -4,8 +4,11 @@ use cni::netconf::NetConf;
 use cni::{CniResult, ErrorObject, Version};
 use serde_json::Value;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::error::DelegateError;
+use crate::netns::{NetNs, NetNsError};
+use crate::owned::OwnedLink;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -41,11 +44,40 @@ pub struct Request<'a> {
     /// The full plugin conf, with `runtimeConfig`, `args` and `prevResult` when present.
     pub conf: &'a NetConf,
     pub ipam: &'a dyn Ipam,
+    /// Bound on each step in the kernel (one netns job, one lock wait), as the timeout of an
+    /// exec'd plugin bounds it.
+    pub timeout: Duration,
+    /// DEL: the links this attachment's ADD created, as the caller journaled them. Empty
+    /// when nothing was journaled (a standalone binary, an ADD killed before it could
+    /// record them): then a link must still carry this attachment's tag to be removed.
+    pub owned: &'a [OwnedLink],
 }
 
 impl Request<'_> {
     pub fn keys(&self) -> Keys<'_> {
         Keys(&self.conf.0)
+    }
+
+    /// The alias of the links this attachment creates.
+    pub fn tag(&self) -> String {
+        crate::owned::tag(self.container_id, self.ifname)
+    }
+
+    /// A namespace to work in, every job in it bounded by the timeout.
+    pub fn open_netns(&self, path: &Path) -> Result<NetNs, NetNsError> {
+        NetNs::open(path).map(|ns| ns.bounded(self.timeout))
+    }
+
+    /// The caller's (the node's) namespace, bounded the same way.
+    pub fn node_netns(&self) -> Result<NetNs, NetNsError> {
+        NetNs::current().map(|ns| ns.bounded(self.timeout))
+    }
+
+    /// The ADD's result when the runtime passed it (`prevResult`, DEL from 0.4.0 on); DEL
+    /// uses it only to recognise links, so an unreadable one counts as absent.
+    pub fn cached_result(&self) -> Option<CniResult> {
+        self.conf.0.get("prevResult")?;
+        self.prev_result().ok()
     }
 
     pub fn netns_required(&self) -> Result<&Path, DelegateError> {
@@ -266,6 +298,8 @@ mod tests {
             ifname: "eth0",
             conf: &conf,
             ipam: &NoIpam,
+            timeout: Duration::from_secs(1),
+            owned: &[],
         }
         .prev_result()
     }

@@ -21,11 +21,16 @@ pub struct DefaultRoute {
 /// For each family given, removes every default route of the main table in the netns and
 /// adds one via the gateway on the chosen interface. One default gateway per family: what
 /// the pod asked for replaces what the delegates set up (Multus's behaviour, without ECMP).
-pub fn replace_default_routes(netns: &Path, routes: &[DefaultRoute]) -> Result<(), DelegateError> {
+/// The netlink work is bounded by `timeout`.
+pub fn replace_default_routes(
+    netns: &Path,
+    routes: &[DefaultRoute],
+    timeout: std::time::Duration,
+) -> Result<(), DelegateError> {
     if routes.is_empty() {
         return Ok(());
     }
-    let ns = NetNs::open(netns)?;
+    let ns = NetNs::open(netns)?.bounded(timeout);
     ns.run(|h| async move {
         for r in routes {
             let filter = match r.gateway {

@@ -48,18 +48,36 @@ fn process_env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.is_empty())
 }
 
+/// Prints the answer. A stdout that is closed or full (EPIPE, ENOSPC) makes the call fail
+/// with exit status 1, never a panic: a result the runtime never read must not count as
+/// success, and the runtime's DEL undoes the ADD.
 fn finish(outcome: Result<Option<String>, ErrorObject>) -> ExitCode {
+    let (text, status) = match outcome {
+        Ok(Some(out)) => (out, ExitCode::SUCCESS),
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => (e.to_json(), ExitCode::FAILURE),
+    };
     let mut stdout = std::io::stdout().lock();
-    match outcome {
-        Ok(Some(out)) => {
-            let _ = writeln!(stdout, "{out}");
-            ExitCode::SUCCESS
-        }
-        Ok(None) => ExitCode::SUCCESS,
-        Err(e) => {
-            let _ = writeln!(stdout, "{}", e.to_json());
-            ExitCode::FAILURE
-        }
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Ok(()) => status,
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// The folders a conf's host-local `dataDir` may name: `PLEXUS_IPAM_DATA_DIRS` (absolute
+/// paths separated by `:`, set by whoever installs the binary, never by a conf), else the
+/// reference plugin's default folder.
+fn ipam_data_dirs(env: Env) -> Vec<PathBuf> {
+    let dirs: Vec<PathBuf> = env("PLEXUS_IPAM_DATA_DIRS")
+        .unwrap_or_default()
+        .split(':')
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .collect();
+    if dirs.is_empty() {
+        vec![PathBuf::from(ipam::DEFAULT_DATA_DIR)]
+    } else {
+        dirs
     }
 }
 
@@ -176,10 +194,12 @@ pub fn run(kind: Kind, env: Env) -> Result<Option<String>, ErrorObject> {
         Prepared::Call(call) => call,
         Prepared::Answered(out) => return Ok(out),
     };
+    let data_dirs = ipam_data_dirs(env);
     let ipam = BuiltinIpam {
         container_id: &call.container_id,
         ifname: &call.ifname,
         args: &call.cni_args,
+        data_dirs: &data_dirs,
         exec: ExecIpam {
             container_id: call.container_id.clone(),
             netns: call.netns.clone(),
@@ -195,6 +215,9 @@ pub fn run(kind: Kind, env: Env) -> Result<Option<String>, ErrorObject> {
         ifname: &call.ifname,
         conf: &call.conf,
         ipam: &ipam,
+        timeout: exec_ipam::DEFAULT_TIMEOUT,
+        // No journal here: DEL recognises links by their tag and the cached result.
+        owned: &[],
     };
     let fail = |e: crate::DelegateError| call.tag(e.to_error_object());
     match call.command.as_str() {
@@ -202,13 +225,22 @@ pub fn run(kind: Kind, env: Env) -> Result<Option<String>, ErrorObject> {
             if call.netns.is_none() {
                 return Err(call.tag(env_error("CNI_NETNS is required".into())));
             }
-            let result = crate::add(kind, &req).map_err(fail)?;
+            let added = crate::add(kind, &req).map_err(fail)?;
             // What cannot be reported must not stay: undo the ADD before refusing.
-            render(&call, &result).map(Some).inspect_err(|_| {
+            render(&call, &added.result).map(Some).inspect_err(|_| {
                 let _ = crate::del(kind, &req);
             })
         }
-        "DEL" => crate::del(kind, &req).map(|()| None).map_err(fail),
+        "DEL" => match crate::del(kind, &req) {
+            // ADD refused this conf before creating anything: nothing to undo, and a DEL
+            // that kept failing would keep the runtime from ever finishing the pod.
+            Err(e) if e.is_refused_conf() => {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "DEL: nothing to undo, ADD refuses this conf: {e}");
+                Ok(None)
+            }
+            other => other.map(|()| None).map_err(fail),
+        },
         "CHECK" => crate::check(kind, &req).map(|()| None).map_err(fail),
         other => Err(call.tag(env_error(format!("unknown CNI_COMMAND {other:?}")))),
     }
@@ -223,11 +255,14 @@ pub fn run_ipam(kind: IpamKind, env: Env) -> Result<Option<String>, ErrorObject>
     if let Some(Value::Object(section)) = call.conf.0.get_mut("ipam") {
         section.insert("type".into(), kind.type_name().into());
     }
+    let data_dirs = ipam_data_dirs(env);
     let req = IpamRequest {
         container_id: &call.container_id,
         ifname: &call.ifname,
         conf: &call.conf,
         args: &call.cni_args,
+        data_dirs: &data_dirs,
+        timeout: exec_ipam::DEFAULT_TIMEOUT,
     };
     let fail = |e: ipam::IpamError| call.tag(ErrorObject::from(e));
     match call.command.as_str() {

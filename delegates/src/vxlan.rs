@@ -13,10 +13,10 @@
 
 use crate::error::{DelegateError, errno};
 use crate::link;
-use crate::netns::NetNs;
+use crate::netns::NsId;
+use crate::owned::{self, Added, Side};
 use crate::request::Request;
-use crate::veth::{BridgedPort, PodVeth, configure_bridged, create_pod_veth, host_veth_name};
-use cni::CniResult;
+use crate::veth::{BridgedPort, PodVeth, configure_bridged, create_pod_veth};
 use futures::{StreamExt, TryStreamExt};
 use nix::libc::EEXIST;
 use rtnetlink::packet_core::{
@@ -30,6 +30,7 @@ use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkVxlan};
 use std::fs::File;
 use std::net::IpAddr;
+use std::time::Duration;
 
 const LOCK_DIR: &str = "/run/plexus";
 const MAX_VNI: u32 = (1 << 24) - 1;
@@ -50,6 +51,13 @@ pub struct Conf {
 impl Conf {
     pub fn device(&self) -> String {
         format!("vxlan{}", self.vni)
+    }
+
+    /// The alias of the vxlan device and bridge Plexus creates for this VNI: the last DEL
+    /// removes only devices that carry it, never a bridge the node's admin made and named
+    /// in `bridge`.
+    pub fn tag(&self) -> String {
+        format!("plexus:vxlan/{}", self.vni)
     }
 }
 
@@ -131,69 +139,95 @@ fn overhead(c: &Conf) -> u32 {
 
 struct Lock(#[allow(dead_code)] File);
 
-fn lock(vni: u32) -> Result<Lock, DelegateError> {
-    let io = |step: String| move |source| DelegateError::Io { step, source };
-    std::fs::create_dir_all(LOCK_DIR).map_err(io(format!("create {LOCK_DIR}")))?;
-    let path = format!("{LOCK_DIR}/vxlan-{vni}.lock");
-    let f = File::create(&path).map_err(io(format!("open lock {path}")))?;
-    f.lock().map_err(io(format!("lock {path}")))?;
-    Ok(Lock(f))
+fn lock(vni: u32, timeout: Duration) -> Result<Lock, DelegateError> {
+    link::lock_file(&format!("{LOCK_DIR}/vxlan-{vni}.lock"), timeout).map(Lock)
 }
 
-pub fn add(req: &Request) -> Result<CniResult, DelegateError> {
+pub fn add(req: &Request) -> Result<Added, DelegateError> {
     let conf = parse(req)?;
-    let netns = NetNs::open(req.netns_required()?)?;
+    let netns = req.open_netns(req.netns_required()?)?;
+    let pod_ns = netns.id()?;
+    let node_ns = NsId::current().map_err(|source| DelegateError::Io {
+        step: "identify the node's netns".into(),
+        source,
+    })?;
     let mut result = req.ipam_add()?;
-    let guard = lock(conf.vni)?;
-    let host_name = host_veth_name(req.container_id, req.ifname);
-    let ifname = req.ifname;
+    let guard = match lock(conf.vni, req.timeout) {
+        Ok(g) => g,
+        Err(e) => {
+            let _ = req.ipam_del();
+            return Err(e);
+        }
+    };
+    let (container_id, ifname) = (req.container_id, req.ifname);
+    let tag = req.tag();
+    let tag = tag.as_str();
     let pod_fd = netns.fd();
     let sandbox = netns.path().display().to_string();
     let to_configure = result.clone();
     let c = &conf;
-    let hn = host_name.as_str();
     let done = netns.run_with_host(|host, pod| async move {
-        let outcome = async {
-            let (br, mtu) = ensure_overlay(&host, c).await?;
-            create_pod_veth(
-                &host,
-                &PodVeth {
-                    host_name: hn,
-                    ifname,
-                    pod_fd,
-                    controller: br.header.index,
-                    controller_name: &c.bridge,
-                    mtu: Some(mtu),
-                    mac: None,
-                },
-            )
-            .await?;
-            let host_link = link::require(&host, hn, "read the host veth").await?;
-            let port = BridgedPort {
-                bridge: &c.bridge,
-                host_name: hn,
-                host_link: &host_link,
-                ifname,
-                sandbox,
-                mtu: Some(mtu),
-            };
-            configure_bridged(&host, &pod, port, &to_configure).await
-        }
-        .await;
-        if outcome.is_err() {
-            let _ = link::delete_by_name(&host, hn).await;
+        // On failure only the pair this ADD made goes, then the overlay if no pod uses it.
+        let undo = async |made: Option<u32>| {
+            if let Some(index) = made {
+                let _ = link::delete(&host, index).await;
+            }
             let _ = teardown_if_unused(&host, c).await;
+        };
+        let (br, mtu) = match ensure_overlay(&host, c).await {
+            Ok(x) => x,
+            Err(e) => {
+                undo(None).await;
+                return Err(e);
+            }
+        };
+        let veth = PodVeth {
+            container_id,
+            ifname,
+            tag,
+            pod_fd,
+            controller: br.header.index,
+            controller_name: &c.bridge,
+            mtu: Some(mtu),
+            mac: None,
+        };
+        let host_link = match create_pod_veth(&host, &pod, &veth).await {
+            Ok(l) => l,
+            Err(e) => {
+                undo(None).await;
+                return Err(e);
+            }
+        };
+        let port = BridgedPort {
+            bridge: &c.bridge,
+            host_link: &host_link,
+            ifname,
+            tag,
+            sandbox,
+            mtu: Some(mtu),
+        };
+        match configure_bridged(&host, &pod, port, &to_configure).await {
+            Ok((interfaces, pod_link)) => Ok((
+                interfaces,
+                vec![
+                    owned::record(Side::Pod, &pod_link, pod_ns),
+                    owned::record(Side::Node, &host_link, node_ns),
+                ],
+            )),
+            Err(e) => {
+                undo(Some(host_link.header.index)).await;
+                Err(e)
+            }
         }
-        outcome
     });
     drop(guard);
     match done {
-        Ok(Ok(interfaces)) => {
+        Ok(Ok((interfaces, links))) => {
             result.interfaces = interfaces;
             for ip in &mut result.ips {
                 ip.interface = Some(2);
             }
-            Ok(result)
+            Ok(Added { result, links })
         }
         Ok(Err(e)) => {
             let _ = req.ipam_del();
@@ -236,16 +270,21 @@ async fn ensure_overlay(h: &Handle, c: &Conf) -> Result<(LinkMessage, u32), Dele
         Some(br) => br,
         None => {
             let msg = LinkBridge::new(&c.bridge).mtu(mtu).build();
-            match h.link().add(msg).execute().await {
+            let created = match h.link().add(msg).execute().await {
                 Err(e) if errno(&e) != Some(EEXIST) => {
                     return Err(DelegateError::netlink(
                         format!("create bridge {}", c.bridge),
                         e,
                     ));
                 }
-                _ => {}
+                Err(_) => false,
+                Ok(()) => true,
+            };
+            let br = link::require(h, &c.bridge, "read the new bridge").await?;
+            if created {
+                link::set_tag(h, br.header.index, &c.bridge, &c.tag()).await?;
             }
-            link::require(h, &c.bridge, "read the new bridge").await?
+            br
         }
     };
     if link::kind(&br) != Some(&InfoKind::Bridge) {
@@ -283,7 +322,9 @@ async fn ensure_overlay(h: &Handle, c: &Conf) -> Result<(LinkMessage, u32), Dele
             h.link().add(b.build()).execute().await.map_err(|e| {
                 DelegateError::netlink(format!("create vxlan {dev} (vni {})", c.vni), e)
             })?;
-            link::require(h, &dev, "read the new vxlan device").await?
+            let vx = link::require(h, &dev, "read the new vxlan device").await?;
+            link::set_tag(h, vx.header.index, &dev, &c.tag()).await?;
+            vx
         }
     };
     if link::kind(&vx) != Some(&InfoKind::Vxlan) {
@@ -360,8 +401,8 @@ async fn append_flood_entry(
     Ok(())
 }
 
-/// Removes the vxlan device and bridge when no pod port is left on the bridge. Call with the
-/// VNI lock held.
+/// Removes the vxlan device and bridge when no pod port is left on the bridge, each only if
+/// Plexus created it (it carries the VNI's tag). Call with the VNI lock held.
 async fn teardown_if_unused(h: &Handle, c: &Conf) -> Result<(), DelegateError> {
     let Some(br) = link::by_name(h, &c.bridge)
         .await
@@ -389,7 +430,18 @@ async fn teardown_if_unused(h: &Handle, c: &Conf) -> Result<(), DelegateError> {
     if pods > 0 {
         return Ok(());
     }
-    link::delete_by_name(h, &dev).await?;
+    let tag = c.tag();
+    let ours = |l: &LinkMessage| owned::alias(l) == Some(tag.as_str());
+    if let Some(vx) = ports.iter().find(|l| link_name(l) == Some(dev.as_str()))
+        && ours(vx)
+    {
+        link::delete(h, vx.header.index)
+            .await
+            .map_err(|e| DelegateError::netlink(format!("delete {dev}"), e))?;
+    }
+    if !ours(&br) {
+        return Ok(());
+    }
     link::delete(h, br.header.index)
         .await
         .map_err(|e| DelegateError::netlink(format!("delete bridge {}", c.bridge), e))
@@ -403,32 +455,32 @@ fn link_name(l: &LinkMessage) -> Option<&str> {
 }
 
 pub fn del(req: &Request) -> Result<(), DelegateError> {
-    let conf = parse(req)?;
+    // A conf ADD refused left nothing to remove, but what needs no conf is still done.
+    let conf = parse(req);
     let mut errors = Vec::new();
     if let Err(e) = req.ipam_del() {
         errors.push(e);
     }
-    let ifname = req.ifname;
-    if let Some(path) = req.netns {
-        match NetNs::open(path) {
-            Ok(ns) => match ns.run(|h| async move { link::delete_by_name(&h, ifname).await }) {
-                Ok(Err(e)) => errors.push(e),
-                Err(e) => errors.push(e.into()),
-                Ok(Ok(())) => {}
-            },
-            Err(e) if e.is_gone() => {}
-            Err(e) => errors.push(e.into()),
-        }
+    if let Err(e) = owned::remove_pod_link(req) {
+        errors.push(e);
     }
-    let host_name = host_veth_name(req.container_id, req.ifname);
+    let conf = match conf {
+        Ok(c) => c,
+        Err(e) => {
+            if let Err(e) = owned::remove_node_links(req, &[]) {
+                errors.push(e);
+            }
+            errors.push(e);
+            return DelegateError::collect(errors);
+        }
+    };
+    // A pod netns that vanished takes its veth end with it, asynchronously: the host end is
+    // removed too, under the VNI lock with the overlay's last-pod check.
     let c = &conf;
-    let hn = host_name.as_str();
-    let teardown = lock(conf.vni).and_then(|_guard| {
-        NetNs::current()?.run(|h| async move {
-            // A pod netns that vanished takes its veth end with it, asynchronously.
-            link::delete_by_name(&h, hn).await?;
-            teardown_if_unused(&h, c).await
-        })?
+    let teardown = lock(conf.vni, req.timeout).and_then(|_guard| {
+        owned::remove_node_links(req, &[c.bridge.as_str(), c.device().as_str()])?;
+        req.node_netns()?
+            .run(|h| async move { teardown_if_unused(&h, c).await })?
     });
     if let Err(e) = teardown {
         errors.push(e);
@@ -439,9 +491,18 @@ pub fn del(req: &Request) -> Result<(), DelegateError> {
 pub fn check(req: &Request) -> Result<(), DelegateError> {
     let conf = parse(req)?;
     let prev = req.prev_result()?;
-    let netns = NetNs::open(req.netns_required()?)?;
+    let netns = req.open_netns(req.netns_required()?)?;
     req.ipam_check()?;
-    let host_name = host_veth_name(req.container_id, req.ifname);
+    // The host end's name as ADD reported it: it is picked free, never derived.
+    let host_name = prev
+        .interfaces
+        .iter()
+        .find(|i| i.sandbox.is_none() && i.name != conf.bridge)
+        .map(|i| i.name.clone())
+        .ok_or_else(|| DelegateError::Failed {
+            step: "check the overlay".into(),
+            reason: "prevResult names no host interface".into(),
+        })?;
     let ifname = req.ifname;
     let c = &conf;
     let hn = host_name.as_str();

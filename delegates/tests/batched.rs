@@ -40,6 +40,7 @@ fn batched_removal_then_delegate_dels() {
         ),
     ];
     node.enter(|| {
+        let mut owned = Vec::new();
         for (kind, c, ifname) in &attachments {
             let ipam = host_local("c-batch", Some(pod.path()), ifname);
             let req = Request {
@@ -48,17 +49,48 @@ fn batched_removal_then_delegate_dels() {
                 ifname,
                 conf: c,
                 ipam: &ipam,
+                timeout: std::time::Duration::from_secs(10),
+                owned: &[],
             };
-            delegates::add(*kind, &req).unwrap();
+            owned.push(delegates::add(*kind, &req).unwrap().links);
         }
-        let host = delegates::veth::host_veth_name("c-batch", "eth0");
-        assert!(node.exec(&["ip", "link", "show", &host]).status.success());
+        let host = &owned[0]
+            .iter()
+            .find(|l| l.side == delegates::owned::Side::Node)
+            .unwrap()
+            .name;
+        assert!(node.exec(&["ip", "link", "show", host]).status.success());
 
-        delegates::remove_links_batched(pod.path(), &["eth0", "net1", "net2"]).unwrap();
+        // What the meta plugin does with the journaled links: the pod ends, by identity.
+        let tags: Vec<String> = attachments
+            .iter()
+            .map(|(_, _, ifname)| delegates::owned::tag("c-batch", ifname))
+            .collect();
+        let expected: Vec<delegates::owned::Expected> = attachments
+            .iter()
+            .zip(&owned)
+            .zip(&tags)
+            .map(
+                |(((_, _, ifname), links), tag)| delegates::owned::Expected {
+                    name: ifname,
+                    tag: Some(tag),
+                    journaled: links.iter().find(|l| l.side == delegates::owned::Side::Pod),
+                    mac: None,
+                },
+            )
+            .collect();
+        let pod_ns = delegates::netns::NsId::of_path(pod.path()).unwrap();
+        delegates::remove_links_batched(
+            pod.path(),
+            Some(pod_ns),
+            &expected,
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
         let left = pod.sh("ip -o link show | awk -F': ' '{print $2}'");
         assert_eq!(left.trim(), "lo", "every pod link removed in one go");
         assert!(
-            !node.exec(&["ip", "link", "show", &host]).status.success(),
+            !node.exec(&["ip", "link", "show", host]).status.success(),
             "veth host end went with its peer"
         );
         assert!(
@@ -66,7 +98,7 @@ fn batched_removal_then_delegate_dels() {
             "master untouched"
         );
 
-        for (kind, c, ifname) in &attachments {
+        for ((kind, c, ifname), links) in attachments.iter().zip(&owned) {
             let ipam = host_local("c-batch", Some(pod.path()), ifname);
             let req = Request {
                 container_id: "c-batch",
@@ -74,6 +106,8 @@ fn batched_removal_then_delegate_dels() {
                 ifname,
                 conf: c,
                 ipam: &ipam,
+                timeout: std::time::Duration::from_secs(10),
+                owned: links,
             };
             delegates::del(*kind, &req).unwrap();
         }
@@ -106,8 +140,10 @@ fn runtime_config_mac_is_applied() {
                 ifname: "eth0",
                 conf: &c,
                 ipam: &ipam,
+                timeout: std::time::Duration::from_secs(10),
+                owned: &[],
             };
-            let r = delegates::add(kind, &req).unwrap();
+            let r = delegates::add(kind, &req).unwrap().result;
             let pod_if = r.interfaces.iter().find(|i| i.sandbox.is_some()).unwrap();
             assert_eq!(pod_if.mac.as_deref(), Some("02:11:22:33:44:55"), "{kind:?}");
             assert_eq!(

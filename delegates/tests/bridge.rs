@@ -55,6 +55,16 @@ fn add(
     pod: &Path,
     ifname: &str,
 ) -> Result<CniResult, delegates::DelegateError> {
+    add_owned(n, cid, pod, ifname).map(|a| a.result)
+}
+
+/// ADD, with the links it reports for the caller to journal.
+fn add_owned(
+    n: &Net,
+    cid: &str,
+    pod: &Path,
+    ifname: &str,
+) -> Result<delegates::Added, delegates::DelegateError> {
     let ipam = host_local(cid, Some(pod), ifname);
     delegates::add(
         Kind::Bridge,
@@ -64,6 +74,8 @@ fn add(
             ifname,
             conf: &n.conf,
             ipam: &ipam,
+            timeout: std::time::Duration::from_secs(10),
+            owned: &[],
         },
     )
 }
@@ -74,6 +86,17 @@ fn del(
     pod: Option<&Path>,
     ifname: &str,
 ) -> Result<(), delegates::DelegateError> {
+    del_owned(n, cid, pod, ifname, &[])
+}
+
+/// DEL as the meta plugin runs it, with the links the ADD reported (journaled).
+fn del_owned(
+    n: &Net,
+    cid: &str,
+    pod: Option<&Path>,
+    ifname: &str,
+    owned: &[delegates::OwnedLink],
+) -> Result<(), delegates::DelegateError> {
     let ipam = host_local(cid, pod, ifname);
     delegates::del(
         Kind::Bridge,
@@ -83,6 +106,8 @@ fn del(
             ifname,
             conf: &n.conf,
             ipam: &ipam,
+            timeout: std::time::Duration::from_secs(10),
+            owned,
         },
     )
 }
@@ -105,6 +130,8 @@ fn check(
             ifname,
             conf: &c,
             ipam: &ipam,
+            timeout: std::time::Duration::from_secs(10),
+            owned: &[],
         },
     )
 }
@@ -228,13 +255,16 @@ fn del_after_pod_netns_is_gone_releases_the_address() {
     let pod = TestNs::new();
     let n = net(json!({}), v4());
     let path = pod.path().to_path_buf();
-    node.enter(|| {
-        add(&n, "c-gone", &path, "eth0").unwrap();
+    let added = node.enter(|| {
+        let added = add_owned(&n, "c-gone", &path, "eth0").unwrap();
         assert_eq!(reservations(n.data.path(), "brnet"), ["10.77.0.2"]);
+        added
     });
     pod.close();
     node.enter(|| {
-        del(&n, "c-gone", Some(&path), "eth0").unwrap();
+        // The kernel removes the pair with the netns, but not at once: the journaled host
+        // end is removed by DEL too.
+        del_owned(&n, "c-gone", Some(&path), "eth0", &added.links).unwrap();
         assert!(reservations(n.data.path(), "brnet").is_empty());
         let host = delegates::veth::host_veth_name("c-gone", "eth0");
         assert!(!link_exists(&node, &host), "host end removed");
@@ -447,8 +477,12 @@ fn failed_link_setup_releases_ipam_and_leaves_no_host_veth() {
     let n = net(json!({}), v4());
     node.enter(|| {
         let e = add(&n, "c-fail", pod.path(), "eth0").unwrap_err();
-        assert!(e.to_string().contains("already exists"), "{e}");
-        assert_eq!(e.code(), 100);
+        assert!(
+            e.to_string()
+                .contains("already has an interface named eth0"),
+            "{e}"
+        );
+        assert_eq!(e.code(), 7);
         assert!(
             reservations(n.data.path(), "brnet").is_empty(),
             "address released"

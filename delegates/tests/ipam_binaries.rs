@@ -33,6 +33,8 @@ fn run(
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", "/usr/lib/cni")
+        // The temp folders the tests use for dataDir.
+        .env("PLEXUS_IPAM_DATA_DIRS", std::env::temp_dir())
         .env("CNI_ARGS", args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -375,6 +375,108 @@ fn resolv_conf_becomes_the_dns_of_the_result() {
 }
 
 #[test]
+fn resolv_conf_must_be_a_small_regular_file_and_never_blocks() {
+    let dir = TempDir::new().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'#'; 65 << 10]).unwrap();
+    for path in [
+        fifo.as_path(),
+        std::path::Path::new("/dev/zero"),
+        dir.path(),
+        &big,
+    ] {
+        let c = conf(
+            dir.path(),
+            json!({"type": "host-local", "ranges": [[{"subnet": "10.9.0.0/24"}]], "resolvConf": path}),
+        );
+        let started = std::time::Instant::now();
+        let e = ipam::add(&req("c1", "eth0", &c, &CniArgs::default())).unwrap_err();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{path:?}"
+        );
+        assert_eq!(e.code(), 7, "{path:?}: {e}");
+        assert!(e.to_string().contains("ipam.resolvConf"), "{e}");
+        assert!(reservations(dir.path()).is_empty(), "{path:?}");
+    }
+}
+
+#[test]
+fn data_dir_must_be_absolute_and_in_an_allowed_folder_and_del_never_refuses() {
+    let dir = TempDir::new().unwrap();
+    let allowed = vec![dir.path().join("ok")];
+    let a = CniArgs::default();
+    let outside = TempDir::new().unwrap();
+    let cases = [
+        "relative/ipam".to_string(),
+        outside.path().display().to_string(),
+        format!("{}/../escape", allowed[0].display()),
+        "/".to_string(),
+    ];
+    for data_dir in &cases {
+        let c = conf(
+            std::path::Path::new(data_dir),
+            json!({"type": "host-local", "ranges": [[{"subnet": "10.9.0.0/24"}]]}),
+        );
+        let mut r = req("c1", "eth0", &c, &a);
+        r.data_dirs = &allowed;
+        for outcome in [ipam::add(&r).map(drop), ipam::check(&r)] {
+            let e = outcome.unwrap_err();
+            assert_eq!(e.code(), 7, "{data_dir}: {e}");
+            assert!(e.to_string().contains("ipam.dataDir"), "{data_dir}: {e}");
+        }
+        // ADD refused the conf before reserving anything: DEL has nothing to do and does
+        // not keep failing, and touches nothing there either.
+        ipam::del(&r).unwrap();
+    }
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    assert!(!dir.path().join("escape").exists() && !allowed[0].exists());
+    // In the allowed folder, or below it, works.
+    for data_dir in [allowed[0].clone(), allowed[0].join("sub")] {
+        let c = conf(
+            &data_dir,
+            json!({"type": "host-local", "ranges": [[{"subnet": "10.9.0.0/24"}]]}),
+        );
+        let mut r = req("c1", "eth0", &c, &a);
+        r.data_dirs = &allowed;
+        ipam::add(&r).unwrap();
+        ipam::del(&r).unwrap();
+    }
+}
+
+#[test]
+fn a_held_pool_lock_costs_at_most_the_timeout_then_code_11() {
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/24");
+    let a = CniArgs::default();
+    ipam::add(&req("c0", "eth0", &c, &a)).unwrap();
+    let held = std::fs::File::open(dir.path().join(NETWORK).join("lock")).unwrap();
+    held.lock().unwrap();
+    let mut r = req("c1", "eth0", &c, &a);
+    r.timeout = std::time::Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let e = ipam::add(&r).unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(e.code(), 11, "{e}");
+    assert!(
+        waited >= r.timeout && waited < std::time::Duration::from_secs(2),
+        "{waited:?}"
+    );
+    let mut del = req("c0", "eth0", &c, &a);
+    del.timeout = r.timeout;
+    assert_eq!(ipam::del(&del).unwrap_err().code(), 11);
+    drop(held);
+    ipam::del(&del).unwrap();
+    assert!(reservations(dir.path()).is_empty());
+}
+
+#[test]
 fn concurrent_adds_fill_the_pool_exactly_once() {
     let dir = TempDir::new().unwrap();
     // 10.9.0.0/26: .1 is the gateway, .63 broadcast, so .2 ..= .62 are 61 addresses.
@@ -423,12 +525,21 @@ fn lock_is_a_flock_that_other_processes_respect() {
     ipam::add(&req("c0", "eth0", &c, &a)).unwrap();
     let lock = dir.path().join(NETWORK).join("lock");
     // util-linux flock(1) takes flock(2), the call Go's go-filemutex makes.
+    let held = dir.path().join("held");
     let mut holder = std::process::Command::new("flock")
         .arg(&lock)
-        .args(["sleep", "0.6"])
+        .args(["sh", "-c", "touch \"$0\"; sleep 0.6"])
+        .arg(&held)
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(150));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !held.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let t = std::time::Instant::now();
     ipam::add(&req("c1", "eth0", &c, &a)).unwrap();
     let waited = t.elapsed();

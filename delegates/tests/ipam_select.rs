@@ -27,6 +27,7 @@ fn builtin<'a>(args: &'a CniArgs, cni_path: &str) -> BuiltinIpam<'a> {
         container_id: "c-sel",
         ifname: "net1",
         args,
+        data_dirs: common::anywhere(),
         exec: exec(cni_path),
     }
 }

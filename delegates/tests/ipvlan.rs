@@ -95,6 +95,8 @@ fn add_on_a_kernel_without_ipvlan_is_code_103_and_leaves_nothing() {
             ifname: "eth0",
             conf: &c,
             ipam: &ipam,
+            timeout: std::time::Duration::from_secs(10),
+            owned: &[],
         };
         let e = delegates::add(Kind::Ipvlan, &req).unwrap_err();
         assert_eq!(e.code(), 103, "{e:?}");

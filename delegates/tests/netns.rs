@@ -72,22 +72,61 @@ fn opening_a_gone_netns_is_reported_as_gone() {
 }
 
 #[test]
-fn batched_removal_deletes_all_named_links_and_tolerates_missing_ones() {
+fn batched_removal_deletes_only_links_that_are_still_ours() {
+    use delegates::owned::Expected;
+    use std::time::Duration;
     let pod = TestNs::new();
-    pod.sh("ip link add a0 type bridge && ip link add b0 type veth peer name b1 && ip link add keep0 type bridge");
-    delegates::remove_links_batched(pod.path(), &["a0", "b0", "missing0"]).unwrap();
+    pod.sh(
+        "ip link add a0 type bridge && ip link set a0 alias plexus:c/a0 && \
+         ip link add b0 type veth peer name b1 && ip link set b0 alias plexus:c/b0 && \
+         ip link add c0 type bridge && \
+         ip link add d0 type bridge && ip link set d0 alias plexus:other/d0 && \
+         ip link add keep0 type bridge",
+    );
+    let tagged = |name: &'static str, tag: &'static str| Expected {
+        name,
+        tag: Some(tag),
+        journaled: None,
+        mac: None,
+    };
+    let wanted = [
+        tagged("a0", "plexus:c/a0"),
+        tagged("b0", "plexus:c/b0"),
+        // Untagged, or tagged for another container: not ours, whatever its name.
+        tagged("c0", "plexus:c/c0"),
+        tagged("d0", "plexus:c/d0"),
+        // A name alone identifies nothing.
+        Expected {
+            name: "keep0",
+            tag: None,
+            journaled: None,
+            mac: None,
+        },
+        tagged("missing0", "plexus:c/missing0"),
+    ];
+    let t = Duration::from_secs(5);
+    // In a namespace other than the one expected, nothing is touched.
+    let elsewhere = delegates::netns::NsId { dev: 0, ino: 1 };
+    delegates::remove_links_batched(pod.path(), Some(elsewhere), &wanted, t).unwrap();
+    let names = pod.sh("ip -o link show | awk -F': ' '{print $2}'");
+    assert!(names.contains("a0") && names.contains("b0"), "{names}");
+
+    let id = delegates::netns::NsId::of_path(pod.path()).unwrap();
+    delegates::remove_links_batched(pod.path(), Some(id), &wanted, t).unwrap();
     let names = pod.sh("ip -o link show | awk -F': ' '{print $2}'");
     assert!(!names.contains("a0"), "{names}");
     assert!(
         !names.contains("b0") && !names.contains("b1"),
         "veth pair must go: {names}"
     );
-    assert!(names.contains("keep0"), "unnamed links stay: {names}");
+    for kept in ["c0", "d0", "keep0"] {
+        assert!(names.contains(kept), "{kept} is not ours: {names}");
+    }
     // Nothing left to remove, and a netns that is gone, are both success.
-    delegates::remove_links_batched(pod.path(), &["a0"]).unwrap();
+    delegates::remove_links_batched(pod.path(), None, &wanted[..1], t).unwrap();
     let path = pod.path().to_path_buf();
     pod.close();
-    delegates::remove_links_batched(&path, &["a0"]).unwrap();
+    delegates::remove_links_batched(&path, None, &wanted[..1], t).unwrap();
 }
 
 #[test]
@@ -101,4 +140,27 @@ fn no_residue_in_run_netns() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(before, after);
+}
+
+#[test]
+fn a_bounded_job_that_does_not_finish_gives_up_with_code_11() {
+    use std::time::{Duration, Instant};
+    let pod = TestNs::new();
+    let ns = NetNs::open(pod.path())
+        .unwrap()
+        .bounded(Duration::from_millis(200));
+    let started = Instant::now();
+    // A netlink answer that never comes looks like this to the job: a future that waits.
+    let err = ns
+        .run(|_h| async move { tokio::time::sleep(Duration::from_secs(30)).await })
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("unanswered"), "{err}");
+    assert_eq!(delegates::DelegateError::from(err).code(), 11);
+    // Work that finishes in time is unaffected.
+    assert_eq!(ns.run(|_h| async move { 7 }).unwrap(), 7);
 }

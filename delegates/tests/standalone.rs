@@ -27,6 +27,8 @@ fn call_with(c: &Call, conf: &Value, env: &[(&str, &str)]) -> (bool, Value) {
         .env("CNI_COMMAND", c.command)
         .env("CNI_CONTAINERID", "c-bin")
         .env("CNI_PATH", "/usr/lib/cni")
+        // The temp folders the tests use for dataDir.
+        .env("PLEXUS_IPAM_DATA_DIRS", std::env::temp_dir())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -325,4 +327,46 @@ fn builtin_ipam_runs_in_process_and_other_types_by_exec() {
         assert!(ok, "{r}");
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "ADD\nDEL\n");
     });
+}
+
+#[test]
+fn a_full_or_closed_stdout_is_exit_1_never_a_panic() {
+    for bin in [
+        BRIDGE,
+        env!("CARGO_BIN_EXE_plexus-host-local"),
+        env!("CARGO_BIN_EXE_plexus-macvlan"),
+    ] {
+        let outs = || {
+            let (r, w) = nix::unistd::pipe().unwrap();
+            drop(r);
+            [
+                Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open("/dev/full")
+                        .unwrap(),
+                ),
+                Stdio::from(w),
+            ]
+        };
+        for out in outs() {
+            let mut child = Command::new(bin)
+                .env_clear()
+                .env("CNI_COMMAND", "VERSION")
+                .stdin(Stdio::piped())
+                .stdout(out)
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let _ = child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(br#"{"cniVersion":"1.0.0"}"#);
+            let o = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{bin}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{bin}: {stderr}");
+        }
+    }
 }

@@ -72,12 +72,14 @@ fn req<'a>(
         ifname: "eth0",
         conf: &n.conf,
         ipam,
+        timeout: std::time::Duration::from_secs(10),
+        owned: &[],
     }
 }
 
 fn add(n: &Net, cid: &str, pod: &Path) -> Result<CniResult, delegates::DelegateError> {
     let ipam = host_local(cid, Some(pod), "eth0");
-    delegates::add(Kind::Vxlan, &req(n, cid, Some(pod), &ipam))
+    delegates::add(Kind::Vxlan, &req(n, cid, Some(pod), &ipam)).map(|a| a.result)
 }
 
 fn del(n: &Net, cid: &str, pod: Option<&Path>) -> Result<(), delegates::DelegateError> {

@@ -183,7 +183,7 @@ pub fn run_install(args: &InstallArgs) -> ExitCode {
         Some(secs) if secs > 0 => match stop_channel() {
             Ok(rx) => Some((rx, Duration::from_secs(secs))),
             Err(e) => {
-                eprintln!("plexus: error: block SIGTERM/SIGINT: {e}");
+                crate::output::stderr(format_args!("plexus: error: block SIGTERM/SIGINT: {e}\n"));
                 return ExitCode::from(1);
             }
         },
@@ -191,9 +191,13 @@ pub fn run_install(args: &InstallArgs) -> ExitCode {
     };
     match super::install(&opts) {
         Ok(i) => {
-            println!("plexus: {} {}", verb(i.binary_written), i.binary.display());
+            crate::output::status(format_args!(
+                "plexus: {} {}\n",
+                verb(i.binary_written),
+                i.binary.display()
+            ));
             if let Some((path, w)) = &i.kubeconfig {
-                println!("plexus: {} {}", verb(*w), path.display());
+                crate::output::status(format_args!("plexus: {} {}\n", verb(*w), path.display()));
             }
             report_generated(&i.generated);
         }
@@ -210,18 +214,25 @@ pub fn run_install(args: &InstallArgs) -> ExitCode {
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
         if let Some(k) = &opts.kubeconfig {
             match super::install::write_kubeconfig(k) {
-                Ok(Written::Replaced) => println!("plexus: wrote {}", k.out.display()),
+                Ok(Written::Replaced) => {
+                    crate::output::status(format_args!("plexus: wrote {}\n", k.out.display()))
+                }
                 Ok(Written::Unchanged) => {}
-                Err(e) => eprintln!("plexus: error: {e}"),
+                Err(e) => crate::output::stderr(format_args!("plexus: error: {e}\n")),
             }
         }
         match super::generate(&generate) {
             Ok(g) if g.written == Written::Replaced => report_generated(&g),
             Ok(_) => {}
-            Err(e) => eprintln!("plexus: error: {e} (the previous conf stays)"),
+            Err(e) => crate::output::stderr(format_args!(
+                "plexus: error: {e} (the previous conf stays)\n"
+            )),
         }
     }
-    println!("plexus: stopping; {} stays", opts.generate.output);
+    crate::output::status(format_args!(
+        "plexus: stopping; {} stays\n",
+        opts.generate.output
+    ));
     ExitCode::SUCCESS
 }
 
@@ -243,21 +254,24 @@ fn stop_channel() -> nix::Result<std::sync::mpsc::Receiver<()>> {
 
 fn report_generated(g: &Generated) {
     for s in &g.skipped {
-        eprintln!("plexus: warning: skipped {}: {}", s.file, s.reason);
+        crate::output::stderr(format_args!(
+            "plexus: warning: skipped {}: {}\n",
+            s.file, s.reason
+        ));
     }
     if !g.ahead.is_empty() {
-        eprintln!(
-            "plexus: warning: {} sort(s) before {}: the runtime loads the first conf, so it will not use plexus",
+        crate::output::stderr(format_args!(
+            "plexus: warning: {} sort(s) before {}: the runtime loads the first conf, so it will not use plexus\n",
             g.ahead.join(", "),
             g.output.display()
-        );
+        ));
     }
-    println!(
-        "plexus: {} {} (primary {})",
+    crate::output::status(format_args!(
+        "plexus: {} {} (primary {})\n",
         verb(g.written),
         g.output.display(),
         g.primary
-    );
+    ));
 }
 
 fn verb(w: Written) -> &'static str {
@@ -268,6 +282,6 @@ fn verb(w: Written) -> &'static str {
 }
 
 fn fail(e: &AutoconfError) -> ExitCode {
-    eprintln!("plexus: error: {e}");
+    crate::output::stderr(format_args!("plexus: error: {e}\n"));
     ExitCode::from(1)
 }

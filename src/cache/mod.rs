@@ -20,6 +20,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Entries larger than this are corrupt by definition (a real one is a few KiB).
 const MAX_ENTRY_BYTES: u64 = 4 << 20;
 const FORMAT: u32 = 1;
+/// What follows the container ID in an entry's name: `-` and 16 hex digits of the ifname hash.
+const HASH_SUFFIX_LEN: usize = 17;
+/// A temp file is `<entry>.tmp.<pid>`.
+const TMP_MARK: &str = ".tmp.";
+/// The longest container ID whose every journal file name fits in NAME_MAX (255 bytes): the
+/// longest name is a temp file, `<id>-<16 hex>.json.tmp.<pid>` with a pid of up to 10
+/// digits; the quarantined copy (`.<unix seconds>`) and the lock (`.lock`) are shorter.
+pub const MAX_CONTAINER_ID: usize = 255 - HASH_SUFFIX_LEN - ".json".len() - TMP_MARK.len() - 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -94,6 +102,10 @@ pub struct JournaledAttachment {
     /// interface and result, and is no network of its own in network-status.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub auxiliary: bool,
+    /// The links the built-in delegates of this attachment created (namespace, ifindex,
+    /// name, MAC): DEL removes a link only while it is still one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<delegates::OwnedLink>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,6 +117,10 @@ pub struct Entry {
     pub ifname: String,
     #[serde(default)]
     pub netns: Option<String>,
+    /// The namespace `netns` named at ADD: a DEL whose netns path now names another one
+    /// (another pod's, the node's) removes nothing in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_id: Option<delegates::netns::NsId>,
     /// Seconds since the epoch when the ADD began (GC's grace period counts from here).
     pub created: u64,
     pub cni_version: String,
@@ -134,6 +150,7 @@ impl Entry {
             container_id: container_id.to_string(),
             ifname: ifname.to_string(),
             netns: netns.map(|p| p.display().to_string()),
+            netns_id: None,
             created: now_secs(),
             cni_version: cni_version.to_string(),
             pod: PodRef::default(),
@@ -164,6 +181,29 @@ pub enum Lookup {
 
 pub struct Journal {
     dir: PathBuf,
+}
+
+impl Drop for ContainerLock {
+    fn drop(&mut self) {
+        if self.file.is_none() {
+            return;
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        // Unreadable dir: keep the file, an extra lock file is harmless.
+        let has_entries = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten().any(|e| {
+                    entry_container(&e.file_name().to_string_lossy())
+                        == Some(self.container_id.as_str())
+                })
+            })
+            .unwrap_or(true);
+        // Removed while still locked, so a waiter that locks the unlinked file notices
+        // (see `Journal::lock`) and retries on a new one.
+        if !has_entries {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// The per-container lock; dropping it unlocks.
@@ -348,6 +388,66 @@ impl Journal {
         result
     }
 
+    /// What can still be read of an entry that does not parse as a whole: every attachment
+    /// record that parses on its own, with the entry's netns. `None` when nothing does (or
+    /// the file is not a plain, small file).
+    pub fn salvage(&self, lock: &ContainerLock, ifname: &str) -> Option<Entry> {
+        let path = self.entry_path(&lock.container_id, ifname);
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NONBLOCK)
+            .open(&path)
+            .ok()?;
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut buf = Vec::new();
+        file.take(MAX_ENTRY_BYTES).read_to_end(&mut buf).ok()?;
+        let v: Value = serde_json::from_slice(&buf).ok()?;
+        let attachments: Vec<JournaledAttachment> = v
+            .get("attachments")?
+            .as_array()?
+            .iter()
+            .filter_map(|a| serde_json::from_value(a.clone()).ok())
+            .collect();
+        if attachments.is_empty() {
+            return None;
+        }
+        let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let mut entry = Entry::new(
+            &lock.container_id,
+            ifname,
+            None,
+            &text("cniVersion").unwrap_or_default(),
+        );
+        entry.netns = text("netns");
+        entry.netns_id = v
+            .get("netnsId")
+            .and_then(|n| serde_json::from_value(n.clone()).ok());
+        entry.attachments = attachments;
+        Some(entry)
+    }
+
+    /// The container's other entries (ADDs with another `CNI_IFNAME`), readable ones only.
+    pub fn siblings(&self, lock: &ContainerLock, ifname: &str) -> Result<Vec<Entry>, CacheError> {
+        let own = self.entry_path(&lock.container_id, ifname);
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.dir).map_err(io("list", &self.dir))? {
+            let e = e.map_err(io("list", &self.dir))?;
+            let name = e.file_name();
+            let path = e.path();
+            if entry_container(&name.to_string_lossy()) != Some(lock.container_id.as_str())
+                || path == own
+            {
+                continue;
+            }
+            if let Lookup::Found(entry) = self.read_path(&path)? {
+                out.push(*entry);
+            }
+        }
+        Ok(out)
+    }
+
     /// Moves a corrupt entry aside so the next ADD is not blocked forever by it and a human
     /// can still read what was there.
     pub fn quarantine(&self, lock: &ContainerLock, ifname: &str) -> Result<PathBuf, CacheError> {
@@ -380,51 +480,39 @@ impl Journal {
     }
 
     /// Unlocks, removing the lock file when the container has no entries left, so a pod's
-    /// full lifecycle leaves nothing in the journal dir.
+    /// full lifecycle leaves nothing in the journal dir. Dropping the lock does the same, so
+    /// an early return cannot leave a lock file behind.
     pub fn release(&self, lock: ContainerLock) {
-        let prefix = format!("{}-", lock.container_id);
-        let has_entries = std::fs::read_dir(&self.dir)
-            .map(|rd| {
-                rd.flatten().any(|e| {
-                    let n = e.file_name();
-                    let n = n.to_string_lossy();
-                    n.starts_with(&prefix) && n.ends_with(".json") && !n.contains(".tmp")
-                })
-            })
-            .unwrap_or(true);
-        if !has_entries && lock.file.is_some() {
-            let _ = std::fs::remove_file(&lock.path);
-        }
-        drop(lock.file);
+        drop(lock);
     }
 
     /// Every entry in the journal, for GC: (container ID, path). Leftover temp files of a
-    /// crashed write older than `stale` are removed on the way.
+    /// crashed write older than `stale` are removed on the way; a temp file whose writer
+    /// (the pid that ends its name) still runs is in use, however old, so a GC with no grace
+    /// period never pulls it from under an ADD between its write and its rename.
     pub fn entries(&self, stale: Duration) -> Result<Vec<(String, PathBuf)>, CacheError> {
         let mut out = Vec::new();
         for e in std::fs::read_dir(&self.dir).map_err(io("list", &self.dir))? {
             let e = e.map_err(io("list", &self.dir))?;
             let name = e.file_name().to_string_lossy().to_string();
-            if name.contains(".json.tmp") {
+            if is_temp_file(&name) {
                 let old = e
                     .metadata()
                     .ok()
                     .and_then(|m| m.modified().ok())
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|age| age >= stale);
-                if old {
+                let writer_runs = name
+                    .rsplit('.')
+                    .next()
+                    .and_then(|pid| pid.parse::<u32>().ok())
+                    .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                if old && !writer_runs {
                     let _ = std::fs::remove_file(e.path());
                 }
                 continue;
             }
-            let Some(stem) = name.strip_suffix(".json") else {
-                continue;
-            };
-            // `<cid>-<16 hex>`: the container ID is everything before the last dash.
-            if let Some((cid, hash)) = stem.rsplit_once('-')
-                && hash.len() == 16
-                && hash.bytes().all(|b| b.is_ascii_hexdigit())
-            {
+            if let Some(cid) = entry_container(&name) {
                 out.push((cid.to_string(), e.path()));
             }
         }
@@ -441,8 +529,27 @@ impl Journal {
 
 fn tmp_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_os_string();
-    s.push(format!(".tmp.{}", std::process::id()));
+    s.push(format!("{TMP_MARK}{}", std::process::id()));
     PathBuf::from(s)
+}
+
+/// The container ID of an entry's file name (`<id>-<16 hex>.json`), exactly: IDs may contain
+/// `-` and `.`, so nothing is matched by prefix or substring.
+fn entry_container(name: &str) -> Option<&str> {
+    let stem = name.strip_suffix(".json")?;
+    let (cid, hash) = stem.rsplit_once('-')?;
+    (hash.len() == HASH_SUFFIX_LEN - 1 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then_some(cid)
+}
+
+/// Whether a file name is a temp file [`Journal::write`] makes: an entry name, then `.tmp.`
+/// and a pid. A container ID such as `x.json.tmp.1` must not make its entry look like one.
+fn is_temp_file(name: &str) -> bool {
+    name.rsplit_once(TMP_MARK).is_some_and(|(entry, pid)| {
+        !pid.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && entry_container(entry).is_some()
+    })
 }
 
 #[cfg(test)]
@@ -511,11 +618,201 @@ mod tests {
     }
 
     #[test]
+    fn salvage_keeps_the_attachments_that_still_parse() {
+        let (_t, j) = journal();
+        let lock = j.lock("c4", Duration::from_secs(1)).unwrap();
+        let p = j.entry_path("c4", "eth0");
+        std::fs::write(
+            &p,
+            r#"{"format": 99, "netns": "/run/netns/x", "attachments": [
+                {"network": "a", "ifname": "eth0", "isDefault": true, "conf": {}, "cniArgs": "", "state": "added"},
+                {"network": "b", "ifname": 7}
+            ]}"#,
+        )
+        .unwrap();
+        assert!(matches!(j.read(&lock, "eth0").unwrap(), Lookup::Corrupt(_)));
+        let e = j.salvage(&lock, "eth0").unwrap();
+        assert_eq!(e.container_id, "c4");
+        assert_eq!(e.netns.as_deref(), Some("/run/netns/x"));
+        assert_eq!(e.attachments.len(), 1);
+        assert_eq!(e.attachments[0].network, "a");
+        std::fs::write(&p, b"{\"format\":").unwrap();
+        assert!(j.salvage(&lock, "eth0").is_none());
+    }
+
+    #[test]
     fn lock_times_out_with_code_11() {
         let (_t, j) = journal();
         let _held = j.lock("c3", Duration::from_secs(1)).unwrap();
         let err = j.lock("c3", Duration::from_millis(50)).err().unwrap();
         assert_eq!(err.code(), 11);
+    }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("JSON has no NaN or infinity", |f| f.is_finite())
+                .prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("\\PC{0,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A JSON value that is not `null`: an optional field holding `null` is written as
+    /// `null` and read as absent, which is the same thing to DEL.
+    fn some_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::strategy::Strategy;
+        any_json().prop_filter("null reads as absent", |v| !v.is_null())
+    }
+
+    fn any_link() -> impl proptest::strategy::Strategy<Value = delegates::OwnedLink> {
+        use delegates::owned::Side;
+        use proptest::prelude::*;
+        (
+            prop_oneof![Just(Side::Pod), Just(Side::Node)],
+            "[a-z0-9]{1,15}",
+            any::<u32>(),
+            (any::<u64>(), any::<u64>()),
+            proptest::option::of("([0-9a-f]{2}:){5}[0-9a-f]{2}"),
+        )
+            .prop_map(
+                |(side, name, ifindex, (dev, ino), mac)| delegates::OwnedLink {
+                    side,
+                    name,
+                    ifindex,
+                    netns: delegates::netns::NsId { dev, ino },
+                    mac,
+                },
+            )
+    }
+
+    fn any_attachment() -> impl proptest::strategy::Strategy<Value = JournaledAttachment> {
+        use proptest::prelude::*;
+        (
+            (
+                "\\PC{0,16}",
+                "[a-z0-9]{1,15}",
+                any::<bool>(),
+                any_json(),
+                "\\PC{0,24}",
+            ),
+            prop_oneof![
+                Just(State::Planned),
+                Just(State::Added),
+                Just(State::Removed)
+            ],
+            proptest::option::of(some_json()),
+            proptest::collection::vec(any::<std::net::IpAddr>(), 0..3),
+            proptest::option::of("\\PC{0,12}"),
+            proptest::option::of("\\PC{0,24}"),
+            any::<bool>(),
+            proptest::collection::vec(any_link(), 0..3),
+        )
+            .prop_map(
+                |(
+                    (network, ifname, is_default, conf, cni_args),
+                    state,
+                    result,
+                    gw,
+                    dev,
+                    err,
+                    aux,
+                    links,
+                )| {
+                    JournaledAttachment {
+                        network,
+                        ifname,
+                        is_default,
+                        conf,
+                        cni_args,
+                        state,
+                        result,
+                        default_route: gw,
+                        device_id: dev,
+                        delegate_error: err,
+                        auxiliary: aux,
+                        links,
+                    }
+                },
+            )
+    }
+
+    fn any_entry() -> impl proptest::strategy::Strategy<Value = Entry> {
+        use proptest::prelude::*;
+        (
+            (
+                "[a-z0-9]{1,15}",
+                proptest::option::of("\\PC{0,20}"),
+                any::<u64>(),
+            ),
+            proptest::collection::vec(any_attachment(), 0..4),
+            proptest::option::of(some_json()),
+            (
+                any::<u32>(),
+                proptest::option::of(any::<u64>()),
+                any::<bool>(),
+            ),
+            (
+                proptest::option::of("[a-z0-9-]{1,12}"),
+                proptest::option::of("[a-z0-9-]{1,12}"),
+            ),
+            proptest::option::of((any::<u64>(), any::<u64>())),
+        )
+            .prop_map(
+                |((ifname, netns, created), attachments, status, dels, pod, ns_id)| {
+                    let mut e = Entry::new("c-prop", &ifname, None, "1.1.0");
+                    e.netns = netns;
+                    e.netns_id = ns_id.map(|(dev, ino)| delegates::netns::NsId { dev, ino });
+                    e.created = created;
+                    e.attachments = attachments;
+                    e.network_status = status;
+                    (e.failed_dels, e.first_failed_del, e.tombstone) = dels;
+                    (e.pod.namespace, e.pod.name) = pod;
+                    e
+                },
+            )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Reading is the inverse of writing: whatever the journal writes, DEL reads back
+        /// exactly, through the real files (temp file, rename, the size and format checks).
+        #[test]
+        fn entries_read_back_as_written(entry in any_entry()) {
+            let (_t, j) = journal();
+            let lock = j.lock("c-prop", Duration::from_secs(1)).unwrap();
+            j.write(&lock, &entry).unwrap();
+            match j.read(&lock, &entry.ifname).unwrap() {
+                Lookup::Found(got) => proptest::prop_assert_eq!(*got, entry),
+                other => proptest::prop_assert!(false, "{:?}", other),
+            }
+        }
+    }
+
+    /// Found by `entries_read_back_as_written`: serde_json's default float parsing may land
+    /// one unit in the last place off, so a delegate conf with a float came back changed.
+    #[test]
+    fn a_float_in_a_journaled_conf_reads_back_exactly() {
+        let (_t, j) = journal();
+        let lock = j.lock("c-float", Duration::from_secs(1)).unwrap();
+        let mut e = Entry::new("c-float", "eth0", None, "1.1.0");
+        e.network_status = Some(serde_json::json!([{"": -0.00047963150391640893_f64}]));
+        j.write(&lock, &e).unwrap();
+        match j.read(&lock, "eth0").unwrap() {
+            Lookup::Found(got) => assert_eq!(*got, e),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -524,11 +821,86 @@ mod tests {
         let lock = j.lock("abc-def", Duration::from_secs(1)).unwrap();
         j.write(&lock, &Entry::new("abc-def", "eth0", None, "1.1.0"))
             .unwrap();
-        let tmp = tmp_path(&j.entry_path("zzz", "eth0"));
-        std::fs::write(&tmp, "partial").unwrap();
+        // A crashed writer's temp file goes; a running writer's (this process) stays.
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        dead.wait().unwrap();
+        let crashed = j
+            .dir()
+            .join(format!("zzz-0000000000000000.json.tmp.{dead_pid}"));
+        std::fs::write(&crashed, "partial").unwrap();
+        let writing = tmp_path(&j.entry_path("yyy", "eth0"));
+        std::fs::write(&writing, "partial").unwrap();
         let list = j.entries(Duration::ZERO).unwrap();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].0, "abc-def");
-        assert!(!tmp.exists());
+        assert!(!crashed.exists());
+        assert!(writing.exists());
+    }
+
+    #[test]
+    fn entry_names_and_temp_files_match_exactly() {
+        assert_eq!(entry_container("c-0123456789abcdef.json"), Some("c"));
+        assert_eq!(
+            entry_container("c-x-0123456789abcdef.json"),
+            Some("c-x"),
+            "the last dash splits"
+        );
+        assert_eq!(entry_container("c-0123456789abcde.json"), None);
+        assert_eq!(entry_container("c.lock"), None);
+        assert!(is_temp_file("c-0123456789abcdef.json.tmp.4242"));
+        // A container ID may contain ".json.tmp": its entry is not a temp file.
+        assert!(!is_temp_file("x.json.tmp.1-0123456789abcdef.json"));
+        assert!(!is_temp_file("c-0123456789abcdef.json.tmp."));
+        assert!(!is_temp_file("c-0123456789abcdef.json.tmp.12x"));
+    }
+
+    #[test]
+    fn a_lock_file_goes_when_its_own_container_has_no_entry() {
+        let (_t, j) = journal();
+        let other = j.lock("c-x", Duration::from_secs(1)).unwrap();
+        j.write(&other, &Entry::new("c-x", "eth0", None, "1.1.0"))
+            .unwrap();
+        drop(other);
+        // "c-x-<hash>.json" starts with "c-" but is not container c's.
+        let lock = j.lock("c", Duration::from_secs(1)).unwrap();
+        drop(lock);
+        let mut left: Vec<String> = std::fs::read_dir(j.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left.contains(&"c-x.lock".to_string()), "{left:?}");
+        assert!(!left.contains(&"c.lock".to_string()), "{left:?}");
+    }
+
+    #[test]
+    fn the_longest_container_id_fits_every_file_name() {
+        let (_t, j) = journal();
+        let id = "a".repeat(MAX_CONTAINER_ID);
+        let lock = j.lock(&id, Duration::from_secs(1)).unwrap();
+        let entry = j.entry_path(&id, "eth0");
+        let longest = format!(
+            "{}{TMP_MARK}{}",
+            entry.file_name().unwrap().to_string_lossy(),
+            u32::MAX
+        );
+        assert_eq!(longest.len(), 255);
+        j.write(&lock, &Entry::new(&id, "eth0", None, "1.1.0"))
+            .unwrap();
+        std::fs::write(j.dir().join(&longest), "x").unwrap();
+        j.quarantine(&lock, "eth0").unwrap();
+    }
+
+    #[test]
+    fn gc_keeps_an_entry_whose_container_id_looks_like_a_temp_file() {
+        let (_t, j) = journal();
+        let lock = j.lock("x.json.tmp.1", Duration::from_secs(1)).unwrap();
+        j.write(&lock, &Entry::new("x.json.tmp.1", "eth0", None, "1.1.0"))
+            .unwrap();
+        let list = j.entries(Duration::ZERO).unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].0, "x.json.tmp.1");
     }
 }

@@ -33,6 +33,15 @@ enum DemoError {
     Plexus(#[from] crate::Error),
 }
 
+/// A line of the demo's report; a stdout nobody can read ends the demo (its namespaces are
+/// still removed on the way out).
+fn say(args: std::fmt::Arguments) -> Result<(), DemoError> {
+    crate::output::stdout(args).map_err(|source| DemoError::Io {
+        step: "write to stdout".into(),
+        source,
+    })
+}
+
 fn ip(args: &[&str]) -> Result<String, DemoError> {
     let out = Command::new("ip")
         .args(args)
@@ -100,7 +109,9 @@ impl Demo {
 
 pub fn run(keep: bool) -> ExitCode {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("plexus demo: run as root (it creates network namespaces)");
+        crate::output::stderr(format_args!(
+            "plexus demo: run as root (it creates network namespaces)\n"
+        ));
         return ExitCode::from(1);
     }
     // Leftovers of an earlier `--keep` run.
@@ -112,7 +123,7 @@ pub fn run(keep: bool) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("plexus demo: {e}");
+            crate::output::stderr(format_args!("plexus demo: {e}\n"));
             ExitCode::from(1)
         }
     }
@@ -164,32 +175,33 @@ fn demo(keep: bool) -> Result<(), DemoError> {
         store,
         empty_bin,
     };
-    println!(
-        "plexus demo: node netns {NODE_NS}, pods {}, plugin path {} (empty: built-ins only)\n",
+    say(format_args!(
+        "plexus demo: node netns {NODE_NS}, pods {}, plugin path {} (empty: built-ins only)\n\n",
         PODS_DEMO.map(pod_ns).join(", "),
         demo.empty_bin.display()
-    );
+    ))?;
 
     let mut statuses = Vec::new();
     for pod in PODS_DEMO {
-        println!("== ADD default/{pod}");
+        say(format_args!("== ADD default/{pod}\n"))?;
         let report = demo.run("ADD", pod)?;
-        print!(
-            "{}",
+        say(format_args!(
+            "{}\n",
             table::render("ADD", &format!("plexus-demo-{pod}"), &report)
-        );
+        ))?;
         statuses.push(report.network_status.unwrap_or_default());
-        println!();
     }
 
     let failures = ping_every_network(&statuses)?;
 
     if keep {
-        println!("\n--keep: left in place. Look with `ip netns exec plexus-demo-web ip addr`;");
-        println!(
-            "remove with `ip netns del plexus-demo-web plexus-demo-db {NODE_NS}; rm -rf {IPAM_DIR} {}`",
+        say(format_args!(
+            "\n--keep: left in place. Look with `ip netns exec plexus-demo-web ip addr`;\n"
+        ))?;
+        say(format_args!(
+            "remove with `ip netns del plexus-demo-web plexus-demo-db {NODE_NS}; rm -rf {IPAM_DIR} {}`\n",
             demo.work.display()
-        );
+        ))?;
         return if failures == 0 {
             Ok(())
         } else {
@@ -198,17 +210,19 @@ fn demo(keep: bool) -> Result<(), DemoError> {
     }
 
     for pod in PODS_DEMO {
-        println!("== DEL default/{pod}");
+        say(format_args!("== DEL default/{pod}\n"))?;
         demo.run("DEL", pod)?;
     }
+    // Lets a test look at what the DELs left before anything below removes it.
+    cni::fault::point("demo-after-del");
     let left = leftovers(&demo)?;
     let _ = std::fs::remove_dir_all(&demo.work);
     if !left.is_empty() {
         return Err(DemoError::Step(format!("left behind: {}", left.join("; "))));
     }
-    println!(
-        "== nothing left: no pod interface, no IP reservation, no journal entry, no overlay device"
-    );
+    say(format_args!(
+        "== nothing left: no pod interface, no IP reservation, no journal entry, no overlay device\n"
+    ))?;
     if failures > 0 {
         return Err(DemoError::Step(format!("{failures} ping(s) failed")));
     }
@@ -238,7 +252,9 @@ fn ping_every_network(statuses: &[serde_json::Value]) -> Result<usize, DemoError
         _ => return Ok(0),
     };
     let mut failures = 0;
-    println!("== ping from web to db on every network they share");
+    say(format_args!(
+        "== ping from web to db on every network they share\n"
+    ))?;
     for (network, _) in &web {
         let Some((_, db_ips)) = db.iter().find(|(n, _)| n == network) else {
             continue;
@@ -251,10 +267,10 @@ fn ping_every_network(statuses: &[serde_json::Value]) -> Result<usize, DemoError
         };
         let from = PathBuf::from(format!("/run/netns/{}", pod_ns("web")));
         let ok = reaches(&from, target);
-        println!(
-            "   {network:<18} {target:<14} {}",
+        say(format_args!(
+            "   {network:<18} {target:<14} {}\n",
             if ok { "ok" } else { "FAILED" }
-        );
+        ))?;
         if !ok {
             failures += 1;
         }
@@ -335,7 +351,7 @@ fn checksum(data: &[u8]) -> u16 {
 }
 
 /// What a clean teardown must not leave: pod links, reservations, journal entries, and the
-/// per-VNI overlay on the node.
+/// host veth ends and the per-VNI overlay on the node.
 fn leftovers(demo: &Demo) -> Result<Vec<String>, DemoError> {
     let mut left = Vec::new();
     for pod in PODS_DEMO {
@@ -347,10 +363,10 @@ fn leftovers(demo: &Demo) -> Result<Vec<String>, DemoError> {
             ));
         }
     }
-    let node = ip(&["-o", "link", "show"])?;
+    let node = ip(&["-d", "-o", "link", "show"])?;
     for l in node
         .lines()
-        .filter(|l| l.contains("vxlan") || l.contains("plexus-vx"))
+        .filter(|l| l.contains(" vxlan ") || l.contains(" veth ") || l.contains("plexus-vx"))
     {
         left.push(format!("node: {}", l.split(':').nth(1).unwrap_or(l).trim()));
     }

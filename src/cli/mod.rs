@@ -14,6 +14,24 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// CNI mode on this process's environment, stdin and stdout. A CNI variable that is not
+/// UTF-8 is refused (code 4) rather than read as unset; an answer that cannot be written
+/// (stdout closed or full) ends in exit status 1, never a panic, and an ADD whose result was
+/// lost that way stays journaled, so the DEL the runtime sends next undoes it.
+pub fn cni_process() -> ExitCode {
+    let (code, stdout) = match crate::env::check_utf8(|k| std::env::var_os(k)) {
+        Err(e) => (1, Some(crate::Error::from(e).to_object("").to_json())),
+        Ok(()) => cni_main(|k| std::env::var(k).ok(), &mut std::io::stdin().lock()),
+    };
+    if let Some(out) = stdout
+        && let Err(e) = crate::output::stdout(format_args!("{out}\n"))
+    {
+        tracing::error!(error = %e, "writing the answer to stdout failed");
+        return ExitCode::from(1);
+    }
+    ExitCode::from(code)
+}
+
 /// Runs one CNI operation. Returns the exit code and what goes on stdout (a result, a
 /// VERSION answer, or an error object). With `daemonSocketDir` in the conf, the node daemon
 /// runs it (docs/daemon.md), and this process only forwards it.
@@ -268,18 +286,17 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         CliCommand::Version => {
-            println!("plexus {}", env!("CARGO_PKG_VERSION"));
             let versions: Vec<&str> = cni::Version::ALL.iter().map(|v| v.as_str()).collect();
-            println!("CNI versions: {}", versions.join(", "));
-            ExitCode::SUCCESS
+            exit_status(crate::output::stdout(format_args!(
+                "plexus {}\nCNI versions: {}\n",
+                env!("CARGO_PKG_VERSION"),
+                versions.join(", ")
+            )))
         }
         CliCommand::Gen { what: GenWhat::Crd } => match crate::crd::crd_yaml() {
-            Ok(yaml) => {
-                print!("{yaml}");
-                ExitCode::SUCCESS
-            }
+            Ok(yaml) => exit_status(crate::output::stdout(format_args!("{yaml}"))),
             Err(e) => {
-                eprintln!("plexus: {e}");
+                crate::output::stderr(format_args!("plexus: {e}\n"));
                 ExitCode::from(1)
             }
         },
@@ -291,16 +308,30 @@ pub fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(obj) => {
                 if args.json {
-                    println!("{}", obj.to_json());
+                    let _ = crate::output::stdout(format_args!("{}\n", obj.to_json()));
                 } else {
-                    eprintln!("plexus: error {}: {}", obj.code, obj.msg);
+                    crate::output::stderr(format_args!(
+                        "plexus: error {}: {}\n",
+                        obj.code, obj.msg
+                    ));
                     if !obj.details.is_empty() {
-                        eprintln!("  details: {}", obj.details);
+                        crate::output::stderr(format_args!("  details: {}\n", obj.details));
                     }
                 }
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+/// Success, unless what the command printed could not be written.
+fn exit_status(written: std::io::Result<()>) -> ExitCode {
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            crate::output::stderr(format_args!("plexus: write to stdout: {e}\n"));
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -383,9 +414,15 @@ fn exec(args: &ExecArgs) -> Result<(), cni::ErrorObject> {
             "attachments": report.attachments,
             "networkStatus": report.network_status,
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        crate::output::stdout(format_args!(
+            "{}\n",
+            serde_json::to_string_pretty(&out).unwrap_or_default()
+        ))
     } else {
-        print!("{}", table::render(verb, &container_id, &report));
+        crate::output::stdout(format_args!(
+            "{}",
+            table::render(verb, &container_id, &report)
+        ))
     }
-    Ok(())
+    .map_err(|e| fail(cni::Code::Io, format!("write to stdout: {e}")))
 }

@@ -1,7 +1,7 @@
 //! ADD: resolve, plan, journal, invoke each attachment in order, roll back on any failure,
 //! report.
 
-use super::{AttachmentReport, LOCK_WAIT, Report, journal};
+use super::{AttachmentReport, Report, journal};
 use crate::cache::{ContainerLock, Entry, Journal, Lookup, State};
 use crate::conf::{PlexusConf, ResultMode};
 use crate::env::Invocation;
@@ -26,7 +26,7 @@ pub(super) fn add(
     // not up yet gets code 11 and no trace of the attempt.
     crate::autoconf::wait_for_conf(conf)?;
     let journal = journal(conf)?;
-    let lock = journal.lock(&container_id, LOCK_WAIT)?;
+    let lock = journal.lock(&container_id, super::lock_wait(conf))?;
     let outcome = add_locked(inv, conf, store, &journal, &lock, &ifname);
     journal.release(lock);
     outcome
@@ -51,6 +51,21 @@ fn add_locked(
     }
 
     let (resolved, attachments) = super::plan_attachments(inv, conf, store, ifname, true)?;
+    // Another ADD for this container (another CNI_IFNAME) owns its interfaces and, in
+    // host-local, the reservations keyed by (container, ifname): planning one of them again
+    // would make this ADD's rollback or DEL remove them.
+    let taken = super::sibling_ifnames(journal, lock, ifname.as_str())?;
+    if let Some((name, other)) = attachments
+        .iter()
+        .find_map(|a| taken.get_key_value(a.ifname.as_str()))
+    {
+        return Err(crate::Error::IfnameTaken {
+            container_id: container_id.to_string(),
+            ifname: name.clone(),
+            other: other.clone(),
+        });
+    }
+    refuse_existing_interfaces(inv, conf, &attachments)?;
     let pod_ns = inv.pod.namespace.as_deref().unwrap_or("default");
     let pod_name = inv.pod.name.as_deref().unwrap_or_default();
 
@@ -60,6 +75,10 @@ fn add_locked(
         inv.netns.as_deref(),
         &conf.cni_version_str,
     );
+    entry.netns_id = inv
+        .netns
+        .as_deref()
+        .and_then(|p| delegates::netns::NsId::of_path(p).ok());
     entry.pod = inv.pod.clone();
     entry.attachments = attachments.iter().map(super::journal_record).collect();
     let auxiliary = match attachments.first() {
@@ -93,10 +112,13 @@ fn add_locked(
             ifname: att.ifname.as_str(),
             cni_args: &att.cni_args,
             runner: &runner,
+            owned: &[],
         };
         match invoke::add(&att.conf, &t) {
-            Ok(result) => {
+            Ok(added) => {
+                let result = added.result;
                 entry.attachments[i].state = State::Added;
+                entry.attachments[i].links = added.links;
                 entry.attachments[i].result = Some(result.to_value(Version::V1_1_0));
                 // The last attachment's record goes out with the network-status below.
                 if i < last
@@ -130,7 +152,7 @@ fn add_locked(
         }
     }
 
-    if let Err(e) = apply_default_routes(inv, &attachments, &mut results) {
+    if let Err(e) = apply_default_routes(inv, conf, &attachments, &mut results) {
         // The auxiliary chain, if any, has not run yet.
         rollback(inv, conf, journal, lock, &mut entry, attachments.len());
         return Err(e);
@@ -147,11 +169,13 @@ fn add_locked(
             ifname: cluster.ifname.as_str(),
             cni_args: &cluster.cni_args,
             runner: &runner,
+            owned: &[],
         };
         match invoke::add_after(list, &t, results.first()) {
-            Ok(result) => {
+            Ok(added) => {
                 entry.attachments[i].state = State::Added;
-                entry.attachments[i].result = Some(result.to_value(Version::V1_1_0));
+                entry.attachments[i].links = added.links;
+                entry.attachments[i].result = Some(added.result.to_value(Version::V1_1_0));
             }
             Err(e) => {
                 tracing::error!(chain = %list.name, error = %e, "auxiliary chain failed, rolling back");
@@ -227,6 +251,63 @@ fn add_locked(
     })
 }
 
+/// SPEC.md ADD: an interface that already exists in the pod is an error, and it is the pod's
+/// to keep. The built-ins find out themselves from the kernel's EEXIST; an exec'd plugin
+/// might not fail cleanly, and the rollback DEL that follows would then remove the pod's
+/// own interface by name. So before anything runs, the interfaces exec'd chains are to
+/// create are looked up, all in one visit to the pod's netns (none when every chain starts
+/// with a built-in).
+fn refuse_existing_interfaces(
+    inv: &Invocation,
+    conf: &PlexusConf,
+    attachments: &[Attachment],
+) -> Result<(), crate::Error> {
+    let exec_ifnames: Vec<&str> = attachments
+        .iter()
+        .filter(|a| {
+            let first = a
+                .conf
+                .plugins
+                .first()
+                .and_then(|p| p.plugin_type().ok())
+                .unwrap_or_default();
+            !(conf.builtins.allows(first) && delegates::kind_of(first).is_some())
+        })
+        .map(|a| a.ifname.as_str())
+        .collect();
+    let Some(netns) = inv.netns.as_deref() else {
+        return Ok(());
+    };
+    if exec_ifnames.is_empty() {
+        return Ok(());
+    }
+    let names = &exec_ifnames;
+    let look = |e: delegates::DelegateError| crate::Error::PodNetns(Box::new(e));
+    let found = delegates::netns::NetNs::open(netns)
+        .map(|ns| ns.bounded(conf.timeout))
+        .and_then(|ns| {
+            ns.run(|h| async move {
+                for name in names {
+                    if delegates::link::by_name(&h, name).await?.is_some() {
+                        return Ok(Some(name.to_string()));
+                    }
+                }
+                Ok(None)
+            })
+        })
+        .map_err(|e| look(e.into()))?
+        .map_err(|e| {
+            look(delegates::DelegateError::netlink(
+                "look up the pod's interfaces",
+                e,
+            ))
+        })?;
+    match found {
+        Some(ifname) => Err(crate::Error::InterfaceExists { ifname }),
+        None => Ok(()),
+    }
+}
+
 fn report(att: &Attachment, result: &CniResult, started: Instant) -> AttachmentReport {
     let sandbox = result
         .interfaces
@@ -273,6 +354,7 @@ fn rollback(
 /// cache the same way).
 fn apply_default_routes(
     inv: &Invocation,
+    conf: &PlexusConf,
     attachments: &[Attachment],
     results: &mut [CniResult],
 ) -> Result<(), crate::Error> {
@@ -292,7 +374,7 @@ fn apply_default_routes(
                 ifname: attachments[*i].ifname.to_string(),
             })
             .collect();
-        delegates::route::replace_default_routes(netns, &routes)
+        delegates::route::replace_default_routes(netns, &routes, conf.timeout)
             .map_err(|e| crate::Error::DefaultRoute(Box::new(e)))?;
     }
     for (i, gw) in &wanted {

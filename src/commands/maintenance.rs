@@ -1,6 +1,6 @@
 //! CHECK, GC and STATUS: the verbs that look at what is there rather than change a pod.
 
-use super::{LOCK_WAIT, journal, journaled_parts};
+use super::{journal, journaled_parts};
 use crate::cache::{Lookup, State};
 use crate::conf::PlexusConf;
 use crate::env::Invocation;
@@ -18,7 +18,7 @@ pub(super) fn check(inv: &Invocation, conf: &PlexusConf) -> Result<(), crate::Er
         return Err(crate::env::EnvError::Missing("CNI_IFNAME", "CHECK").into());
     };
     let journal = journal(conf)?;
-    let lock = journal.lock(inv.container_id(), LOCK_WAIT)?;
+    let lock = journal.lock(inv.container_id(), super::lock_wait(conf))?;
     let lookup = journal.read(&lock, ifname.as_str());
     journal.release(lock);
     let entry = match lookup? {
@@ -48,6 +48,7 @@ pub(super) fn check(inv: &Invocation, conf: &PlexusConf) -> Result<(), crate::Er
             ifname: &a.ifname,
             cni_args: &a.cni_args,
             runner: &runner,
+            owned: &a.links,
         };
         if !invoke::check(&list, &t, &prev)? {
             tracing::info!(network = %a.network, "CHECK skipped: delegate predates 0.4.0 or disableCheck");
@@ -58,16 +59,19 @@ pub(super) fn check(inv: &Invocation, conf: &PlexusConf) -> Result<(), crate::Er
 
 /// `cni.dev/valid-attachments` (the 1.1.0 tag's `cni.dev/attachments` too), strictly read:
 /// a malformed list must not be taken as "nothing is valid" and delete every pod's networks.
+/// A missing or malformed list is invalid config (code 7), not a delegate failure.
 fn valid_attachments(conf: &PlexusConf) -> Result<HashSet<(String, String)>, crate::Error> {
+    let invalid = |reason: String| crate::conf::ConfError::Invalid {
+        key: "cni.dev/valid-attachments",
+        reason,
+    };
     let raw = conf
         .raw
         .get("cni.dev/valid-attachments")
         .or_else(|| conf.raw.get("cni.dev/attachments"))
-        .ok_or_else(|| crate::Error::Gc("cni.dev/valid-attachments is missing".into()))?;
+        .ok_or_else(|| invalid("is missing".into()))?;
     let Value::Array(list) = raw else {
-        return Err(crate::Error::Gc(
-            "cni.dev/valid-attachments must be a list".into(),
-        ));
+        return Err(invalid("must be a list".into()).into());
     };
     let mut out = HashSet::new();
     for (i, item) in list.iter().enumerate() {
@@ -78,9 +82,7 @@ fn valid_attachments(conf: &PlexusConf) -> Result<HashSet<(String, String)>, cra
                 out.insert((c.to_string(), n.to_string()));
             }
             _ => {
-                return Err(crate::Error::Gc(format!(
-                    "cni.dev/valid-attachments[{i}] needs containerID and ifname"
-                )));
+                return Err(invalid(format!("item {i} needs containerID and ifname")).into());
             }
         }
     }
@@ -157,6 +159,7 @@ pub(super) fn gc(
             ifname: "",
             cni_args: "",
             runner: &runner,
+            owned: &[],
         };
         if let Err(e) = invoke::gc(&list, &t, attachments) {
             failures.push(e.to_string());
@@ -213,6 +216,7 @@ pub(super) fn status(
         ifname: "",
         cni_args: "",
         runner: &runner,
+        owned: &[],
     };
     invoke::status(&list, &t).map_err(|e| not_ready(e.to_string()))
 }

@@ -22,8 +22,12 @@ use cni::netconf::NetConfList;
 use serde_json::Value;
 use std::time::Duration;
 
-/// Longest wait for another operation on the same container to finish.
-const LOCK_WAIT: Duration = Duration::from_secs(30);
+/// Longest wait for another operation on the same container to finish, and never longer
+/// than the call's `timeout`: a lock someone holds forever costs no more than a delegate
+/// that never answers.
+fn lock_wait(conf: &PlexusConf) -> Duration {
+    Duration::from_secs(30).min(conf.timeout)
+}
 
 /// What one attachment ended up as, for the CLI's summary table.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -74,6 +78,7 @@ fn runner<'a>(conf: &'a PlexusConf, inv: &Invocation) -> Runner<'a> {
         timeout: conf.timeout,
         forbidden,
         builtins: &conf.builtins,
+        ipam_data_dirs: &conf.ipam_data_dirs,
     }
 }
 
@@ -129,6 +134,23 @@ fn plan_attachments(
     Ok((resolved, attachments))
 }
 
+/// The interfaces the container's other journal entries (ADDs with another `CNI_IFNAME`)
+/// hold, each with that entry's `CNI_IFNAME`.
+fn sibling_ifnames(
+    journal: &Journal,
+    lock: &crate::cache::ContainerLock,
+    ifname: &str,
+) -> Result<std::collections::BTreeMap<String, String>, crate::Error> {
+    let mut taken = std::collections::BTreeMap::new();
+    for e in journal.siblings(lock, ifname)? {
+        taken.insert(e.ifname.clone(), e.ifname.clone());
+        for a in &e.attachments {
+            taken.insert(a.ifname.clone(), e.ifname.clone());
+        }
+    }
+    Ok(taken)
+}
+
 /// A planned attachment as the journal records it before anything runs.
 fn journal_record(a: &crate::plan::Attachment) -> JournaledAttachment {
     JournaledAttachment {
@@ -143,6 +165,7 @@ fn journal_record(a: &crate::plan::Attachment) -> JournaledAttachment {
         device_id: a.device_id.clone(),
         delegate_error: None,
         auxiliary: false,
+        links: Vec::new(),
     }
 }
 
@@ -178,6 +201,11 @@ fn auxiliary_chain(
         _ => conf.conf_dir.clone(),
     };
     let dir = base.join(name);
+    // The folder and its files must be what they claim: a FIFO named `x.conf` would hold the
+    // ADD forever, a device would never end.
+    if std::fs::metadata(&dir).is_ok_and(|m| !m.is_dir()) {
+        return Err(invalid(format!("{} is not a directory", dir.display())).into());
+    }
     let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
         .map(|rd| {
             rd.flatten()
@@ -194,8 +222,8 @@ fn auxiliary_chain(
     files.sort();
     let mut plugins = Vec::new();
     for file in &files {
-        let bytes =
-            std::fs::read(file).map_err(|e| invalid(format!("read {}: {e}", file.display())))?;
+        let bytes = cni::file::read_regular(file, cni::netconf::MAX_CONF_BYTES as u64)
+            .map_err(|e| invalid(format!("read {e}")))?;
         let mut map = cni::netconf::parse_object(&bytes)
             .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
         match map.remove("plugins") {

@@ -138,6 +138,8 @@ pub struct PlexusConf {
     pub gc_grace: Duration,
     pub result_mode: ResultMode,
     pub builtins: Builtins,
+    /// The folders a NAD's built-in host-local `dataDir` may name (`ipamDataDirs`).
+    pub ipam_data_dirs: Vec<PathBuf>,
     /// Pod-level `runtimeConfig` from the runtime: reaches the cluster network only (NPWG §7.5).
     pub runtime_config: Map<String, Value>,
     pub prev_result: Option<Value>,
@@ -294,6 +296,7 @@ impl PlexusConf {
             }
         };
 
+        let ipam_data_dirs = ipam_data_dirs(&raw, &cluster_network, &extra_delegates)?;
         Ok(PlexusConf {
             cni_version,
             cni_version_str,
@@ -367,6 +370,7 @@ impl PlexusConf {
                 .unwrap_or(DEFAULT_GC_GRACE),
             result_mode,
             builtins,
+            ipam_data_dirs,
             runtime_config,
             prev_result: raw.get("prevResult").cloned(),
             daemon_socket_dir: r.abs_path("daemonSocketDir")?,
@@ -426,6 +430,59 @@ fn inline_delegates(
         out.push(m);
     }
     Ok(Some(out))
+}
+
+/// `ipamDataDirs`: absolute folders, default the reference host-local's `dataDir`. Set by
+/// the node's admin in the Plexus conf; NADs only choose among them. The `dataDir`s of the
+/// inline networks (`delegates`) are the admin's own choice and allowed too.
+fn ipam_data_dirs(
+    raw: &Map<String, Value>,
+    cluster: &ClusterNetwork,
+    extra_delegates: &[Map<String, Value>],
+) -> Result<Vec<PathBuf>, ConfError> {
+    const KEY: &str = "ipamDataDirs";
+    let plain = |p: &std::path::Path| {
+        p.is_absolute() && !p.components().any(|c| c == std::path::Component::ParentDir)
+    };
+    let mut dirs = if matches!(raw.get(KEY), None | Some(Value::Null)) {
+        vec![PathBuf::from(delegates::ipam::DEFAULT_DATA_DIR)]
+    } else {
+        Reader(raw)
+            .string_list(KEY)?
+            .iter()
+            .map(|d| {
+                let p = PathBuf::from(d);
+                if plain(&p) {
+                    Ok(p)
+                } else {
+                    Err(ConfError::Invalid {
+                        key: KEY,
+                        reason: format!("{d:?} is not an absolute path without .. steps"),
+                    })
+                }
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let inline = match cluster {
+        ClusterNetwork::Inline(m) => Some(m),
+        ClusterNetwork::Reference(_) => None,
+    };
+    for m in inline.into_iter().chain(extra_delegates) {
+        let plugins = m.get("plugins").and_then(Value::as_array);
+        let confs =
+            std::iter::once(m).chain(plugins.into_iter().flatten().filter_map(Value::as_object));
+        for c in confs {
+            let dir = c
+                .get("ipam")
+                .and_then(|i| i.get("dataDir"))
+                .and_then(Value::as_str)
+                .map(PathBuf::from);
+            if let Some(d) = dir.filter(|d| plain(d) && !dirs.contains(d)) {
+                dirs.push(d);
+            }
+        }
+    }
+    Ok(dirs)
 }
 
 /// libcni's rule for network names and container IDs.
@@ -595,6 +652,14 @@ mod tests {
                 r#"{"cniVersion":"1.1.0","type":"plexus","clusterNetwork":"c"}"#,
                 "name",
             ),
+            (
+                r#"{"cniVersion":"1.1.0","name":"p","type":"plexus","clusterNetwork":"c","ipamDataDirs":["ipam"]}"#,
+                "ipamDataDirs",
+            ),
+            (
+                r#"{"cniVersion":"1.1.0","name":"p","type":"plexus","clusterNetwork":"c","ipamDataDirs":"/var"}"#,
+                "ipamDataDirs",
+            ),
         ];
         for (input, key) in cases {
             let e = parse(input).unwrap_err();
@@ -645,6 +710,24 @@ mod tests {
         let e = parse(r#"{"cniVersion":"1.0.0","name":"p","type":"plexus","delegates":[]}"#)
             .unwrap_err();
         assert!(e.to_string().contains("clusterNetwork"), "{e}");
+    }
+
+    #[test]
+    fn ipam_data_dirs_default_and_take_the_inline_cluster_networks_own() {
+        let c = parse(r#"{"cniVersion":"1.1.0","name":"p","type":"plexus","clusterNetwork":"c"}"#)
+            .unwrap();
+        assert_eq!(c.ipam_data_dirs, [PathBuf::from("/var/lib/cni/networks")]);
+        let c = parse(
+            r#"{"cniVersion":"1.1.0","name":"p","type":"plexus","ipamDataDirs":["/srv/ipam"],
+                "delegates":[{"cniVersion":"1.0.0","name":"c","plugins":[
+                    {"type":"bridge","ipam":{"type":"host-local","dataDir":"/run/c-ipam"}},
+                    {"type":"tuning"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.ipam_data_dirs,
+            [PathBuf::from("/srv/ipam"), PathBuf::from("/run/c-ipam")]
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::{InvokeError, Target};
 use cni::Version;
 use cni::args::CniArgs;
 use cni::netconf::NetConf;
+use delegates::OwnedLink;
 use delegates::exec_ipam::ExecIpam;
 use std::path::Path;
 
@@ -16,7 +17,7 @@ pub(super) fn call(
     command: &'static str,
     conf: &NetConf,
     netns: Option<&Path>,
-) -> Result<Vec<u8>, InvokeError> {
+) -> Result<(Vec<u8>, Vec<OwnedLink>), InvokeError> {
     let fail = |e: delegates::DelegateError| InvokeError::Builtin {
         network: t.network.to_string(),
         plugin: plugin.to_string(),
@@ -41,6 +42,7 @@ pub(super) fn call(
             container_id: t.container_id,
             ifname: t.ifname,
             args: &args,
+            data_dirs: t.runner.ipam_data_dirs,
             exec: exec.clone(),
         };
         &builtin_ipam
@@ -53,10 +55,12 @@ pub(super) fn call(
         ifname: t.ifname,
         conf,
         ipam,
+        timeout: t.runner.timeout,
+        owned: t.owned,
     };
     match command {
         "ADD" => {
-            let result = delegates::add(kind, &req).map_err(fail)?;
+            let added = delegates::add(kind, &req).map_err(fail)?;
             let version = conf
                 .cni_version()
                 .ok()
@@ -65,10 +69,15 @@ pub(super) fn call(
                 .unwrap_or(Version::LATEST);
             // A 0.1.0/0.2.0 result without an address cannot be written; the reference
             // plugins fail such an ADD, and so does the built-in, after undoing it.
-            match result.try_to_value(version) {
-                Ok(v) => Ok(serde_json::to_vec(&v).unwrap_or_default()),
+            match added.result.try_to_value(version) {
+                Ok(v) => Ok((serde_json::to_vec(&v).unwrap_or_default(), added.links)),
                 Err(e) => {
-                    let _ = delegates::del(kind, &req);
+                    // Undone by what this ADD just created, not by name.
+                    let undo = delegates::Request {
+                        owned: &added.links,
+                        ..req
+                    };
+                    let _ = delegates::del(kind, &undo);
                     Err(InvokeError::Builtin {
                         network: t.network.to_string(),
                         plugin: plugin.to_string(),
@@ -82,13 +91,20 @@ pub(super) fn call(
                 }
             }
         }
-        "DEL" => delegates::del(kind, &req)
-            .map(|()| Vec::new())
-            .map_err(fail),
+        "DEL" => match delegates::del(kind, &req) {
+            // The conf fails the validation ADD runs before it creates anything: ADD was
+            // refused the same way, so there is nothing to undo, and refusing DEL too would
+            // keep the pod from ever being deleted.
+            Err(e) if e.is_refused_conf() => {
+                tracing::warn!(network = t.network, plugin, error = %e, "DEL: ADD refuses this conf, so nothing of it was created");
+                Ok((Vec::new(), Vec::new()))
+            }
+            other => other.map(|()| (Vec::new(), Vec::new())).map_err(fail),
+        },
         "CHECK" => delegates::check(kind, &req)
-            .map(|()| Vec::new())
+            .map(|()| (Vec::new(), Vec::new()))
             .map_err(fail),
         // Nothing of their own to collect or report (see `speaks_1_1`).
-        _ => Ok(Vec::new()),
+        _ => Ok((Vec::new(), Vec::new())),
     }
 }

@@ -6,6 +6,7 @@
 use cni::exec::{ExecError, ExecRequest};
 use cni::netconf::{NetConf, NetConfList};
 use cni::{CniResult, ErrorObject, Version};
+use delegates::{Added, OwnedLink};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -96,6 +97,8 @@ pub struct Runner<'a> {
     /// Plugin types that would recurse into Plexus.
     pub forbidden: Vec<&'a str>,
     pub builtins: &'a Builtins,
+    /// The folders a built-in host-local's `dataDir` may name (`ipamDataDirs`).
+    pub ipam_data_dirs: &'a [PathBuf],
 }
 
 /// Everything about one attachment that is not its conf.
@@ -107,6 +110,9 @@ pub struct Target<'a> {
     pub netns: Option<&'a Path>,
     pub ifname: &'a str,
     pub cni_args: &'a str,
+    /// DEL: the links the attachment's ADD created, as journaled (built-ins remove a link
+    /// only while it is still one of these, or carries the attachment's tag).
+    pub owned: &'a [OwnedLink],
 }
 
 pub fn resolve(plugin_type: &str, t: &Target) -> Result<Delegate, ExecError> {
@@ -127,13 +133,13 @@ fn plugin_types(list: &NetConfList) -> Vec<String> {
 }
 
 /// Runs one plugin of a chain; returns what an exec'd plugin would print on success (a result
-/// for ADD, nothing otherwise).
+/// for ADD, nothing otherwise) and the links a built-in ADD created.
 fn call(
     t: &Target,
     plugin: &str,
     command: &'static str,
     conf: &NetConf,
-) -> Result<Vec<u8>, InvokeError> {
+) -> Result<(Vec<u8>, Vec<OwnedLink>), InvokeError> {
     let wrap = |source| InvokeError::Exec {
         network: t.network.to_string(),
         plugin: plugin.to_string(),
@@ -165,13 +171,37 @@ fn call(
                 stdin: &conf.to_bytes(),
                 timeout: t.runner.timeout,
             };
-            cni::exec::run(&path, &req).map_err(wrap)
+            cni::exec::run(&path, &req)
+                .map(|out| (out, Vec::new()))
+                .map_err(|e| wrap(scrub_delegate_words(e, conf)))
         }
     }
 }
 
-/// ADD: every plugin in order; returns the last plugin's result in current form.
-pub fn add(list: &NetConfList, t: &Target) -> Result<CniResult, InvokeError> {
+/// A delegate may repeat its conf in its error object or on stderr: the values of the conf's
+/// secret-looking keys are cut out of what it said before that reaches Plexus's error (on
+/// stdout), its log and the journal.
+fn scrub_delegate_words(mut e: ExecError, conf: &NetConf) -> ExecError {
+    let secrets = crate::log::secret_values(&Value::Object(conf.0.clone()));
+    if secrets.is_empty() {
+        return e;
+    }
+    match &mut e {
+        ExecError::Plugin { error, .. } => {
+            error.msg = crate::log::scrub(&error.msg, &secrets);
+            error.details = crate::log::scrub(&error.details, &secrets);
+        }
+        ExecError::Timeout { stderr, .. } | ExecError::Exit { stderr, .. } => {
+            *stderr = crate::log::scrub(stderr, &secrets);
+        }
+        _ => {}
+    }
+    e
+}
+
+/// ADD: every plugin in order; returns the last plugin's result in current form, and the
+/// links the chain's built-ins created.
+pub fn add(list: &NetConfList, t: &Target) -> Result<Added, InvokeError> {
     add_after(list, t, None)
 }
 
@@ -181,7 +211,7 @@ pub fn add_after(
     list: &NetConfList,
     t: &Target,
     prev: Option<&CniResult>,
-) -> Result<CniResult, InvokeError> {
+) -> Result<Added, InvokeError> {
     let plugins = plugin_types(list);
     // Every plugin of the chain is found before the first one runs: a chain that cannot run
     // to its end should not start.
@@ -193,12 +223,14 @@ pub fn add_after(
         })?;
     }
     let mut prev: Option<CniResult> = prev.cloned();
+    let mut links = Vec::new();
     for (i, plugin) in plugins.iter().enumerate() {
         let mut conf = plugin_conf(list, i);
         if let Some(p) = &prev {
             conf.set("prevResult", p.to_value(list.cni_version));
         }
-        let out = call(t, plugin, "ADD", &conf)?;
+        let (out, made) = call(t, plugin, "ADD", &conf)?;
+        links.extend(made);
         let bad = |reason: String| InvokeError::BadResult {
             network: t.network.to_string(),
             plugin: plugin.clone(),
@@ -209,7 +241,23 @@ pub fn add_after(
         let result = CniResult::parse(&value, list.cni_version).map_err(|e| bad(e.to_string()))?;
         prev = Some(result);
     }
-    Ok(prev.unwrap_or_default())
+    let result = prev.unwrap_or_default();
+    // A later plugin of the chain (tuning) may have changed the pod interface's MAC: the
+    // identity DEL checks is the one the chain ended with.
+    if let Some(mac) = result
+        .interfaces
+        .iter()
+        .find(|i| i.name == t.ifname && i.sandbox.is_some())
+        .and_then(|i| i.mac.clone())
+    {
+        for l in links
+            .iter_mut()
+            .filter(|l| l.side == delegates::owned::Side::Pod && l.name == t.ifname)
+        {
+            l.mac = Some(mac.clone());
+        }
+    }
+    Ok(Added { result, links })
 }
 
 /// DEL: every plugin in reverse, going on past failures; returns the first failure.

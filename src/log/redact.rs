@@ -46,6 +46,43 @@ pub fn redact_args(args: &str) -> String {
         .join(";")
 }
 
+/// The text values under secret-looking keys of `value`, at any depth: what a delegate was
+/// given and may repeat in its own words (an error message, its stderr).
+pub fn secret_values(value: &Value) -> Vec<String> {
+    fn walk(v: &Value, under_secret: bool, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    walk(v, under_secret || looks_secret(k), out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, under_secret, out)),
+            Value::String(s) if under_secret => out.push(s.clone()),
+            Value::Number(n) if under_secret => out.push(n.to_string()),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, false, &mut out);
+    // Longest first, so a secret that contains another is cut whole.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out
+}
+
+/// `text` with every occurrence of each of `secrets` replaced by [`REDACTED`]. Values shorter
+/// than 4 characters are left alone: cutting every `1` or `ab` out of a message would make it
+/// unreadable and hide nothing worth hiding.
+pub fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for s in secrets.iter().filter(|s| s.chars().count() >= 4) {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), REDACTED);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +106,21 @@ mod tests {
                 "plugins": [{"type": "wg", "privateKey": REDACTED, "peers": [{"presharedKey": REDACTED}]}],
                 "auth": {"bearerToken": REDACTED, "clientSecret": REDACTED}
             })
+        );
+    }
+
+    #[test]
+    fn a_delegate_repeating_its_secrets_is_scrubbed_by_value() {
+        let conf = json!({"type": "x", "password": "hunter2", "auth": {"token": {"v": "abcd1234"}},
+                          "pin": 7, "keys": ["k-one", "ab"]});
+        let secrets = secret_values(&conf);
+        assert_eq!(secrets, ["abcd1234", "hunter2", "k-one", "ab"]);
+        assert_eq!(
+            scrub(
+                "bad conf {password:hunter2,auth:{token:{v:abcd1234}},keys:[k-one,ab]}",
+                &secrets
+            ),
+            "bad conf {password:[redacted],auth:{token:{v:[redacted]}},keys:[[redacted],ab]}"
         );
     }
 

@@ -71,16 +71,19 @@ impl LogOptions {
 /// Rotates `path` if it is over the size limit, then prunes old backups. Best effort: a
 /// failure is returned for the caller to report, and logging goes on.
 pub fn rotate(path: &Path, opts: &LogOptions) -> std::io::Result<()> {
+    // O_NONBLOCK: opening a FIFO for reading would wait for a writer. Only a regular file is
+    // rotated; opening the log refuses anything else.
     let file = match OpenOptions::new()
         .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(path)
     {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    if file.metadata()?.len() < opts.max_size_bytes {
+    let md = file.metadata()?;
+    if !md.is_file() || md.len() < opts.max_size_bytes {
         return Ok(());
     }
     // Whoever holds the lock rotates; the others find a fresh file next time.

@@ -476,3 +476,85 @@ fn port_mappings_and_bandwidth_in_go_spelling_are_read_and_respelled() {
     .unwrap_err();
     assert!(e.to_string().contains("hostPort"), "{e}");
 }
+
+/// The JSON form of a selection, every field it carries written out.
+fn format_json(list: &[NetworkSelection]) -> String {
+    let elements: Vec<Value> = list
+        .iter()
+        .map(|s| {
+            let mut e = serde_json::Map::new();
+            e.insert("name".into(), s.name.clone().into());
+            e.insert("namespace".into(), s.namespace.clone().into());
+            if let Some(i) = &s.interface {
+                e.insert("interface".into(), i.as_str().into());
+            }
+            if !s.ips.is_empty() {
+                e.insert("ips".into(), s.ips.clone().into());
+            }
+            if let Some(m) = &s.mac {
+                e.insert("mac".into(), m.clone().into());
+            }
+            if !s.default_route.is_empty() {
+                let gws: Vec<String> = s.default_route.iter().map(|g| g.to_string()).collect();
+                e.insert("default-route".into(), gws.into());
+            }
+            if let Some(a) = &s.cni_args {
+                e.insert("cni-args".into(), Value::Object(a.clone()));
+            }
+            Value::Object(e)
+        })
+        .collect();
+    Value::Array(elements).to_string()
+}
+
+fn rich_selection() -> impl Strategy<Value = NetworkSelection> {
+    let ip = (1u8..=223, any::<u8>(), any::<u8>(), 1u8..=254, 8u8..=32)
+        .prop_map(|(a, b, c, d, len)| format!("{a}.{b}.{c}.{d}/{len}"));
+    // Locally administered unicast: never all-zero, broadcast or multicast.
+    let mac = ("[0-9a-f][26ae]", prop::collection::vec("[0-9a-f]{2}", 5))
+        .prop_map(|(first, rest)| format!("{first}:{}", rest.join(":")));
+    let gw = (1u8..=223, any::<u8>(), any::<u8>(), 1u8..=254)
+        .prop_map(|(a, b, c, d)| IpAddr::from([a, b, c, d]));
+    let args = prop::collection::btree_map("[a-z]{1,6}", "\\PC{0,8}", 0..3).prop_map(|m| {
+        m.into_iter()
+            .map(|(k, v)| (k, Value::from(v)))
+            .collect::<serde_json::Map<String, Value>>()
+    });
+    (
+        selection(),
+        prop::collection::vec(ip, 0..3),
+        prop::option::of(mac),
+        prop::option::of(gw),
+        prop::option::of(args),
+    )
+        .prop_map(|(mut s, ips, mac, gw, args)| {
+            s.ips = ips;
+            s.mac = mac;
+            s.default_route = gw.into_iter().collect();
+            s.cni_args = args;
+            s
+        })
+}
+
+proptest! {
+    /// The JSON form is read losslessly: what it says comes back field for field.
+    #[test]
+    fn json_form_round_trips(list in prop::collection::vec(rich_selection(), 1..=8)) {
+        let mut seen = std::collections::HashSet::new();
+        let list: Vec<_> = list
+            .into_iter()
+            .filter(|s| s.interface.as_ref().is_none_or(|i| seen.insert(i.clone())))
+            .collect();
+        // One default-route owner per family, or the annotation is refused.
+        let mut list = list;
+        let mut owner = false;
+        for s in &mut list {
+            if owner {
+                s.default_route.clear();
+            }
+            owner |= !s.default_route.is_empty();
+        }
+        let text = format_json(&list);
+        prop_assert_eq!(parse_networks(&text, "elsewhere").unwrap(), list, "{}", text);
+    }
+}

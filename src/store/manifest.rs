@@ -77,11 +77,15 @@ impl ManifestStore {
             let text = read_limited(path)?;
             loader.add_file(path, &text)?;
         }
-        Ok(ManifestStore {
-            dir: dir.to_path_buf(),
-            pods: loader.pods.into_iter().map(|(k, (p, _))| (k, p)).collect(),
-            nads: loader.nads.into_iter().map(|(k, (n, _))| (k, n)).collect(),
-        })
+        Ok(loader.into_store(dir))
+    }
+
+    /// The objects of one manifest file's text, as [`ManifestStore::open`] reads each file
+    /// (`name` stands in for the file's path in errors): for the fuzzer, which has no folder.
+    pub fn from_text(name: &str, text: &str) -> Result<ManifestStore, StoreError> {
+        let mut loader = Loader::default();
+        loader.add_file(Path::new(name), text)?;
+        Ok(loader.into_store(Path::new("")))
     }
 
     /// The folder this store was read from.
@@ -149,6 +153,14 @@ fn read_limited(path: &Path) -> Result<String, StoreError> {
 }
 
 impl Loader {
+    fn into_store(self, dir: &Path) -> ManifestStore {
+        ManifestStore {
+            dir: dir.to_path_buf(),
+            pods: self.pods.into_iter().map(|(k, (p, _))| (k, p)).collect(),
+            nads: self.nads.into_iter().map(|(k, (n, _))| (k, n)).collect(),
+        }
+    }
+
     fn add_file(&mut self, path: &Path, text: &str) -> Result<(), StoreError> {
         let mut options = serde_saphyr::Options::default();
         // The message ends up in a one-line CNI error; the snippet would add a multi-line

@@ -95,6 +95,11 @@ impl PodNs {
             .collect()
     }
 
+    /// Every link here with what identifies it: see [`link_table`].
+    pub fn link_table(&self) -> Vec<LinkRow> {
+        link_table(&self.exec("ip -j addr show").stdout)
+    }
+
     /// Stops the holder thread: the namespace is gone afterwards (a reboot, for DEL tests).
     pub fn destroy(mut self) -> PathBuf {
         let path = self.path.clone();
@@ -116,6 +121,57 @@ impl Drop for PodNs {
     fn drop(&mut self) {
         self.stop_thread();
     }
+}
+
+/// One link as a before/after comparison sees it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LinkRow {
+    pub name: String,
+    pub ifindex: u64,
+    pub mac: String,
+    pub addrs: Vec<String>,
+}
+
+/// Links with their index, MAC and global addresses, from `ip -j addr show`.
+pub fn link_table(json: &[u8]) -> Vec<LinkRow> {
+    let v: Value = serde_json::from_slice(json).unwrap_or(Value::Null);
+    let mut rows: Vec<LinkRow> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| LinkRow {
+            name: l["ifname"].as_str().unwrap_or_default().to_string(),
+            ifindex: l["ifindex"].as_u64().unwrap_or_default(),
+            mac: l["address"].as_str().unwrap_or_default().to_string(),
+            addrs: l["addr_info"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| a["scope"] == "global")
+                .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]))
+                .collect(),
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The node's (the calling thread's netns) links: see [`link_table`].
+pub fn node_link_table() -> Vec<LinkRow> {
+    let out = Command::new("ip")
+        .args(["-j", "addr", "show"])
+        .output()
+        .expect("ip");
+    link_table(&out.stdout)
+}
+
+/// The path of the calling thread's netns (the node), as a runtime could pass it.
+pub fn node_netns_path() -> PathBuf {
+    PathBuf::from(format!(
+        "/proc/{}/task/{}/ns/net",
+        std::process::id(),
+        nix::unistd::gettid()
+    ))
 }
 
 fn link_names(json: &[u8]) -> Vec<String> {
@@ -141,6 +197,31 @@ pub fn sh(cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// Runs `cmd` (from the calling thread, so in its netns) with `input` on stdin and asserts it
+/// succeeded; `what` names it in the failure.
+pub fn run_with_input(mut cmd: Command, input: &[u8], what: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .unwrap_or_else(|e| panic!("write stdin of {what}: {e}"));
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 pub fn node_links() -> Vec<String> {
     let out = Command::new("ip")
         .args(["-j", "link", "show"])
@@ -149,13 +230,104 @@ pub fn node_links() -> Vec<String> {
     link_names(&out.stdout)
 }
 
-/// One test's world: temp dirs for the journal, IPAM data, manifests and stand-in plugins.
+/// What the calling thread's netns (the node) holds that Plexus could leave behind: links
+/// (name, kind, alias), global addresses, nft tables.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeState {
+    pub links: Vec<(String, String, String)>,
+    pub addrs: Vec<(String, String)>,
+    pub nft_tables: Vec<String>,
+}
+
+impl NodeState {
+    pub fn capture() -> NodeState {
+        let json = |args: &[&str]| -> Value {
+            let out = Command::new(args[0])
+                .args(&args[1..])
+                .output()
+                .expect(args[0]);
+            serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+        };
+        let links = json(&["ip", "-j", "-d", "link", "show"]);
+        let mut state = NodeState::default();
+        for l in links.as_array().into_iter().flatten() {
+            let name = l["ifname"].as_str().unwrap_or_default().to_string();
+            let kind = l["linkinfo"]["info_kind"].as_str().unwrap_or_default();
+            let alias = l["ifalias"].as_str().unwrap_or_default();
+            state
+                .links
+                .push((name.clone(), kind.to_string(), alias.to_string()));
+        }
+        let addrs = json(&["ip", "-j", "addr", "show"]);
+        for l in addrs.as_array().into_iter().flatten() {
+            let name = l["ifname"].as_str().unwrap_or_default();
+            for a in l["addr_info"].as_array().into_iter().flatten() {
+                if a["scope"] == "global" {
+                    let addr = format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]);
+                    state.addrs.push((name.to_string(), addr));
+                }
+            }
+        }
+        let tables = json(&["nft", "-j", "list", "tables"]);
+        for t in tables["nftables"].as_array().into_iter().flatten() {
+            if let Some(t) = t.get("table") {
+                state.nft_tables.push(format!(
+                    "{} {}",
+                    t["family"].as_str().unwrap_or_default(),
+                    t["name"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+        state.links.sort();
+        state.addrs.sort();
+        state.nft_tables.sort();
+        state
+    }
+
+    /// What is here now that a node with no attachment left must not hold, measured against
+    /// `baseline`: links other than bridges (a veth's host end, a vxlan device, ...), any
+    /// link tagged by Plexus, addresses on anything but `lo` and bridges, new nft tables.
+    pub fn leaks_since(&self, baseline: &NodeState) -> Vec<String> {
+        let mut out = Vec::new();
+        let had_link = |n: &str| baseline.links.iter().any(|(b, _, _)| b == n);
+        let kind_of = |n: &str| {
+            self.links
+                .iter()
+                .find(|(l, _, _)| l == n)
+                .map(|(_, k, _)| k.as_str())
+                .unwrap_or("")
+        };
+        for (name, kind, alias) in &self.links {
+            if alias.starts_with("plexus:") {
+                out.push(format!("link {name} ({kind}) tagged {alias}"));
+            } else if name != "lo" && kind != "bridge" && !had_link(name) {
+                out.push(format!("link {name} ({kind})"));
+            }
+        }
+        for (name, addr) in &self.addrs {
+            let allowed = name == "lo" || kind_of(name) == "bridge";
+            if !allowed && !baseline.addrs.contains(&(name.clone(), addr.clone())) {
+                out.push(format!("address {addr} on {name}"));
+            }
+        }
+        for t in &self.nft_tables {
+            if !baseline.nft_tables.contains(t) {
+                out.push(format!("nft table {t}"));
+            }
+        }
+        out
+    }
+}
+
+/// One test's world: temp dirs for the journal, IPAM data, manifests and stand-in plugins,
+/// and what the node held when it began.
 pub struct World {
     pub tmp: tempfile::TempDir,
     pub cni_dir: PathBuf,
     pub ipam_dir: PathBuf,
     pub manifests: PathBuf,
     pub bin: PathBuf,
+    pub node_baseline: NodeState,
 }
 
 impl World {
@@ -168,6 +340,7 @@ impl World {
             manifests: tmp.path().join("manifests"),
             bin: tmp.path().join("bin"),
             tmp,
+            node_baseline: NodeState::capture(),
         };
         for d in [&w.manifests, &w.bin] {
             std::fs::create_dir_all(d).unwrap();
@@ -187,16 +360,7 @@ impl World {
     /// script then fails with ETXTBSY until that child execs. Replaced by rename, so a
     /// script swapped mid-test never runs half-written.
     pub fn script(&self, name: &str, body: &str) {
-        let p = self.bin.join(name);
-        let tmp = self.bin.join(format!(".{name}.new"));
-        let status = Command::new("sh")
-            .args(["-c", "printf '#!/bin/sh\\n%s\\n' \"$1\" > \"$2\" && chmod 0755 \"$2\" && mv -f \"$2\" \"$3\"", "sh"])
-            .arg(body)
-            .arg(&tmp)
-            .arg(&p)
-            .status()
-            .unwrap();
-        assert!(status.success(), "write stand-in {name}");
+        write_script(&self.bin, name, body);
     }
 
     pub fn manifest(&self, file: &str, yaml: &str) {
@@ -256,6 +420,7 @@ impl World {
             "binDir": self.bin.display().to_string(),
             "delegates": [cluster],
             "timeout": 20,
+            "ipamDataDirs": [self.ipam_dir.display().to_string()],
         });
         if let (Value::Object(m), Value::Object(e)) = (&mut c, extra) {
             m.extend(e);
@@ -292,22 +457,95 @@ impl World {
         out
     }
 
-    /// Processes whose command line mentions this world's temp dir (stand-in delegates).
+    /// Processes this world started through plexus and that are still there: every process
+    /// whose command line mentions this world's temp dir or whose environment carries its
+    /// plugin path (a delegate and whatever it forked, even after an exec), then every
+    /// process in the same process groups (a delegate leads its own group).
     pub fn stray_processes(&self) -> Vec<String> {
         let marker = self.tmp.path().display().to_string();
-        let out = Command::new("pgrep")
-            .args(["-af", &marker])
-            .output()
-            .expect("pgrep");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.contains("pgrep"))
-            .map(String::from)
+        let me = std::process::id().to_string();
+        let mut procs = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let pid = e.file_name().to_string_lossy().to_string();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+                continue;
+            }
+            let read = |f: &str| std::fs::read(e.path().join(f)).unwrap_or_default();
+            let stat = String::from_utf8_lossy(&read("stat")).to_string();
+            // After the ")" that ends the command name: state, ppid, pgrp. A zombie holds
+            // nothing but its pid until its new parent reaps it.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            let (Some(state), Some(pgid)) = (fields.first(), fields.get(2)) else {
+                continue;
+            };
+            if *state == "Z" {
+                continue;
+            }
+            let pgid = pgid.to_string();
+            let cmdline = String::from_utf8_lossy(&read("cmdline")).replace('\0', " ");
+            let environ = String::from_utf8_lossy(&read("environ")).to_string();
+            let ours = cmdline.contains(&marker)
+                || environ
+                    .split('\0')
+                    .any(|v| v.starts_with("CNI_PATH=") && v.contains(&marker));
+            procs.push((pid, pgid, cmdline.trim().to_string(), ours));
+        }
+        // plexus itself runs in the test's own group; only the groups its delegates lead count.
+        let own_group = nix::unistd::getpgrp().to_string();
+        let groups: Vec<String> = procs
+            .iter()
+            .filter(|p| p.3 && p.1 != own_group)
+            .map(|p| p.1.clone())
+            .collect();
+        procs
+            .iter()
+            .filter(|p| p.3 || groups.contains(&p.1))
+            .map(|(pid, pgid, cmd, _)| format!("pid {pid} (group {pgid}): {cmd}"))
             .collect()
     }
 
-    /// The leak oracle: no reservation, journal file or stray process, and only `lo` in the
-    /// pod netns.
+    /// Kills what a SIGKILLed plexus left running (its delegates' process groups), as the
+    /// runtime would when it tears the sandbox down, and waits until they are gone.
+    pub fn kill_strays(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let strays = self.stray_processes();
+            if strays.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "could not kill {strays:?}"
+            );
+            let own_group = nix::unistd::getpgrp().as_raw();
+            for s in &strays {
+                let num = |after: &str, until: char| {
+                    s.split_once(after)
+                        .and_then(|(_, rest)| rest.split_once(until))
+                        .and_then(|(n, _)| n.parse::<i32>().ok())
+                };
+                let (Some(pid), Some(group)) = (num("pid ", ' '), num("(group ", ')')) else {
+                    continue;
+                };
+                let kill = nix::sys::signal::Signal::SIGKILL;
+                // Never the test's own group: a leftover plexus is killed alone.
+                let _ = if group == own_group {
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), kill)
+                } else {
+                    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), kill)
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// The leak oracle: no reservation, journal file or stray process; only `lo` in the pod
+    /// netns; and on the node (this thread's netns) nothing a pod's attachment leaves:
+    /// see [`NodeState::leaks_since`]. The node check waits a moment for the kernel, which
+    /// removes a vanished pod's veth asynchronously.
     pub fn assert_clean(&self, pod: Option<&PodNs>) {
         assert_eq!(
             self.reservations(),
@@ -319,17 +557,39 @@ impl World {
             Vec::<String>::new(),
             "journal files left"
         );
-        assert_eq!(
-            self.stray_processes(),
-            Vec::<String>::new(),
-            "processes left"
-        );
+        // A process group killed a moment ago may still be on its way out (signalled, not
+        // yet reaped): give it two seconds; a leaked `sleep 1000` is still there after them.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut strays = self.stray_processes();
+        while !strays.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            strays = self.stray_processes();
+        }
+        assert_eq!(strays, Vec::<String>::new(), "processes left");
         if let Some(p) = pod {
             assert_eq!(
                 p.links(),
                 vec!["lo".to_string()],
                 "links left in the pod netns"
             );
+        }
+        self.assert_node_clean();
+    }
+
+    /// The node part of [`World::assert_clean`], for tests whose pod netns holds links of
+    /// its own.
+    pub fn assert_node_clean(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let leaks = NodeState::capture().leaks_since(&self.node_baseline);
+            if leaks.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "left on the node: {leaks:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 }
@@ -420,10 +680,8 @@ impl Call {
         self
     }
 
-    /// Starts plexus with this call's environment and `stdin`, without waiting: for tests
-    /// that run many at once or kill one midway. Spawned from the calling thread, so plexus
-    /// runs in that thread's netns (the node's).
-    pub fn spawn(&self, stdin: &[u8]) -> std::process::Child {
+    /// The plexus command with this call's environment, stdio not set yet.
+    pub fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_plexus"));
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -441,6 +699,14 @@ impl Call {
         for k in &self.unset {
             cmd.env_remove(k);
         }
+        cmd
+    }
+
+    /// Starts plexus with this call's environment and `stdin`, without waiting: for tests
+    /// that run many at once or kill one midway. Spawned from the calling thread, so plexus
+    /// runs in that thread's netns (the node's).
+    pub fn spawn(&self, stdin: &[u8]) -> std::process::Child {
+        let mut cmd = self.command();
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -464,4 +730,76 @@ impl Call {
     pub fn run_json(&self, conf: &Value) -> Run {
         self.run(serde_json::to_string(conf).unwrap().as_bytes())
     }
+}
+
+/// Writes an executable shell script `dir/name` the way [`World::script`] does.
+pub fn write_script(dir: &Path, name: &str, body: &str) {
+    let p = dir.join(name);
+    let tmp = dir.join(format!(".{name}.new"));
+    let status = Command::new("sh")
+            .args(["-c", "printf '#!/bin/sh\\n%s\\n' \"$1\" > \"$2\" && chmod 0755 \"$2\" && mv -f \"$2\" \"$3\"", "sh"])
+            .arg(body)
+            .arg(&tmp)
+            .arg(&p)
+            .status()
+            .unwrap();
+    assert!(status.success(), "write stand-in {name}");
+}
+
+/// Asserts that one CNI call answered the way the spec allows: it exited (never killed by a
+/// signal) with 0 or 1; on 1, stdout is exactly one JSON object with a numeric `code` and a
+/// `msg`; on 0, ADD and VERSION printed one object and every other command nothing. Returns
+/// the error code, `None` on success.
+pub fn assert_answered(command: &str, out: &Output) -> Option<u64> {
+    use std::os::unix::process::ExitStatusExt;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let code = out.status.code().unwrap_or_else(|| {
+        panic!(
+            "{command} killed by signal {:?}; stdout {stdout:?} stderr {stderr}",
+            out.status.signal()
+        )
+    });
+    let objects: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{command}: stdout is not JSON ({e}): {stdout:?}"));
+    match (code, command) {
+        (0, "DEL" | "GC" | "CHECK" | "STATUS") => {
+            assert!(objects.is_empty(), "{command} printed {stdout:?}");
+            None
+        }
+        (0, _) => {
+            assert!(
+                objects.len() == 1 && objects[0].is_object(),
+                "{command} succeeded with {stdout:?}; stderr {stderr}"
+            );
+            None
+        }
+        (1, _) => {
+            assert!(
+                objects.len() == 1,
+                "{command} failed with {} JSON documents on stdout: {stdout:?}; stderr {stderr}",
+                objects.len()
+            );
+            let v = &objects[0];
+            let msg = v["msg"].as_str().unwrap_or_default();
+            assert!(!msg.is_empty(), "{command}: error without msg: {v}");
+            Some(
+                v["code"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{command}: error without code: {v}")),
+            )
+        }
+        _ => panic!("{command} exited {code}; stdout {stdout:?} stderr {stderr}"),
+    }
+}
+
+/// Waits for a call started with [`Call::spawn`] and checks its answer with
+/// [`assert_answered`]: the error code (`None` on success) and stdout's JSON (`null` if none).
+pub fn finish(command: &str, child: std::process::Child) -> (Option<u64>, Value) {
+    let out = child.wait_with_output().expect("wait plexus");
+    let code = assert_answered(command, &out);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (code, v)
 }

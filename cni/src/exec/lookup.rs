@@ -32,8 +32,10 @@ pub fn split_path(cni_path: &str) -> Vec<PathBuf> {
 ///
 /// Directories that are relative, not owned by root, or writable by group or others are skipped
 /// and named in the [`ExecError::NotFound`] message; so are candidates that are not regular
-/// executable files or that are themselves group/world writable. `forbidden` holds the types
-/// that would run the caller itself again (recursion).
+/// executable files, not owned by root, or themselves group/world writable. `forbidden` holds
+/// the types that would run the caller itself again (recursion); a candidate that is the
+/// running executable under any other name (an admin's `multus` link to plexus) is refused
+/// too.
 pub fn find_plugin(
     plugin_type: &str,
     dirs: &[PathBuf],
@@ -55,6 +57,12 @@ pub fn find_plugin(
         searched.push(dir.clone());
         let candidate = dir.join(plugin_type);
         match runnable_file(&candidate) {
+            Ok(true) if is_running_executable(&candidate) => {
+                return Err(ExecError::RunsItself {
+                    plugin_type: plugin_type.to_string(),
+                    path: candidate,
+                });
+            }
             Ok(true) => return Ok(candidate),
             Ok(false) => {}
             Err(reason) => skipped.push(format!("{}: {reason}", candidate.display())),
@@ -111,6 +119,21 @@ fn trusted_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `candidate` is the file this process runs from (same device and inode as
+/// `/proc/self/exe`), whatever it is called or linked as.
+fn is_running_executable(candidate: &Path) -> bool {
+    static SELF: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
+    let own = SELF.get_or_init(|| {
+        fs::metadata("/proc/self/exe")
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    });
+    match (own, fs::metadata(candidate)) {
+        (Some(own), Ok(m)) => *own == (m.dev(), m.ino()),
+        _ => false,
+    }
+}
+
 /// `Ok(false)` when nothing is there; `Err` when something is there that we refuse to run.
 fn runnable_file(candidate: &Path) -> Result<bool, String> {
     let meta = match fs::metadata(candidate) {
@@ -123,6 +146,8 @@ fn runnable_file(candidate: &Path) -> Result<bool, String> {
         Err("not a regular file".to_string())
     } else if mode & ANY_EXEC == 0 {
         Err(format!("mode {:o} has no exec bit", mode & 0o7777))
+    } else if meta.uid() != 0 {
+        Err(format!("owned by uid {}, not root", meta.uid()))
     } else if mode & GROUP_OR_WORLD_WRITABLE != 0 {
         Err(format!(
             "mode {:o} is writable by group or others",
@@ -158,6 +183,15 @@ mod tests {
             split_path("bin:/usr/lib/cni"),
             vec![PathBuf::from("bin"), PathBuf::from("/usr/lib/cni")]
         );
+    }
+
+    #[test]
+    fn the_running_executable_is_refused_under_any_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let alias = dir.path().join("multus");
+        std::os::unix::fs::symlink(std::env::current_exe().unwrap(), &alias).unwrap();
+        assert!(is_running_executable(&alias));
+        assert!(!is_running_executable(Path::new("/bin/sh")));
     }
 
     #[test]

@@ -45,10 +45,38 @@ fn location<'a>(req: &'a IpamRequest) -> Result<(&'a str, PathBuf), IpamError> {
             format!("{name:?} cannot name a directory under dataDir"),
         ));
     }
-    let data_dir = opt_str(ipam, "dataDir", "ipam")?
-        .filter(|d| !d.is_empty())
-        .unwrap_or(DEFAULT_DATA_DIR);
-    Ok((name, PathBuf::from(data_dir)))
+    let data_dir = match opt_str(ipam, "dataDir", "ipam")?.filter(|d| !d.is_empty()) {
+        Some(d) => allowed_data_dir(d, req.data_dirs)?,
+        None => PathBuf::from(DEFAULT_DATA_DIR),
+    };
+    Ok((name, data_dir))
+}
+
+/// A conf's `dataDir`: absolute, without `..` steps, and in one of the folders the
+/// node allows. Stricter than the reference host-local, which takes any path (a relative one
+/// from its working directory): a NetworkAttachmentDefinition is tenant input, and
+/// host-local creates directories and files where it points.
+fn allowed_data_dir(dir: &str, allowed: &[PathBuf]) -> Result<PathBuf, IpamError> {
+    use std::path::Component;
+    const KEY: &str = "ipam.dataDir";
+    let path = Path::new(dir);
+    if !path.is_absolute() {
+        return Err(invalid(KEY, format!("{dir:?} is not an absolute path")));
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(invalid(KEY, format!("{dir:?} has \"..\" steps")));
+    }
+    if !allowed.iter().any(|a| path.starts_with(a)) {
+        let list: Vec<String> = allowed.iter().map(|a| a.display().to_string()).collect();
+        return Err(invalid(
+            KEY,
+            format!(
+                "{dir:?} is not in a folder this node allows for IPAM data ({})",
+                list.join(", ")
+            ),
+        ));
+    }
+    Ok(path.to_path_buf())
 }
 
 fn parse<'a>(req: &'a IpamRequest) -> Result<Conf<'a>, IpamError> {
@@ -145,7 +173,7 @@ pub(crate) fn add(req: &IpamRequest) -> Result<CniResult, IpamError> {
     let store = Store::create(&conf.data_dir, conf.name)?;
     // One lock for the whole ADD (the reference takes it per range set): no other ADD can
     // see this interface half allocated.
-    let pool = store.lock()?;
+    let pool = store.lock(req.timeout)?;
     let mut pending = conf.requested.clone();
     let mut ips = Vec::with_capacity(conf.sets.len());
     for (idx, set) in conf.sets.iter().enumerate() {
@@ -233,18 +261,31 @@ fn allocate(
 
 pub(crate) fn del(req: &IpamRequest) -> Result<(), IpamError> {
     require_ids(req)?;
-    let (name, data_dir) = location(req)?;
+    // ADD reads the pool's location first and refuses the same conf there, before anything
+    // is reserved: DEL of such a conf has nothing to release (and must not keep failing).
+    let (name, data_dir) = match location(req) {
+        Ok(l) => l,
+        Err(e @ IpamError::InvalidConfig { .. }) => {
+            tracing::warn!(error = %e, "host-local DEL: conf refused as ADD refused it; nothing was reserved");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     let Some(store) = Store::open(&data_dir, name)? else {
         return Ok(());
     };
-    store.lock()?.release_by_id(req.container_id, req.ifname)
+    store
+        .lock(req.timeout)?
+        .release_by_id(req.container_id, req.ifname)
 }
 
 pub(crate) fn check(req: &IpamRequest) -> Result<(), IpamError> {
     require_ids(req)?;
     let conf = parse(req)?;
     let found = match Store::open(&conf.data_dir, conf.name)? {
-        Some(store) => store.lock()?.find_by_id(req.container_id, req.ifname)?,
+        Some(store) => store
+            .lock(req.timeout)?
+            .find_by_id(req.container_id, req.ifname)?,
         None => false,
     };
     if found {
@@ -254,13 +295,23 @@ pub(crate) fn check(req: &IpamRequest) -> Result<(), IpamError> {
     }
 }
 
+/// Far more than any resolv.conf holds; glibc reads at most a few KiB of it.
+const MAX_RESOLV_CONF: u64 = 64 << 10;
+
 /// The subset of resolv.conf(5) the reference reads: nameserver, domain, search, options.
+/// The path comes from the conf, so only a regular file of sane size is read, and opening it
+/// cannot block (a FIFO would otherwise hold the ADD forever).
 fn parse_resolv_conf(path: &Path) -> Result<Dns, IpamError> {
-    let text = std::fs::read_to_string(path).map_err(|source| IpamError::Io {
-        step: "read resolvConf",
-        path: path.to_path_buf(),
-        source,
+    use cni::file::FileError;
+    let bytes = cni::file::read_regular(path, MAX_RESOLV_CONF).map_err(|e| match e {
+        FileError::Io { path, source } => IpamError::Io {
+            step: "read resolvConf",
+            path,
+            source,
+        },
+        refused => invalid("ipam.resolvConf", refused.to_string()),
     })?;
+    let text = String::from_utf8_lossy(&bytes);
     let mut dns = Dns::default();
     for line in text.lines().map(str::trim) {
         if line.starts_with('#') || line.starts_with(';') {

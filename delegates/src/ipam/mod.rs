@@ -18,6 +18,7 @@ use ipnet::IpNet;
 use serde_json::{Map, Value};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use host_local::DEFAULT_DATA_DIR;
 
@@ -30,6 +31,11 @@ pub struct IpamRequest<'a> {
     pub conf: &'a NetConf,
     /// `CNI_ARGS`; `IP=` (and `GATEWAY=` for static) are honoured like the reference plugins do.
     pub args: &'a CniArgs,
+    /// The folders a conf's `ipam.dataDir` may name (it or a folder below it): the conf may
+    /// be a tenant's, and host-local creates files where it says.
+    pub data_dirs: &'a [PathBuf],
+    /// How long the call may wait for the pool's lock, as an exec'd IPAM plugin may run.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +78,8 @@ pub enum IpamError {
         ip: IpAddr,
         container_id: String,
     },
+    #[error("ipam lock {} still held by another call after {waited:?}", .path.display())]
+    LockTimeout { path: PathBuf, waited: Duration },
     #[error("host-local: failed to find address added by container {0}")]
     NotFound(String),
     #[error("static: failed to match addr {ip} on interface {ifname}")]
@@ -87,6 +95,7 @@ impl IpamError {
             | IpamError::RequestedOutside(_) => Code::InvalidConfig,
             IpamError::MissingEnv(_) => Code::InvalidEnv,
             IpamError::Io { .. } => Code::Io,
+            IpamError::LockTimeout { .. } => Code::TryAgainLater,
             // The spec has no code for "pool exhausted" or "state does not match": these are
             // the delegate failing at its own job.
             IpamError::Exhausted { .. }

@@ -158,6 +158,8 @@ mod tests {
             ifname: "eth0",
             conf: c,
             args: a,
+            data_dirs: &[],
+            timeout: std::time::Duration::from_secs(1),
         }
     }
 

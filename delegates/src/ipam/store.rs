@@ -78,10 +78,18 @@ impl Store {
         Ok(Store { dir, lock })
     }
 
-    pub(crate) fn lock(&self) -> Result<Locked<'_>, IpamError> {
-        self.lock
-            .lock()
-            .map_err(io_err("lock ipam lock file", &self.dir.join("lock")))?;
+    /// Takes the pool's lock, waiting at most `timeout` for whoever holds it (another ADD,
+    /// the reference binary, or someone holding it forever): then code 11.
+    pub(crate) fn lock(&self, timeout: std::time::Duration) -> Result<Locked<'_>, IpamError> {
+        let path = self.dir.join("lock");
+        if !cni::file::lock_within(&self.lock, timeout)
+            .map_err(io_err("lock ipam lock file", &path))?
+        {
+            return Err(IpamError::LockTimeout {
+                path,
+                waited: timeout,
+            });
+        }
         Ok(Locked { store: self })
     }
 }

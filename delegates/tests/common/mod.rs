@@ -216,3 +216,11 @@ pub fn write_executable(path: &std::path::Path, contents: &str) {
         .unwrap();
     assert!(status.success(), "write {}", path.display());
 }
+
+/// An allow-list that lets host-local's `dataDir` be any absolute path: these tests use a
+/// temporary folder each.
+pub fn anywhere() -> &'static [std::path::PathBuf] {
+    static ROOT: std::sync::LazyLock<Vec<std::path::PathBuf>> =
+        std::sync::LazyLock::new(|| vec![std::path::PathBuf::from("/")]);
+    &ROOT
+}

@@ -39,7 +39,16 @@ pub fn req<'a>(
         ifname,
         conf,
         args,
+        data_dirs: anywhere(),
+        timeout: std::time::Duration::from_secs(10),
     }
+}
+
+/// An allow-list that lets `dataDir` be any absolute path: these tests are about allocation.
+pub fn anywhere() -> &'static [std::path::PathBuf] {
+    static ROOT: std::sync::LazyLock<Vec<std::path::PathBuf>> =
+        std::sync::LazyLock::new(|| vec![std::path::PathBuf::from("/")]);
+    &ROOT
 }
 
 pub fn addrs(r: &CniResult) -> Vec<String> {
