@@ -1,7 +1,7 @@
 //! The top error: every failure a CNI command can end in, each knowing its CNI code, so
 //! `main` prints one error object and exits 1.
 
-use cni::ErrorObject;
+use cni::{Code, ErrorObject};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -69,10 +69,9 @@ fn join(errors: &[crate::invoke::InvokeError]) -> String {
 }
 
 impl Error {
-    pub fn code(&self) -> u32 {
-        use cni::Code;
+    pub fn code(&self) -> Code {
         match self {
-            Error::Env(_) => Code::InvalidEnv.as_u32(),
+            Error::Env(e) => e.code(),
             Error::Conf(e) => e.code(),
             Error::Cache(e) => e.code(),
             Error::Invoke(e) => e.code(),
@@ -81,16 +80,16 @@ impl Error {
             Error::Plan(e) => e.code(),
             Error::Resolve(e) => e.code(),
             Error::Duplicate { .. } | Error::IfnameTaken { .. } | Error::InterfaceExists { .. } => {
-                Code::InvalidConfig.as_u32()
+                Code::InvalidConfig
             }
-            Error::UnknownContainer { .. } => Code::UnknownContainer.as_u32(),
-            Error::Teardown { errors, .. } => errors
-                .first()
-                .map_or(Code::DelegateFailed.as_u32(), |e| e.code()),
-            Error::Gc(_) => Code::DelegateFailed.as_u32(),
+            Error::UnknownContainer { .. } => Code::UnknownContainer,
+            Error::Teardown { errors, .. } => {
+                errors.first().map_or(Code::DelegateFailed, |e| e.code())
+            }
+            Error::Gc(_) => Code::DelegateFailed,
             Error::Render(e) => e.code(),
-            Error::DefaultRoute(e) | Error::PodNetns(e) => e.code(),
-            Error::NotReady(_) => Code::NotAvailable.as_u32(),
+            Error::DefaultRoute(e) | Error::PodNetns(e) => delegate_code(e),
+            Error::NotReady(_) => Code::NotAvailable,
             Error::Readiness(e) => e.code(),
         }
     }
@@ -110,10 +109,20 @@ impl Error {
     pub fn to_object(&self, cni_version: &str) -> ErrorObject {
         ErrorObject {
             cni_version: cni_version.to_string(),
-            code: self.code(),
+            code: self.code().as_u32(),
             msg: self.to_string(),
             details: self.details(),
         }
+    }
+}
+
+/// A built-in's own code, as the runtime sees it (see `InvokeError::code`).
+fn delegate_code(e: &delegates::DelegateError) -> Code {
+    match Code::from_u32(e.code()) {
+        Some(
+            c @ (Code::InvalidConfig | Code::TryAgainLater | Code::KernelLacksLinkKind | Code::Io),
+        ) => c,
+        _ => Code::DelegateFailed,
     }
 }
 

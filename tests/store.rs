@@ -173,7 +173,7 @@ fn duplicate_across_files_names_both_files() {
     assert!(matches!(err, StoreError::Duplicate { .. }), "{err:?}");
     assert!(msg.contains("team/blue"), "{msg}");
     assert!(msg.contains("a.yaml") && msg.contains("b.yaml"), "{msg}");
-    assert_eq!(err.code(), 7);
+    assert_eq!(err.code(), cni::Code::InvalidConfig);
 }
 
 #[test]
@@ -225,7 +225,7 @@ fn malformed_documents_name_the_file_and_document() {
             matches!(err, StoreError::Malformed { .. }),
             "{bad}: {err:?}"
         );
-        assert_eq!(err.code(), 7);
+        assert_eq!(err.code(), cni::Code::InvalidConfig);
         assert!(msg.contains("bad.yaml document 2"), "{msg}");
         assert!(msg.contains(reason), "expected {reason:?} in {msg}");
     }
@@ -258,7 +258,7 @@ fn yaml_syntax_error_names_the_file() {
     let err = open(&[("broken.yaml", "kind: Pod\nmetadata: {name: [unclosed\n")]).unwrap_err();
     assert!(matches!(err, StoreError::Parse { .. }), "{err:?}");
     assert!(err.to_string().contains("broken.yaml"), "{err}");
-    assert_eq!(err.code(), 7);
+    assert_eq!(err.code(), cni::Code::InvalidConfig);
 }
 
 #[test]
@@ -267,7 +267,7 @@ fn binary_file_is_a_parse_error_naming_the_file() {
     std::fs::write(dir.path().join("blob.bin"), [0xff, 0xfe, 0x00, 0x80]).unwrap();
     let err = ManifestStore::open(dir.path()).unwrap_err();
     assert!(err.to_string().contains("blob.bin"), "{err}");
-    assert_eq!(err.code(), 7);
+    assert_eq!(err.code(), cni::Code::InvalidConfig);
 }
 
 #[test]
@@ -278,7 +278,7 @@ fn oversized_file_is_refused_by_name() {
     let err = ManifestStore::open(dir.path()).unwrap_err();
     assert!(matches!(err, StoreError::TooLarge { .. }), "{err:?}");
     assert!(err.to_string().contains("huge.yaml"), "{err}");
-    assert_eq!(err.code(), 7);
+    assert_eq!(err.code(), cni::Code::InvalidConfig);
 }
 
 #[test]
@@ -289,7 +289,7 @@ fn missing_folder_is_an_io_error() {
         err.to_string().contains("/nonexistent/plexus-manifests"),
         "{err}"
     );
-    assert_eq!(err.code(), 5);
+    assert_eq!(err.code(), cni::Code::Io);
 }
 
 #[test]

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Error codes: the spec's (0–99) and Plexus's own (100+), see DESIGN.md.
+/// Error codes: the spec's (0–99) and Plexus's own (100+): 100 a delegate failed (its own
+/// code and words kept in `details`), 101 namespace isolation denied, 102 the pod's UID is
+/// not the one the runtime named, 103 the kernel lacks a link kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum Code {
@@ -23,8 +25,38 @@ pub enum Code {
 }
 
 impl Code {
+    const ALL: [Code; 14] = [
+        Code::IncompatibleVersion,
+        Code::UnsupportedField,
+        Code::UnknownContainer,
+        Code::InvalidEnv,
+        Code::Io,
+        Code::Decode,
+        Code::InvalidConfig,
+        Code::TryAgainLater,
+        Code::NotAvailable,
+        Code::LimitedConnectivity,
+        Code::DelegateFailed,
+        Code::NamespaceIsolation,
+        Code::PodUidMismatch,
+        Code::KernelLacksLinkKind,
+    ];
+
     pub fn as_u32(self) -> u32 {
         self as u32
+    }
+
+    /// The code a number on the wire names, if it is one of these.
+    pub fn from_u32(n: u32) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| c.as_u32() == n)
+    }
+}
+
+/// A code equals the number that stands for it on the wire, so a test can say
+/// `assert_eq!(e.code(), 7)` as the spec's table does.
+impl PartialEq<u32> for Code {
+    fn eq(&self, n: &u32) -> bool {
+        self.as_u32() == *n
     }
 }
 

@@ -12,6 +12,7 @@ mod lookup;
 
 pub use lookup::{find_plugin, split_path};
 
+use crate::command::Command;
 use crate::error::{Code, ErrorObject};
 use crate::version::Version;
 use child::{Limits, Outcome};
@@ -19,7 +20,7 @@ use nix::errno::Errno;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// A plugin printing more than this on stdout is killed: no CNI result comes near it.
@@ -32,8 +33,7 @@ pub const PLUGIN_PATH_ENV: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 /// One invocation, already resolved to CNI environment values.
 #[derive(Debug, Clone, Copy)]
 pub struct ExecRequest<'a> {
-    /// `CNI_COMMAND`: ADD, DEL, CHECK, GC, STATUS or VERSION.
-    pub command: &'a str,
+    pub command: Command,
     pub container_id: &'a str,
     /// `CNI_NETNS`, unset when `None` (DEL, GC, STATUS may run without one).
     pub netns: Option<&'a Path>,
@@ -75,28 +75,28 @@ pub enum ExecError {
     #[error("plugin {} {command}: not executable", .plugin.display())]
     NotExecutable {
         plugin: PathBuf,
-        command: String,
+        command: Command,
         #[source]
         source: io::Error,
     },
     #[error("plugin {} {command}: text file busy (being replaced?)", .plugin.display())]
     TextBusy {
         plugin: PathBuf,
-        command: String,
+        command: Command,
         #[source]
         source: io::Error,
     },
     #[error("plugin {} {command}: spawn", .plugin.display())]
     Spawn {
         plugin: PathBuf,
-        command: String,
+        command: Command,
         #[source]
         source: io::Error,
     },
     #[error("plugin {} {command}: {step}", .plugin.display())]
     Io {
         plugin: PathBuf,
-        command: String,
+        command: Command,
         step: &'static str,
         #[source]
         source: io::Error,
@@ -104,7 +104,7 @@ pub enum ExecError {
     #[error("plugin {} {command}: timed out after {timeout:?}, process group killed", .plugin.display())]
     Timeout {
         plugin: PathBuf,
-        command: String,
+        command: Command,
         timeout: Duration,
         /// The end of what the plugin wrote on stderr, when its stderr closed in time.
         stderr: String,
@@ -112,20 +112,20 @@ pub enum ExecError {
     #[error("plugin {} {command}: output too large (over {limit} bytes), process group killed", .plugin.display())]
     OutputTooLarge {
         plugin: PathBuf,
-        command: String,
+        command: Command,
         limit: usize,
     },
     #[error("plugin {} {command}: failed with code {}: {}", .plugin.display(), .error.code, .error.msg)]
     Plugin {
         plugin: PathBuf,
-        command: String,
+        command: Command,
         /// The plugin's own error object, code and all.
         error: Box<ErrorObject>,
     },
     #[error("plugin {} {command}: {status} without a CNI error on stdout", .plugin.display())]
     Exit {
         plugin: PathBuf,
-        command: String,
+        command: Command,
         status: ExitStatus,
         /// The end of the plugin's stderr.
         stderr: String,
@@ -133,15 +133,18 @@ pub enum ExecError {
     #[error("plugin {} {command}: decode output", .plugin.display())]
     Decode {
         plugin: PathBuf,
-        command: String,
+        command: Command,
         #[source]
         source: serde_json::Error,
     },
 }
 
 impl ExecError {
-    /// The CNI error code this failure maps to at the Plexus level (reliability-matrix §4).
-    pub fn code(&self) -> u32 {
+    /// The CNI error code this failure maps to for the caller: a plugin that cannot be found
+    /// or run is a configuration error (7), one that hangs or is being replaced is worth
+    /// retrying (11), one that fails is a delegate failure (100), and the caller's own I/O
+    /// is 5.
+    pub fn code(&self) -> Code {
         match self {
             ExecError::BadType { .. }
             | ExecError::ForbiddenType { .. }
@@ -155,7 +158,6 @@ impl ExecError {
             | ExecError::Decode { .. } => Code::DelegateFailed,
             ExecError::Spawn { .. } | ExecError::Io { .. } => Code::Io,
         }
-        .as_u32()
     }
 
     /// Text for the CNI error's `details`: the delegate's own `code N: msg (details)` for
@@ -205,9 +207,9 @@ fn skipped_note(skipped: &[String]) -> String {
 /// second past the timeout.
 pub fn run(plugin: &Path, req: &ExecRequest) -> Result<Vec<u8>, ExecError> {
     let deadline = Instant::now() + req.timeout;
-    let mut cmd = Command::new(plugin);
+    let mut cmd = std::process::Command::new(plugin);
     cmd.env_clear()
-        .env("CNI_COMMAND", req.command)
+        .env("CNI_COMMAND", req.command.as_str())
         .env("CNI_CONTAINERID", req.container_id)
         .env("CNI_IFNAME", req.ifname)
         .env("CNI_ARGS", req.args)
@@ -230,7 +232,7 @@ pub fn run(plugin: &Path, req: &ExecRequest) -> Result<Vec<u8>, ExecError> {
         stderr_tail: STDERR_TAIL,
     };
     let plugin = plugin.to_path_buf();
-    let command = req.command.to_string();
+    let command = req.command;
     match child::supervise(child, req.stdin.to_vec(), &limits) {
         Outcome::Exited { status, stdout, .. } if status.success() => Ok(stdout),
         Outcome::Exited {
@@ -270,9 +272,8 @@ pub fn run(plugin: &Path, req: &ExecRequest) -> Result<Vec<u8>, ExecError> {
     }
 }
 
-fn spawn_error(plugin: &Path, command: &str, source: io::Error) -> ExecError {
+fn spawn_error(plugin: &Path, command: Command, source: io::Error) -> ExecError {
     let plugin = plugin.to_path_buf();
-    let command = command.to_string();
     match source.raw_os_error().map(Errno::from_raw) {
         Some(Errno::ETXTBSY) => ExecError::TextBusy {
             plugin,
@@ -308,7 +309,7 @@ pub fn version(
     timeout: Duration,
 ) -> Result<Vec<Version>, ExecError> {
     let req = ExecRequest {
-        command: "VERSION",
+        command: Command::Version,
         container_id: "",
         netns: None,
         ifname: "",
@@ -321,7 +322,7 @@ pub fn version(
     let info: VersionInfo =
         serde_json::from_slice(&stdout).map_err(|source| ExecError::Decode {
             plugin: plugin.to_path_buf(),
-            command: req.command.to_string(),
+            command: req.command,
             source,
         })?;
     let mut versions: Vec<Version> = info
@@ -345,18 +346,33 @@ mod tests {
     #[test]
     fn spawn_errors_map_to_their_codes() {
         let p = Path::new("/opt/cni/bin/x");
-        assert_eq!(spawn_error(p, "ADD", io_err(Errno::ETXTBSY)).code(), 11);
-        assert_eq!(spawn_error(p, "ADD", io_err(Errno::ENOEXEC)).code(), 7);
-        assert_eq!(spawn_error(p, "ADD", io_err(Errno::EACCES)).code(), 7);
-        assert_eq!(spawn_error(p, "ADD", io_err(Errno::ENOENT)).code(), 7);
-        assert_eq!(spawn_error(p, "ADD", io_err(Errno::EMFILE)).code(), 5);
+        assert_eq!(
+            spawn_error(p, Command::Add, io_err(Errno::ETXTBSY)).code(),
+            Code::TryAgainLater
+        );
+        assert_eq!(
+            spawn_error(p, Command::Add, io_err(Errno::ENOEXEC)).code(),
+            Code::InvalidConfig
+        );
+        assert_eq!(
+            spawn_error(p, Command::Add, io_err(Errno::EACCES)).code(),
+            Code::InvalidConfig
+        );
+        assert_eq!(
+            spawn_error(p, Command::Add, io_err(Errno::ENOENT)).code(),
+            Code::InvalidConfig
+        );
+        assert_eq!(
+            spawn_error(p, Command::Add, io_err(Errno::EMFILE)).code(),
+            Code::Io
+        );
     }
 
     #[test]
     fn plugin_error_details_keep_the_delegates_code_and_msg() {
         let err = ExecError::Plugin {
             plugin: PathBuf::from("/usr/lib/cni/bridge"),
-            command: "ADD".to_string(),
+            command: Command::Add,
             error: Box::new(ErrorObject {
                 cni_version: "1.0.0".to_string(),
                 code: 7,
@@ -364,7 +380,7 @@ mod tests {
                 details: "no such master".to_string(),
             }),
         };
-        assert_eq!(err.code(), 100);
+        assert_eq!(err.code(), Code::DelegateFailed);
         assert_eq!(err.details(), "code 7: bad bridge (no such master)");
         assert_eq!(
             err.to_string(),
@@ -379,7 +395,7 @@ mod tests {
             searched: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
             skipped: vec!["/tmp: mode 1777 is writable by group or others".to_string()],
         };
-        assert_eq!(err.code(), 7);
+        assert_eq!(err.code(), Code::InvalidConfig);
         assert_eq!(
             err.to_string(),
             "plugin type \"macvlan\" not found in [/opt/cni/bin, /usr/lib/cni] \

@@ -123,16 +123,14 @@ pub enum ResultError {
 }
 
 impl ResultError {
-    pub fn code(&self) -> u32 {
+    pub fn code(&self) -> Code {
         match self {
             ResultError::Json(_)
             | ResultError::NotAnObject { .. }
             | ResultError::Field { .. }
-            | ResultError::VersionNotString => Code::Decode.as_u32(),
+            | ResultError::VersionNotString => Code::Decode,
             // libcni refuses the down-conversion itself, so this is a version incompatibility.
-            ResultError::Version(_) | ResultError::NoAddress { .. } => {
-                Code::IncompatibleVersion.as_u32()
-            }
+            ResultError::Version(_) | ResultError::NoAddress { .. } => Code::IncompatibleVersion,
         }
     }
 }
@@ -205,10 +203,17 @@ impl CniResult {
     /// [`to_value`](Self::to_value), refusing what libcni refuses: a 0.1.0/0.2.0 result
     /// must carry at least one address.
     pub fn try_to_value(&self, version: Version) -> Result<Value, ResultError> {
+        self.check_expressible(version)?;
+        Ok(self.to_value(version))
+    }
+
+    /// Whether the result can be written in `version` as libcni would accept it: a
+    /// 0.1.0/0.2.0 result must carry at least one address.
+    pub fn check_expressible(&self, version: Version) -> Result<(), ResultError> {
         if version.is_legacy_result() && self.ips.is_empty() {
             return Err(ResultError::NoAddress { version });
         }
-        Ok(self.to_value(version))
+        Ok(())
     }
 
     /// What survives a trip through `version`: the documented lossy projection.

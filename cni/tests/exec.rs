@@ -134,7 +134,7 @@ impl Drop for Fixture {
 
 fn request<'a>(stdin: &'a [u8], timeout: Duration) -> ExecRequest<'a> {
     ExecRequest {
-        command: "ADD",
+        command: cni::Command::Add,
         container_id: "ctr-1234",
         netns: Some(Path::new("/var/run/netns/test")),
         ifname: "net1",
@@ -229,7 +229,7 @@ fn environment_holds_only_the_cni_variables_and_a_fixed_path() {
 fn cni_netns_is_unset_when_none() {
     let fx = Fixture::new(&["envdump"]);
     let mut req = request(CONF, Duration::from_secs(10));
-    req.command = "DEL";
+    req.command = cni::Command::Del;
     req.netns = None;
     let out = run(&fx.script("envdump"), &req).unwrap();
     let env = String::from_utf8(out).unwrap();
@@ -245,7 +245,7 @@ fn hanging_plugin_times_out_with_code_11_and_its_group_is_killed() {
     let err = run(&fx.script("hang"), &request(CONF, timeout)).unwrap_err();
     let took = started.elapsed();
     assert!(matches!(err, ExecError::Timeout { .. }), "{err}");
-    assert_eq!(err.code(), 11);
+    assert_eq!(err.code(), cni::Code::TryAgainLater);
     assert!(err.to_string().contains("hang"), "{err}");
     assert!(err.to_string().contains("ADD"), "{err}");
     assert!(
@@ -280,7 +280,7 @@ fn background_child_holding_stdout_of_a_hanging_plugin_times_out() {
     let started = Instant::now();
     let err = run(&fx.script("forkhang-sleep"), &request(CONF, timeout)).unwrap_err();
     let took = started.elapsed();
-    assert_eq!(err.code(), 11, "{err}");
+    assert_eq!(err.code(), cni::Code::TryAgainLater, "{err}");
     assert!(took < timeout + Duration::from_secs(2), "took {took:?}");
     assert_group_gone(fx.group_of("forkhang-sleep"));
     fx.assert_no_survivors();
@@ -293,7 +293,7 @@ fn child_that_escaped_the_group_does_not_hold_the_call_past_the_grace() {
     let started = Instant::now();
     let err = run(&fx.script("escape"), &request(CONF, timeout)).unwrap_err();
     let took = started.elapsed();
-    assert_eq!(err.code(), 11, "{err}");
+    assert_eq!(err.code(), cni::Code::TryAgainLater, "{err}");
     assert!(took < timeout + Duration::from_secs(2), "took {took:?}");
     assert_group_gone(fx.group_of("escape"));
 
@@ -314,7 +314,7 @@ fn huge_output_is_cut_at_the_cap_and_the_plugin_killed() {
         matches!(err, ExecError::OutputTooLarge { limit, .. } if limit == STDOUT_LIMIT),
         "{err}"
     );
-    assert_eq!(err.code(), 100);
+    assert_eq!(err.code(), cni::Code::DelegateFailed);
     assert!(took < Duration::from_secs(10), "took {took:?}");
     assert_group_gone(fx.group_of("huge"));
     fx.assert_no_survivors();
@@ -329,7 +329,7 @@ fn cni_error_object_keeps_the_delegates_code_and_msg() {
     };
     assert_eq!(error.code, 7);
     assert_eq!(error.msg, "invalid bridge name");
-    assert_eq!(err.code(), 100);
+    assert_eq!(err.code(), cni::Code::DelegateFailed);
     assert_eq!(err.details(), "code 7: invalid bridge name (name too long)");
     assert!(err.to_string().contains("err7"), "{err}");
 }
@@ -342,7 +342,7 @@ fn failure_without_an_error_object_reports_the_status_and_stderr() {
         panic!("expected an exit error, got {err:?}");
     };
     assert_eq!(status.code(), Some(3));
-    assert_eq!(err.code(), 100);
+    assert_eq!(err.code(), cni::Code::DelegateFailed);
     assert_eq!(err.details(), "boom: cannot frobnicate");
 }
 
@@ -364,7 +364,7 @@ fn file_without_exec_permission_is_code_7() {
     fx.install("ok", &plugin, 0o644);
     let err = run(&plugin, &request(CONF, Duration::from_secs(10))).unwrap_err();
     assert!(matches!(err, ExecError::NotExecutable { .. }), "{err}");
-    assert_eq!(err.code(), 7);
+    assert_eq!(err.code(), cni::Code::InvalidConfig);
 }
 
 #[test]
@@ -379,7 +379,7 @@ fn file_in_an_unknown_format_is_code_7_and_not_run_by_a_shell() {
     }
     let err = run(&plugin, &request(CONF, Duration::from_secs(10))).unwrap_err();
     assert!(matches!(err, ExecError::NotExecutable { .. }), "{err}");
-    assert_eq!(err.code(), 7);
+    assert_eq!(err.code(), cni::Code::InvalidConfig);
     assert!(!marker.exists(), "the file was run through a shell");
 }
 
@@ -390,7 +390,7 @@ fn plugin_open_for_writing_is_text_file_busy_code_11() {
     let _writer = fs::OpenOptions::new().write(true).open(&plugin).unwrap();
     let err = run(&plugin, &request(CONF, Duration::from_secs(10))).unwrap_err();
     assert!(matches!(err, ExecError::TextBusy { .. }), "{err}");
-    assert_eq!(err.code(), 11);
+    assert_eq!(err.code(), cni::Code::TryAgainLater);
 }
 
 #[test]
@@ -420,7 +420,7 @@ fn path_like_types_are_refused_and_the_canary_never_runs() {
                     matches!(err, ExecError::BadType { .. }),
                     "{plugin_type:?}: {err}"
                 );
-                assert_eq!(err.code(), 7, "{plugin_type:?}");
+                assert_eq!(err.code(), cni::Code::InvalidConfig, "{plugin_type:?}");
             }
             Ok(found) => {
                 let _ = run(&found, &request(CONF, Duration::from_secs(10)));
@@ -438,7 +438,7 @@ fn forbidden_type_is_refused_even_when_present() {
     fx.install("canary", &fx.bin().join("plexus"), 0o755);
     let err = exec::find_plugin("plexus", &[fx.bin()], &["plexus", "plexus-shim"]).unwrap_err();
     assert!(matches!(err, ExecError::ForbiddenType { .. }), "{err}");
-    assert_eq!(err.code(), 7);
+    assert_eq!(err.code(), cni::Code::InvalidConfig);
 }
 
 /// `target` written relative to the current directory, so it resolves to the same place.
@@ -487,7 +487,7 @@ fn untrusted_dirs_are_skipped_and_named() {
     assert!(searched.is_empty(), "{searched:?}");
     assert_eq!(skipped.len(), 4, "{skipped:?}");
     let msg = err.to_string();
-    assert_eq!(err.code(), 7);
+    assert_eq!(err.code(), cni::Code::InvalidConfig);
     assert!(msg.contains("\"canary\""), "{msg}");
     for (dir, why) in [
         (&relative, "relative"),
@@ -563,5 +563,5 @@ fn version_of_a_failing_plugin_is_its_error() {
     assert!(matches!(err, ExecError::Plugin { .. }), "{err}");
     let err = exec::version(&fx.script("garbage"), "", Duration::from_secs(10)).unwrap_err();
     assert!(matches!(err, ExecError::Decode { .. }), "{err}");
-    assert_eq!(err.code(), 100);
+    assert_eq!(err.code(), cni::Code::DelegateFailed);
 }

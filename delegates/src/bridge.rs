@@ -3,6 +3,7 @@
 //! Reads the reference `bridge` plugin's conf schema.
 
 use crate::error::{DelegateError, errno};
+use crate::kind::Delegate;
 use crate::link;
 use crate::masq;
 use crate::netns::{NetNs, NsId};
@@ -20,6 +21,19 @@ use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkBridgeVlan, LinkUnspec};
 use std::net::IpAddr;
 
 const DEFAULT_BRIDGE: &str = "cni0";
+
+pub const DELEGATE: Delegate = Delegate {
+    types: &["bridge", "plexus-bridge"],
+    virtual_link: true,
+    validate,
+    add,
+    del,
+    check,
+};
+
+fn validate(req: &Request) -> Result<(), DelegateError> {
+    parse(req).map(drop)
+}
 
 #[derive(Debug)]
 struct Conf<'a> {

@@ -9,7 +9,7 @@
 use crate::request::Ipam;
 use cni::exec::{ExecError, ExecRequest, find_plugin, split_path};
 use cni::netconf::NetConf;
-use cni::{CniResult, Code, ErrorObject, Version};
+use cni::{CniResult, Code, Command, ErrorObject, Version};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -37,7 +37,7 @@ pub fn error_object(e: ExecError) -> ErrorObject {
         ExecError::Plugin { error, .. } => *error,
         other => ErrorObject {
             cni_version: String::new(),
-            code: other.code(),
+            code: other.code().as_u32(),
             msg: format!("ipam: {other}"),
             details: other.details(),
         },
@@ -45,12 +45,17 @@ pub fn error_object(e: ExecError) -> ErrorObject {
 }
 
 impl ExecIpam {
-    fn call(&self, command: &str, conf: &NetConf) -> Result<Vec<u8>, ErrorObject> {
+    /// The binary `ipam.type` names on `CNI_PATH`.
+    fn find(&self, conf: &NetConf) -> Result<PathBuf, ErrorObject> {
         let plugin = conf
             .ipam_type()
             .map_err(|e| ErrorObject::new(Code::InvalidConfig, e.to_string(), ""))?
             .ok_or_else(|| ErrorObject::new(Code::InvalidConfig, "ipam.type is missing", ""))?;
-        let bin = find_plugin(plugin, &split_path(&self.cni_path), &[]).map_err(error_object)?;
+        find_plugin(plugin, &split_path(&self.cni_path), &[]).map_err(error_object)
+    }
+
+    fn call(&self, command: Command, conf: &NetConf) -> Result<Vec<u8>, ErrorObject> {
+        let bin = self.find(conf)?;
         let stdin = conf.to_bytes();
         let req = ExecRequest {
             command,
@@ -67,8 +72,12 @@ impl ExecIpam {
 }
 
 impl Ipam for ExecIpam {
+    fn validate(&self, conf: &NetConf) -> Result<(), ErrorObject> {
+        self.find(conf).map(drop)
+    }
+
     fn add(&self, conf: &NetConf) -> Result<CniResult, ErrorObject> {
-        let out = self.call("ADD", conf)?;
+        let out = self.call(Command::Add, conf)?;
         let decode = |e: &dyn std::fmt::Display| {
             ErrorObject::new(Code::Decode, "ipam: decode ADD result", e.to_string())
         };
@@ -88,10 +97,10 @@ impl Ipam for ExecIpam {
     }
 
     fn del(&self, conf: &NetConf) -> Result<(), ErrorObject> {
-        self.call("DEL", conf).map(drop)
+        self.call(Command::Del, conf).map(drop)
     }
 
     fn check(&self, conf: &NetConf) -> Result<(), ErrorObject> {
-        self.call("CHECK", conf).map(drop)
+        self.call(Command::Check, conf).map(drop)
     }
 }

@@ -44,6 +44,13 @@ impl BuiltinIpam<'_> {
 }
 
 impl Ipam for BuiltinIpam<'_> {
+    fn validate(&self, conf: &NetConf) -> Result<(), ErrorObject> {
+        match self.in_process(conf) {
+            Some(req) => ipam::validate(&req).map_err(ErrorObject::from),
+            None => self.exec.validate(conf),
+        }
+    }
+
     fn add(&self, conf: &NetConf) -> Result<CniResult, ErrorObject> {
         match self.in_process(conf) {
             Some(req) => ipam::add(&req).map_err(ErrorObject::from),

@@ -6,6 +6,7 @@
 //! reservation.
 
 use crate::error::DelegateError;
+use crate::kind::Delegate;
 use crate::macvlan::{SubLink, add_sublink, check_sublink, del_sublink};
 use crate::owned::Added;
 use crate::request::Request;
@@ -43,18 +44,52 @@ pub fn link_message(
     b.build()
 }
 
+pub const DELEGATE: Delegate = Delegate {
+    types: &["ipvlan", "plexus-ipvlan"],
+    virtual_link: true,
+    validate,
+    add,
+    del,
+    check,
+};
+
+/// The conf's own keys, read in the order ADD reads them.
+struct Conf<'a> {
+    mode: IpVlanMode,
+    mtu: Option<u32>,
+    master: Option<&'a str>,
+    link_in_container: bool,
+}
+
+fn parse<'a>(req: &Request<'a>) -> Result<Conf<'a>, DelegateError> {
+    let k = crate::request::Keys(&req.conf.0);
+    Ok(Conf {
+        mode: mode(k.str("mode")?)?,
+        mtu: k.u32("mtu")?.filter(|m| *m != 0),
+        master: k.ifname("master")?,
+        link_in_container: k.bool("linkInContainer")?,
+    })
+}
+
+fn validate(req: &Request) -> Result<(), DelegateError> {
+    parse(req).map(drop)
+}
+
 pub fn add(req: &Request) -> Result<Added, DelegateError> {
-    let k = req.keys();
-    let mode = mode(k.str("mode")?)?;
-    let mtu = k.u32("mtu")?.filter(|m| *m != 0);
+    let Conf {
+        mode,
+        mtu,
+        master,
+        link_in_container,
+    } = parse(req)?;
     let ifname = req.ifname;
     let build = move |master: u32, fd: Option<RawFd>| link_message(ifname, master, mode, mtu, fd);
     add_sublink(
         req,
         &SubLink {
             kind: "ipvlan",
-            master: k.ifname("master")?,
-            link_in_container: k.bool("linkInContainer")?,
+            master,
+            link_in_container,
             build: &build,
         },
     )

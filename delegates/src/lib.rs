@@ -10,6 +10,7 @@ pub mod exec_ipam;
 pub mod ipam;
 pub mod ipam_select;
 pub mod ipvlan;
+pub mod kind;
 pub mod link;
 pub mod macvlan;
 pub mod masq;
@@ -25,9 +26,18 @@ pub mod vxlan;
 
 pub use error::DelegateError;
 pub use ipam_select::BuiltinIpam;
+pub use kind::Kind;
 pub use link::remove_links_batched;
 pub use owned::{Added, OwnedLink};
-pub use request::{Ipam, Kind, Request, kind_of};
+pub use request::{Ipam, Request};
+
+/// Checks everything ADD would check before it creates anything: the conf's `dns`, the
+/// kind's own keys, and its IPAM's conf (in-process) or binary (exec'd). No side effects.
+pub fn validate(kind: Kind, req: &Request) -> Result<(), DelegateError> {
+    request::conf_dns(req.conf)?;
+    (kind.delegate().validate)(req)?;
+    req.ipam_validate()
+}
 
 /// Runs ADD for a built-in kind: the result, and the links it created for the caller to
 /// journal. The result's `dns` is the conf's `dns`, in every result version, as the
@@ -36,12 +46,7 @@ pub use request::{Ipam, Kind, Request, kind_of};
 pub fn add(kind: Kind, req: &Request) -> Result<Added, DelegateError> {
     // Read before anything is created: a bad `dns` must not leave a link to undo.
     let dns = request::conf_dns(req.conf)?;
-    let mut added = match kind {
-        Kind::Bridge => bridge::add(req),
-        Kind::Macvlan => macvlan::add(req),
-        Kind::Ipvlan => ipvlan::add(req),
-        Kind::Vxlan => vxlan::add(req),
-    }?;
+    let mut added = (kind.delegate().add)(req)?;
     added.result.dns = dns;
     Ok(added)
 }
@@ -52,20 +57,10 @@ pub fn add(kind: Kind, req: &Request) -> Result<Added, DelegateError> {
 /// needs no conf was done: ADD refused the same conf before creating anything, so callers
 /// treat it as done ([`DelegateError::is_refused_conf`]).
 pub fn del(kind: Kind, req: &Request) -> Result<(), DelegateError> {
-    match kind {
-        Kind::Bridge => bridge::del(req),
-        Kind::Macvlan => macvlan::del(req),
-        Kind::Ipvlan => ipvlan::del(req),
-        Kind::Vxlan => vxlan::del(req),
-    }
+    (kind.delegate().del)(req)
 }
 
 /// Runs CHECK against the `prevResult` in the conf.
 pub fn check(kind: Kind, req: &Request) -> Result<(), DelegateError> {
-    match kind {
-        Kind::Bridge => bridge::check(req),
-        Kind::Macvlan => macvlan::check(req),
-        Kind::Ipvlan => ipvlan::check(req),
-        Kind::Vxlan => vxlan::check(req),
-    }
+    (kind.delegate().check)(req)
 }

@@ -4,6 +4,7 @@
 //! Reads the reference `macvlan` plugin's conf schema.
 
 use crate::error::{DelegateError, errno};
+use crate::kind::Delegate;
 use crate::link;
 use crate::owned::{self, Added, Side};
 use crate::request::Request;
@@ -59,11 +60,47 @@ pub fn link_message(
     b.build()
 }
 
+pub const DELEGATE: Delegate = Delegate {
+    types: &["macvlan", "plexus-macvlan"],
+    virtual_link: true,
+    validate,
+    add,
+    del,
+    check,
+};
+
+/// The conf's own keys, read in the order ADD reads them.
+struct Conf<'a> {
+    mode: MacVlanMode,
+    mtu: Option<u32>,
+    mac: Option<Vec<u8>>,
+    master: Option<&'a str>,
+    link_in_container: bool,
+}
+
+fn parse<'a>(req: &Request<'a>) -> Result<Conf<'a>, DelegateError> {
+    let k = crate::request::Keys(&req.conf.0);
+    Ok(Conf {
+        mode: mode(k.str("mode")?)?,
+        mtu: k.u32("mtu")?.filter(|m| *m != 0),
+        mac: req.runtime_mac()?,
+        master: k.ifname("master")?,
+        link_in_container: k.bool("linkInContainer")?,
+    })
+}
+
+fn validate(req: &Request) -> Result<(), DelegateError> {
+    parse(req).map(drop)
+}
+
 pub fn add(req: &Request) -> Result<Added, DelegateError> {
-    let k = req.keys();
-    let mode = mode(k.str("mode")?)?;
-    let mtu = k.u32("mtu")?.filter(|m| *m != 0);
-    let mac = req.runtime_mac()?;
+    let Conf {
+        mode,
+        mtu,
+        mac,
+        master,
+        link_in_container,
+    } = parse(req)?;
     let ifname = req.ifname;
     let build = move |master: u32, fd: Option<RawFd>| {
         link_message(ifname, master, mode, mtu, mac.clone(), fd)
@@ -72,8 +109,8 @@ pub fn add(req: &Request) -> Result<Added, DelegateError> {
         req,
         &SubLink {
             kind: "macvlan",
-            master: k.ifname("master")?,
-            link_in_container: k.bool("linkInContainer")?,
+            master,
+            link_in_container,
             build: &build,
         },
     )

@@ -10,28 +10,12 @@ use crate::error::DelegateError;
 use crate::netns::{NetNs, NetNsError};
 use crate::owned::OwnedLink;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Bridge,
-    Macvlan,
-    Ipvlan,
-    Vxlan,
-}
-
-/// The built-in kind for a conf's `type`, if there is one.
-pub fn kind_of(plugin_type: &str) -> Option<Kind> {
-    match plugin_type {
-        "bridge" | "plexus-bridge" => Some(Kind::Bridge),
-        "macvlan" | "plexus-macvlan" => Some(Kind::Macvlan),
-        "ipvlan" | "plexus-ipvlan" => Some(Kind::Ipvlan),
-        "vxlan" | "plexus-vxlan" => Some(Kind::Vxlan),
-        _ => None,
-    }
-}
-
 /// Address management as the delegate sees it; the implementation knows the container and
 /// interface (in-process host-local/static, or an exec'd IPAM binary).
 pub trait Ipam {
+    /// What ADD checks before it reserves anything: the conf of an in-process IPAM, the
+    /// binary of an exec'd one.
+    fn validate(&self, conf: &NetConf) -> Result<(), ErrorObject>;
     fn add(&self, conf: &NetConf) -> Result<CniResult, ErrorObject>;
     fn del(&self, conf: &NetConf) -> Result<(), ErrorObject>;
     fn check(&self, conf: &NetConf) -> Result<(), ErrorObject>;
@@ -95,6 +79,13 @@ impl Request<'_> {
             return Ok(CniResult::default());
         }
         self.ipam.add(self.conf).map_err(DelegateError::Ipam)
+    }
+
+    pub fn ipam_validate(&self) -> Result<(), DelegateError> {
+        if !self.has_ipam() {
+            return Ok(());
+        }
+        self.ipam.validate(self.conf).map_err(DelegateError::Ipam)
     }
 
     pub fn ipam_del(&self) -> Result<(), DelegateError> {
@@ -276,6 +267,9 @@ mod tests {
 
     struct NoIpam;
     impl Ipam for NoIpam {
+        fn validate(&self, _: &NetConf) -> Result<(), ErrorObject> {
+            Ok(())
+        }
         fn add(&self, _: &NetConf) -> Result<CniResult, ErrorObject> {
             Ok(CniResult::default())
         }

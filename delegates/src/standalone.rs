@@ -7,20 +7,21 @@
 use crate::exec_ipam::{self, ExecIpam};
 use crate::ipam::{self, IpamRequest};
 use crate::ipam_select::BuiltinIpam;
-use crate::request::{Kind, Request};
-use cni::args::CniArgs;
+use crate::kind::Kind;
+use crate::request::Request;
+use cni::env::{Env, EnvError, Limits};
 use cni::netconf::{NetConf, parse_object};
-use cni::{CniResult, Code, ErrorObject, IfName, Version};
+use cni::{CniResult, Code, Command, ErrorObject, IfName, Version};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Where a binary reads its environment; tests pass a closure instead of the process's.
-pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub type EnvFn<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 pub fn main(kind: Kind) -> ExitCode {
-    finish(run(kind, &process_env))
+    finish(utf8_env().and_then(|()| run(kind, &process_env)))
 }
 
 /// The IPAM a `plexus-host-local` or `plexus-static` binary serves, whatever `ipam.type`
@@ -41,11 +42,16 @@ impl IpamKind {
 }
 
 pub fn main_ipam(kind: IpamKind) -> ExitCode {
-    finish(run_ipam(kind, &process_env))
+    finish(utf8_env().and_then(|()| run_ipam(kind, &process_env)))
 }
 
 fn process_env(key: &str) -> Option<String> {
-    std::env::var(key).ok().filter(|v| !v.is_empty())
+    cni::env::process_var(key)
+}
+
+/// A `CNI_*` variable that is not UTF-8 is refused, never read as unset.
+fn utf8_env() -> Result<(), ErrorObject> {
+    cni::env::check_utf8(|k| std::env::var_os(k)).map_err(env_error)
 }
 
 /// Prints the answer. A stdout that is closed or full (EPIPE, ENOSPC) makes the call fail
@@ -67,7 +73,7 @@ fn finish(outcome: Result<Option<String>, ErrorObject>) -> ExitCode {
 /// The folders a conf's host-local `dataDir` may name: `PLEXUS_IPAM_DATA_DIRS` (absolute
 /// paths separated by `:`, set by whoever installs the binary, never by a conf), else the
 /// reference plugin's default folder.
-fn ipam_data_dirs(env: Env) -> Vec<PathBuf> {
+fn ipam_data_dirs(env: EnvFn) -> Vec<PathBuf> {
     let dirs: Vec<PathBuf> = env("PLEXUS_IPAM_DATA_DIRS")
         .unwrap_or_default()
         .split(':')
@@ -81,30 +87,34 @@ fn ipam_data_dirs(env: Env) -> Vec<PathBuf> {
     }
 }
 
-fn env_error(msg: String) -> ErrorObject {
-    ErrorObject::new(Code::InvalidEnv, msg, "")
-}
-
-fn required(env: Env, key: &str) -> Result<String, ErrorObject> {
-    env(key).ok_or_else(|| env_error(format!("{key} is required")))
+fn env_error(e: EnvError) -> ErrorObject {
+    ErrorObject::new(e.code(), e.to_string(), "")
 }
 
 /// One ADD, DEL or CHECK, with everything the environment and stdin said about it.
 struct Call {
-    command: String,
+    env: Env,
     conf: NetConf,
     version: Version,
-    container_id: String,
-    ifname: String,
-    netns: Option<PathBuf>,
-    cni_args_raw: Option<String>,
-    cni_args: CniArgs,
 }
 
 impl Call {
     /// Tags an error with the conf's version, as the spec asks of every error object.
     fn tag(&self, e: ErrorObject) -> ErrorObject {
         e.with_version(self.version.as_str())
+    }
+
+    fn ifname(&self) -> &str {
+        self.env
+            .ifname
+            .as_ref()
+            .map(IfName::as_str)
+            .unwrap_or_default()
+    }
+
+    /// `CNI_ARGS` as the runtime gave it, for an IPAM plugin this delegate execs.
+    fn raw_args(&self) -> Option<String> {
+        (!self.env.args.is_empty()).then(|| self.env.args.to_string())
     }
 }
 
@@ -114,15 +124,16 @@ enum Prepared {
     Call(Call),
 }
 
-/// Reads the command, the conf and the environment it needs.
-fn prepare(env: Env) -> Result<Prepared, ErrorObject> {
-    let command = required(env, "CNI_COMMAND")?;
+/// Reads the command, the conf and the environment it needs, in skel's order: the command,
+/// the conf and its version, then the variables the command needs ([`cni::env::need`]).
+fn prepare(get: EnvFn) -> Result<Prepared, ErrorObject> {
+    let command = cni::env::read_command(get).map_err(env_error)?;
     let mut stdin = Vec::new();
     std::io::stdin()
         .take(cni::netconf::MAX_CONF_BYTES as u64 + 1)
         .read_to_end(&mut stdin)
         .map_err(|e| ErrorObject::new(Code::Io, "read config from stdin", e.to_string()))?;
-    if command == "VERSION" {
+    if command == Command::Version {
         let requested = parse_object(&stdin)
             .ok()
             .and_then(|m| {
@@ -137,23 +148,9 @@ fn prepare(env: Env) -> Result<Prepared, ErrorObject> {
     let map = parse_object(&stdin)
         .map_err(|e| ErrorObject::new(Code::Decode, "decode config", e.to_string()))?;
     let conf = NetConf::from_map(map);
-    let raw_version = conf
-        .cni_version()
-        .map_err(|e| ErrorObject::new(Code::InvalidConfig, e.to_string(), ""))?
-        // libcni reads a conf without cniVersion as 0.1.0.
-        .unwrap_or("0.1.0")
-        .to_string();
-    let version = Version::parse(&raw_version).map_err(|e| {
-        let supported: Vec<&str> = Version::ALL.iter().map(|v| v.as_str()).collect();
-        ErrorObject::new(
-            Code::IncompatibleVersion,
-            e.to_string(),
-            format!("supported: {}", supported.join(", ")),
-        )
-        .with_version(raw_version.clone())
-    })?;
+    let version = conf_version(&conf)?;
     // skel's floors: CHECK from 0.4.0, GC and STATUS from 1.1.0, refused with code 1.
-    let refuse = |what: &str| {
+    let refuse = |what: Command| {
         ErrorObject::new(
             Code::IncompatibleVersion,
             format!("config version does not allow {what}"),
@@ -161,58 +158,64 @@ fn prepare(env: Env) -> Result<Prepared, ErrorObject> {
         )
         .with_version(version.as_str())
     };
-    match command.as_str() {
+    match command {
         // Built-ins need no daemon and keep no state that DEL does not remove (host-local
         // has no GC either): always ready, nothing to collect.
-        "STATUS" | "GC" if version.supports_gc() => return Ok(Prepared::Answered(None)),
-        "STATUS" | "GC" => return Err(refuse(&command)),
-        "CHECK" if !version.supports_check() => return Err(refuse("CHECK")),
+        Command::Status | Command::Gc if version.supports_gc() => {
+            return Ok(Prepared::Answered(None));
+        }
+        Command::Status | Command::Gc => return Err(refuse(command)),
+        Command::Check if !version.supports_check() => return Err(refuse(command)),
         _ => {}
     }
-    let tag = |e: ErrorObject| e.with_version(version.as_str());
-    let container_id = required(env, "CNI_CONTAINERID").map_err(tag)?;
-    let ifname = required(env, "CNI_IFNAME").map_err(tag)?;
-    IfName::parse(&ifname).map_err(|e| tag(env_error(format!("CNI_IFNAME: {e}"))))?;
-    let cni_args_raw = env("CNI_ARGS");
-    let cni_args = CniArgs::parse(cni_args_raw.as_deref().unwrap_or(""))
-        .map_err(|e| tag(env_error(e.to_string())))?;
-    Ok(Prepared::Call(Call {
-        command,
-        conf,
-        version,
-        container_id,
-        ifname,
-        netns: env("CNI_NETNS").map(PathBuf::from),
-        cni_args_raw,
-        cni_args,
-    }))
+    let env = Env::read_for(command, get, &Limits::NONE)
+        .map_err(|e| env_error(e).with_version(version.as_str()))?;
+    Ok(Prepared::Call(Call { env, conf, version }))
+}
+
+/// The conf's `cniVersion`; a conf without one reads as 0.1.0, as libcni reads it.
+fn conf_version(conf: &NetConf) -> Result<Version, ErrorObject> {
+    let raw_version = conf
+        .cni_version()
+        .map_err(|e| ErrorObject::new(Code::InvalidConfig, e.to_string(), ""))?
+        .unwrap_or("0.1.0")
+        .to_string();
+    Version::parse(&raw_version).map_err(|e| {
+        let supported: Vec<&str> = Version::ALL.iter().map(|v| v.as_str()).collect();
+        ErrorObject::new(
+            Code::IncompatibleVersion,
+            e.to_string(),
+            format!("supported: {}", supported.join(", ")),
+        )
+        .with_version(raw_version.clone())
+    })
 }
 
 /// Runs one CNI command for a link delegate; `Ok(None)` means success with nothing to print.
-pub fn run(kind: Kind, env: Env) -> Result<Option<String>, ErrorObject> {
+pub fn run(kind: Kind, env: EnvFn) -> Result<Option<String>, ErrorObject> {
     let call = match prepare(env)? {
         Prepared::Call(call) => call,
         Prepared::Answered(out) => return Ok(out),
     };
     let data_dirs = ipam_data_dirs(env);
     let ipam = BuiltinIpam {
-        container_id: &call.container_id,
-        ifname: &call.ifname,
-        args: &call.cni_args,
+        container_id: call.env.container_id(),
+        ifname: call.ifname(),
+        args: &call.env.args,
         data_dirs: &data_dirs,
         exec: ExecIpam {
-            container_id: call.container_id.clone(),
-            netns: call.netns.clone(),
-            ifname: call.ifname.clone(),
-            cni_path: env("CNI_PATH").unwrap_or_default(),
-            cni_args: call.cni_args_raw.clone(),
+            container_id: call.env.container_id().to_string(),
+            netns: call.env.netns.clone(),
+            ifname: call.ifname().to_string(),
+            cni_path: call.env.cni_path.clone(),
+            cni_args: call.raw_args(),
             timeout: exec_ipam::DEFAULT_TIMEOUT,
         },
     };
     let req = Request {
-        container_id: &call.container_id,
-        netns: call.netns.as_deref(),
-        ifname: &call.ifname,
+        container_id: call.env.container_id(),
+        netns: call.env.netns.as_deref(),
+        ifname: call.ifname(),
         conf: &call.conf,
         ipam: &ipam,
         timeout: exec_ipam::DEFAULT_TIMEOUT,
@@ -220,18 +223,15 @@ pub fn run(kind: Kind, env: Env) -> Result<Option<String>, ErrorObject> {
         owned: &[],
     };
     let fail = |e: crate::DelegateError| call.tag(e.to_error_object());
-    match call.command.as_str() {
-        "ADD" => {
-            if call.netns.is_none() {
-                return Err(call.tag(env_error("CNI_NETNS is required".into())));
-            }
+    match call.env.command {
+        Command::Add => {
             let added = crate::add(kind, &req).map_err(fail)?;
             // What cannot be reported must not stay: undo the ADD before refusing.
             render(&call, &added.result).map(Some).inspect_err(|_| {
                 let _ = crate::del(kind, &req);
             })
         }
-        "DEL" => match crate::del(kind, &req) {
+        Command::Del => match crate::del(kind, &req) {
             // ADD refused this conf before creating anything: nothing to undo, and a DEL
             // that kept failing would keep the runtime from ever finishing the pod.
             Err(e) if e.is_refused_conf() => {
@@ -241,13 +241,14 @@ pub fn run(kind: Kind, env: Env) -> Result<Option<String>, ErrorObject> {
             }
             other => other.map(|()| None).map_err(fail),
         },
-        "CHECK" => crate::check(kind, &req).map(|()| None).map_err(fail),
-        other => Err(call.tag(env_error(format!("unknown CNI_COMMAND {other:?}")))),
+        Command::Check => crate::check(kind, &req).map(|()| None).map_err(fail),
+        // `prepare` answered the others.
+        Command::Gc | Command::Status | Command::Version => Ok(None),
     }
 }
 
-/// Runs one CNI command as an IPAM plugin. No netns is needed: IPAM only keeps files.
-pub fn run_ipam(kind: IpamKind, env: Env) -> Result<Option<String>, ErrorObject> {
+/// Runs one CNI command as an IPAM plugin. IPAM only keeps files: the netns is never entered.
+pub fn run_ipam(kind: IpamKind, env: EnvFn) -> Result<Option<String>, ErrorObject> {
     let mut call = match prepare(env)? {
         Prepared::Call(call) => call,
         Prepared::Answered(out) => return Ok(out),
@@ -257,24 +258,25 @@ pub fn run_ipam(kind: IpamKind, env: Env) -> Result<Option<String>, ErrorObject>
     }
     let data_dirs = ipam_data_dirs(env);
     let req = IpamRequest {
-        container_id: &call.container_id,
-        ifname: &call.ifname,
+        container_id: call.env.container_id(),
+        ifname: call.ifname(),
         conf: &call.conf,
-        args: &call.cni_args,
+        args: &call.env.args,
         data_dirs: &data_dirs,
         timeout: exec_ipam::DEFAULT_TIMEOUT,
     };
     let fail = |e: ipam::IpamError| call.tag(ErrorObject::from(e));
-    match call.command.as_str() {
-        "ADD" => {
+    match call.env.command {
+        Command::Add => {
             let result = ipam::add(&req).map_err(fail)?;
             render(&call, &result).map(Some).inspect_err(|_| {
                 let _ = ipam::del(&req);
             })
         }
-        "DEL" => ipam::del(&req).map(|()| None).map_err(fail),
-        "CHECK" => ipam::check(&req).map(|()| None).map_err(fail),
-        other => Err(call.tag(env_error(format!("unknown CNI_COMMAND {other:?}")))),
+        Command::Del => ipam::del(&req).map(|()| None).map_err(fail),
+        Command::Check => ipam::check(&req).map(|()| None).map_err(fail),
+        // `prepare` answered the others.
+        Command::Gc | Command::Status | Command::Version => Ok(None),
     }
 }
 

@@ -12,6 +12,7 @@
 //! lock file per VNI, so a DEL never removes the device under a concurrent ADD.
 
 use crate::error::{DelegateError, errno};
+use crate::kind::Delegate;
 use crate::link;
 use crate::netns::NsId;
 use crate::owned::{self, Added, Side};
@@ -34,6 +35,19 @@ use std::time::Duration;
 
 const LOCK_DIR: &str = "/run/plexus";
 const MAX_VNI: u32 = (1 << 24) - 1;
+
+pub const DELEGATE: Delegate = Delegate {
+    types: &["vxlan", "plexus-vxlan"],
+    virtual_link: true,
+    validate,
+    add,
+    del,
+    check,
+};
+
+fn validate(req: &Request) -> Result<(), DelegateError> {
+    parse(req).map(drop)
+}
 
 #[derive(Debug, Clone)]
 pub struct Conf {

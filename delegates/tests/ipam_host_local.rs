@@ -116,7 +116,7 @@ fn requested_addresses_from_runtime_config_args_and_cni_args() {
     let taken = CniArgs::parse("IP=10.9.0.50").unwrap();
     let e = ipam::add(&req("x", "eth0", &base, &taken)).unwrap_err();
     assert!(matches!(e, IpamError::RequestedTaken { .. }), "{e}");
-    assert_eq!(e.code(), Code::DelegateFailed.as_u32());
+    assert_eq!(e.code(), Code::DelegateFailed);
     assert!(
         e.to_string()
             .contains("requested IP address 10.9.0.50 is not available")
@@ -125,12 +125,12 @@ fn requested_addresses_from_runtime_config_args_and_cni_args() {
     let gw = CniArgs::parse("IP=10.9.0.1").unwrap();
     let e = ipam::add(&req("x", "eth0", &base, &gw)).unwrap_err();
     assert!(matches!(e, IpamError::RequestedGateway { .. }), "{e}");
-    assert_eq!(e.code(), 7);
+    assert_eq!(e.code(), Code::InvalidConfig);
 
     let outside = CniArgs::parse("IP=192.168.7.7").unwrap();
     let e = ipam::add(&req("x", "eth0", &base, &outside)).unwrap_err();
     assert!(matches!(e, IpamError::RequestedOutside(_)), "{e}");
-    assert_eq!(e.code(), 7);
+    assert_eq!(e.code(), Code::InvalidConfig);
 
     let bad = CniArgs::parse("IP=10.9.0.300").unwrap();
     let e = ipam::add(&req("x", "eth0", &base, &bad)).unwrap_err();
@@ -271,7 +271,7 @@ fn invalid_confs_are_code_7_naming_the_key() {
     let key_of = |ipam: serde_json::Value| {
         let c = conf(dir.path(), ipam);
         let e = ipam::add(&req("c1", "eth0", &c, &a)).unwrap_err();
-        assert_eq!(e.code(), 7, "{e}");
+        assert_eq!(e.code(), Code::InvalidConfig, "{e}");
         match e {
             IpamError::InvalidConfig { key, .. } => key,
             other => panic!("expected invalid config, got {other}"),
@@ -343,7 +343,7 @@ fn unknown_type_and_builtin_names() {
     let c = conf(dir.path(), json!({"type": "dhcp"}));
     let e = ipam::add(&req("c1", "eth0", &c, &CniArgs::default())).unwrap_err();
     assert!(matches!(e, IpamError::UnknownType(ref t) if t == "dhcp"));
-    assert_eq!(e.code(), 7);
+    assert_eq!(e.code(), Code::InvalidConfig);
 }
 
 #[test]
@@ -370,7 +370,7 @@ fn resolv_conf_becomes_the_dns_of_the_result() {
         json!({"type": "host-local", "ranges": [[{"subnet": "10.9.0.0/24"}]], "resolvConf": "/nonexistent/resolv.conf"}),
     );
     let e = ipam::add(&req("c2", "eth0", &missing, &CniArgs::default())).unwrap_err();
-    assert_eq!(e.code(), Code::Io.as_u32());
+    assert_eq!(e.code(), Code::Io);
     assert!(!ErrorObject::from(&e).details.is_empty());
 }
 
@@ -401,7 +401,7 @@ fn resolv_conf_must_be_a_small_regular_file_and_never_blocks() {
             started.elapsed() < std::time::Duration::from_secs(2),
             "{path:?}"
         );
-        assert_eq!(e.code(), 7, "{path:?}: {e}");
+        assert_eq!(e.code(), Code::InvalidConfig, "{path:?}: {e}");
         assert!(e.to_string().contains("ipam.resolvConf"), "{e}");
         assert!(reservations(dir.path()).is_empty(), "{path:?}");
     }
@@ -428,7 +428,7 @@ fn data_dir_must_be_absolute_and_in_an_allowed_folder_and_del_never_refuses() {
         r.data_dirs = &allowed;
         for outcome in [ipam::add(&r).map(drop), ipam::check(&r)] {
             let e = outcome.unwrap_err();
-            assert_eq!(e.code(), 7, "{data_dir}: {e}");
+            assert_eq!(e.code(), Code::InvalidConfig, "{data_dir}: {e}");
             assert!(e.to_string().contains("ipam.dataDir"), "{data_dir}: {e}");
         }
         // ADD refused the conf before reserving anything: DEL has nothing to do and does
@@ -463,14 +463,14 @@ fn a_held_pool_lock_costs_at_most_the_timeout_then_code_11() {
     let started = std::time::Instant::now();
     let e = ipam::add(&r).unwrap_err();
     let waited = started.elapsed();
-    assert_eq!(e.code(), 11, "{e}");
+    assert_eq!(e.code(), Code::TryAgainLater, "{e}");
     assert!(
         waited >= r.timeout && waited < std::time::Duration::from_secs(2),
         "{waited:?}"
     );
     let mut del = req("c0", "eth0", &c, &a);
     del.timeout = r.timeout;
-    assert_eq!(ipam::del(&del).unwrap_err().code(), 11);
+    assert_eq!(ipam::del(&del).unwrap_err().code(), Code::TryAgainLater);
     drop(held);
     ipam::del(&del).unwrap();
     assert!(reservations(dir.path()).is_empty());

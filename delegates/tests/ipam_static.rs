@@ -3,9 +3,9 @@
 
 mod ipam_support;
 
-use cni::CniResult;
 use cni::args::CniArgs;
 use cni::netconf::NetConf;
+use cni::{CniResult, Code};
 use delegates::ipam::{self, IpamError};
 use ipam_support::{reference, req};
 use serde_json::{Value, json};
@@ -119,7 +119,7 @@ fn address_without_prefix_is_refused_like_the_reference() {
     assert!(
         matches!(e, IpamError::InvalidConfig { ref key, .. } if key == "ipam.addresses[0].address")
     );
-    assert_eq!(e.code(), 7);
+    assert_eq!(e.code(), Code::InvalidConfig);
     assert!(reference("static", "ADD", "c1", "eth0", &c, "").is_err());
 }
 

@@ -26,8 +26,8 @@ pub enum ReadinessError {
 
 impl ReadinessError {
     /// Always "try again later": the runtime retries the sandbox.
-    pub fn code(&self) -> u32 {
-        cni::Code::TryAgainLater.as_u32()
+    pub fn code(&self) -> cni::Code {
+        cni::Code::TryAgainLater
     }
 }
 

@@ -53,10 +53,10 @@ impl CacheError {
         matches!(self, CacheError::Io { source, .. } if source.raw_os_error() == Some(nix::libc::EROFS))
     }
 
-    pub fn code(&self) -> u32 {
+    pub fn code(&self) -> cni::Code {
         match self {
-            CacheError::LockTimeout { .. } => cni::Code::TryAgainLater.as_u32(),
-            _ => cni::Code::Io.as_u32(),
+            CacheError::LockTimeout { .. } => cni::Code::TryAgainLater,
+            _ => cni::Code::Io,
         }
     }
 }

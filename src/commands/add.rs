@@ -18,10 +18,10 @@ pub(super) fn add(
     store: Option<&dyn NetworkStore>,
 ) -> Result<Report, crate::Error> {
     let container_id = inv.container_id().to_string();
-    let ifname = inv
-        .ifname
-        .clone()
-        .ok_or(crate::env::EnvError::Missing("CNI_IFNAME", "ADD"))?;
+    let ifname = inv.ifname.clone().ok_or(crate::env::EnvError::Missing(
+        "CNI_IFNAME",
+        cni::Command::Add,
+    ))?;
     // Before the journal dir or anything else is created: a node whose cluster network is
     // not up yet gets code 11 and no trace of the attempt.
     crate::autoconf::wait_for_conf(conf)?;
@@ -271,7 +271,7 @@ fn refuse_existing_interfaces(
                 .first()
                 .and_then(|p| p.plugin_type().ok())
                 .unwrap_or_default();
-            !(conf.builtins.allows(first) && delegates::kind_of(first).is_some())
+            !(conf.builtins.allows(first) && delegates::Kind::of(first).is_some())
         })
         .map(|a| a.ifname.as_str())
         .collect();

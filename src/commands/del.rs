@@ -18,7 +18,7 @@ pub(super) fn del(
     store: Option<&dyn NetworkStore>,
 ) -> Result<(), crate::Error> {
     let Some(ifname) = inv.ifname.as_ref() else {
-        return Err(crate::env::EnvError::Missing("CNI_IFNAME", "DEL").into());
+        return Err(crate::env::EnvError::Missing("CNI_IFNAME", cni::Command::Del).into());
     };
     let journal = journal(conf)?;
     let lock = journal.lock(inv.container_id(), super::lock_wait(conf))?;
@@ -274,7 +274,7 @@ fn remove_links_together(netns: &Path, entry: &Entry, conf: &PlexusConf) {
         else {
             continue;
         };
-        let built_in = conf.builtins.allows(plugin) && delegates::kind_of(plugin).is_some();
+        let built_in = conf.builtins.allows(plugin) && delegates::Kind::of(plugin).is_some();
         let journaled = a
             .links
             .iter()

@@ -15,7 +15,7 @@ use std::time::Duration;
 /// interface, address or route gone fails it.
 pub(super) fn check(inv: &Invocation, conf: &PlexusConf) -> Result<(), crate::Error> {
     let Some(ifname) = inv.ifname.as_ref() else {
-        return Err(crate::env::EnvError::Missing("CNI_IFNAME", "CHECK").into());
+        return Err(crate::env::EnvError::Missing("CNI_IFNAME", cni::Command::Check).into());
     };
     let journal = journal(conf)?;
     let lock = journal.lock(inv.container_id(), super::lock_wait(conf))?;

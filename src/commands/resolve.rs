@@ -47,16 +47,16 @@ pub enum ResolveError {
 }
 
 impl ResolveError {
-    pub fn code(&self) -> u32 {
+    pub fn code(&self) -> cni::Code {
         use cni::Code;
         match self {
-            // A NAD that is not there yet may be created in a moment (DESIGN.md: code 11).
-            ResolveError::NadNotFound(_) => Code::TryAgainLater.as_u32(),
-            ResolveError::Isolation { .. } => Code::NamespaceIsolation.as_u32(),
-            ResolveError::UidMismatch { .. } => Code::PodUidMismatch.as_u32(),
-            ResolveError::PodNotFound { .. } => Code::UnknownContainer.as_u32(),
-            ResolveError::BadFile { .. } => Code::InvalidConfig.as_u32(),
-            _ => Code::InvalidConfig.as_u32(),
+            // A NAD that is not there yet may be created in a moment: the runtime retries.
+            ResolveError::NadNotFound(_) => Code::TryAgainLater,
+            ResolveError::Isolation { .. } => Code::NamespaceIsolation,
+            ResolveError::UidMismatch { .. } => Code::PodUidMismatch,
+            ResolveError::PodNotFound { .. } => Code::UnknownContainer,
+            ResolveError::BadFile { .. } => Code::InvalidConfig,
+            _ => Code::InvalidConfig,
         }
     }
 }

@@ -33,12 +33,12 @@ pub enum ConfError {
 }
 
 impl ConfError {
-    pub fn code(&self) -> u32 {
+    pub fn code(&self) -> cni::Code {
         match self {
-            ConfError::Decode(_) | ConfError::WrongType { .. } => cni::Code::Decode.as_u32(),
-            ConfError::NetConf(NetConfError::Version(_)) => cni::Code::IncompatibleVersion.as_u32(),
-            ConfError::NetConf(NetConfError::WrongType { .. }) => cni::Code::Decode.as_u32(),
-            _ => cni::Code::InvalidConfig.as_u32(),
+            ConfError::Decode(_) | ConfError::WrongType { .. } => cni::Code::Decode,
+            ConfError::NetConf(NetConfError::Version(_)) => cni::Code::IncompatibleVersion,
+            ConfError::NetConf(NetConfError::WrongType { .. }) => cni::Code::Decode,
+            _ => cni::Code::InvalidConfig,
         }
     }
 }

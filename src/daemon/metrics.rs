@@ -243,7 +243,7 @@ impl Metrics {
                 self.errors
                     .get_or_create(&ErrorLabels {
                         command,
-                        code: e.code().to_string(),
+                        code: e.code().as_u32().to_string(),
                     })
                     .inc();
                 if let Some(network) = failed_network(e) {

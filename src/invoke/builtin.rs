@@ -3,9 +3,9 @@
 //! every other type.
 
 use super::{InvokeError, Target};
-use cni::Version;
 use cni::args::CniArgs;
 use cni::netconf::NetConf;
+use cni::{Command, Version};
 use delegates::OwnedLink;
 use delegates::exec_ipam::ExecIpam;
 use std::path::Path;
@@ -14,7 +14,7 @@ pub(super) fn call(
     t: &Target,
     kind: delegates::Kind,
     plugin: &str,
-    command: &'static str,
+    command: Command,
     conf: &NetConf,
     netns: Option<&Path>,
 ) -> Result<(Vec<u8>, Vec<OwnedLink>), InvokeError> {
@@ -59,7 +59,7 @@ pub(super) fn call(
         owned: t.owned,
     };
     match command {
-        "ADD" => {
+        Command::Add => {
             let added = delegates::add(kind, &req).map_err(fail)?;
             let version = conf
                 .cni_version()
@@ -91,7 +91,7 @@ pub(super) fn call(
                 }
             }
         }
-        "DEL" => match delegates::del(kind, &req) {
+        Command::Del => match delegates::del(kind, &req) {
             // The conf fails the validation ADD runs before it creates anything: ADD was
             // refused the same way, so there is nothing to undo, and refusing DEL too would
             // keep the pod from ever being deleted.
@@ -101,10 +101,10 @@ pub(super) fn call(
             }
             other => other.map(|()| (Vec::new(), Vec::new())).map_err(fail),
         },
-        "CHECK" => delegates::check(kind, &req)
+        Command::Check => delegates::check(kind, &req)
             .map(|()| (Vec::new(), Vec::new()))
             .map_err(fail),
         // Nothing of their own to collect or report (see `speaks_1_1`).
-        _ => Ok((Vec::new(), Vec::new())),
+        Command::Gc | Command::Status | Command::Version => Ok((Vec::new(), Vec::new())),
     }
 }

@@ -5,7 +5,7 @@
 
 use cni::exec::{ExecError, ExecRequest};
 use cni::netconf::{NetConf, NetConfList};
-use cni::{CniResult, ErrorObject, Version};
+use cni::{CniResult, Code, Command, ErrorObject, Version};
 use delegates::{Added, OwnedLink};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ pub enum InvokeError {
     Exec {
         network: String,
         plugin: String,
-        command: &'static str,
+        command: Command,
         #[source]
         source: Box<ExecError>,
     },
@@ -36,14 +36,14 @@ pub enum InvokeError {
     BadResult {
         network: String,
         plugin: String,
-        command: &'static str,
+        command: Command,
         reason: String,
     },
     #[error("network {network}: {plugin} {command}: {error}")]
     Builtin {
         network: String,
         plugin: String,
-        command: &'static str,
+        command: Command,
         error: Box<ErrorObject>,
     },
 }
@@ -55,21 +55,28 @@ impl InvokeError {
         matches!(self, InvokeError::Unresolved { .. })
     }
 
-    pub fn code(&self) -> u32 {
+    pub fn code(&self) -> Code {
         match self {
             InvokeError::Exec { source, .. } | InvokeError::Unresolved { source, .. } => {
                 source.code()
             }
-            InvokeError::BadResult { .. } => cni::Code::DelegateFailed.as_u32(),
-            InvokeError::Builtin { error, .. } => match error.code {
-                // In-process delegates speak Plexus's codes directly.
-                7 | 11 | 103 | 5 => error.code,
-                _ => cni::Code::DelegateFailed.as_u32(),
+            InvokeError::BadResult { .. } => Code::DelegateFailed,
+            // An in-process delegate's invalid config, try-again, missing link kind and I/O
+            // are Plexus's own answers; anything else it says is the delegate failing.
+            InvokeError::Builtin { error, .. } => match Code::from_u32(error.code) {
+                Some(
+                    c @ (Code::InvalidConfig
+                    | Code::TryAgainLater
+                    | Code::KernelLacksLinkKind
+                    | Code::Io),
+                ) => c,
+                _ => Code::DelegateFailed,
             },
         }
     }
 
-    /// The delegate's own words, kept for the runtime (DESIGN.md: code 100 keeps them).
+    /// The delegate's own words, kept for the runtime: a code 100 says only that a delegate
+    /// failed, these say why.
     pub fn details(&self) -> String {
         match self {
             InvokeError::Exec { source, .. } | InvokeError::Unresolved { source, .. } => {
@@ -117,7 +124,7 @@ pub struct Target<'a> {
 
 pub fn resolve(plugin_type: &str, t: &Target) -> Result<Delegate, ExecError> {
     if t.runner.builtins.allows(plugin_type)
-        && let Some(kind) = delegates::kind_of(plugin_type)
+        && let Some(kind) = delegates::Kind::of(plugin_type)
     {
         return Ok(Delegate::Builtin(kind));
     }
@@ -137,7 +144,7 @@ fn plugin_types(list: &NetConfList) -> Vec<String> {
 fn call(
     t: &Target,
     plugin: &str,
-    command: &'static str,
+    command: Command,
     conf: &NetConf,
 ) -> Result<(Vec<u8>, Vec<OwnedLink>), InvokeError> {
     let wrap = |source| InvokeError::Exec {
@@ -148,11 +155,11 @@ fn call(
     };
     // A DEL into a namespace that no longer exists still has to run (IPAM release must not
     // depend on the netns, SPEC.md DEL); the reference plugins take an empty CNI_NETNS then.
-    let netns = t.netns.filter(|p| command != "DEL" || p.exists());
+    let netns = t.netns.filter(|p| command != Command::Del || p.exists());
     tracing::debug!(
         network = t.network,
         plugin,
-        command,
+        command = command.as_str(),
         ifname = t.ifname,
         cni_args = %crate::log::redact_args(t.cni_args),
         conf = %crate::log::redact(&serde_json::Value::Object(conf.0.clone())),
@@ -229,12 +236,12 @@ pub fn add_after(
         if let Some(p) = &prev {
             conf.set("prevResult", p.to_value(list.cni_version));
         }
-        let (out, made) = call(t, plugin, "ADD", &conf)?;
+        let (out, made) = call(t, plugin, Command::Add, &conf)?;
         links.extend(made);
         let bad = |reason: String| InvokeError::BadResult {
             network: t.network.to_string(),
             plugin: plugin.clone(),
-            command: "ADD",
+            command: Command::Add,
             reason,
         };
         let value = cni::netconf::parse_strict(&out).map_err(|e| bad(e.to_string()))?;
@@ -270,7 +277,7 @@ pub fn del(list: &NetConfList, t: &Target, prev: Option<&CniResult>) -> Result<(
         {
             conf.set("prevResult", p.to_value(list.cni_version));
         }
-        if let Err(e) = call(t, plugin, "DEL", &conf) {
+        if let Err(e) = call(t, plugin, Command::Del, &conf) {
             tracing::warn!(network = t.network, plugin = %plugin, error = %e, "delegate DEL failed");
             first_err.get_or_insert(e);
         }
@@ -287,7 +294,7 @@ pub fn check(list: &NetConfList, t: &Target, prev: &CniResult) -> Result<bool, I
     for (i, plugin) in plugin_types(list).iter().enumerate() {
         let mut conf = plugin_conf(list, i);
         conf.set("prevResult", prev.to_value(list.cni_version));
-        call(t, plugin, "CHECK", &conf)?;
+        call(t, plugin, Command::Check, &conf)?;
     }
     Ok(true)
 }
@@ -325,7 +332,7 @@ pub fn gc(list: &NetConfList, t: &Target, valid: &[(String, String)]) -> Result<
             Value::Array(attachments.clone()),
         );
         conf.set("cni.dev/attachments", Value::Array(attachments.clone()));
-        call(t, plugin, "GC", &conf)?;
+        call(t, plugin, Command::Gc, &conf)?;
     }
     Ok(())
 }
@@ -339,7 +346,7 @@ pub fn status(list: &NetConfList, t: &Target) -> Result<(), InvokeError> {
         if !speaks_1_1(plugin, t) {
             continue;
         }
-        call(t, plugin, "STATUS", &plugin_conf(list, i))?;
+        call(t, plugin, Command::Status, &plugin_conf(list, i))?;
     }
     Ok(())
 }

@@ -139,8 +139,8 @@ pub enum PlanError {
 
 impl PlanError {
     /// Every planning problem is a configuration error (CNI code 7).
-    pub fn code(&self) -> u32 {
-        cni::Code::InvalidConfig.as_u32()
+    pub fn code(&self) -> cni::Code {
+        cni::Code::InvalidConfig
     }
 }
 

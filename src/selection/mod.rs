@@ -136,8 +136,8 @@ pub enum SelectionError {
 
 impl SelectionError {
     /// Every selection problem is a pod configuration error (CNI code 7).
-    pub fn code(&self) -> u32 {
-        cni::Code::InvalidConfig.as_u32()
+    pub fn code(&self) -> cni::Code {
+        cni::Code::InvalidConfig
     }
 }
 

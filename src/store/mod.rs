@@ -135,14 +135,14 @@ pub enum StoreError {
 
 impl StoreError {
     /// The CNI error code (SPEC: 5 I/O, 7 invalid config, 11 try again later).
-    pub fn code(&self) -> u32 {
+    pub fn code(&self) -> cni::Code {
         match self {
-            StoreError::ReadDir { .. } | StoreError::ReadFile { .. } => 5,
+            StoreError::ReadDir { .. } | StoreError::ReadFile { .. } => cni::Code::Io,
             StoreError::TooLarge { .. }
             | StoreError::Parse { .. }
             | StoreError::Malformed { .. }
-            | StoreError::Duplicate { .. } => 7,
-            StoreError::Unavailable { .. } => 11,
+            | StoreError::Duplicate { .. } => cni::Code::InvalidConfig,
+            StoreError::Unavailable { .. } => cni::Code::TryAgainLater,
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! `type` comes from network configurations that tenants may write (NADs), so it is treated as
 //! hostile: it must be a bare file name, and only directories that an unprivileged user cannot
-//! plant files in are searched (reliability-matrix §2, "Delegate resolution").
+//! plant files in are searched: a tenant who could name a path, or plant a binary, would run
+//! code as root on the node.
 
 use super::ExecError;
 use std::fs;
@@ -76,22 +77,7 @@ pub fn find_plugin(
 }
 
 fn check_type(plugin_type: &str) -> Result<(), ExecError> {
-    let reason = if plugin_type.is_empty() {
-        "it is empty"
-    } else if plugin_type == "." || plugin_type == ".." {
-        "it names a directory"
-    } else if plugin_type.contains(['/', '\\']) {
-        "it contains a path separator"
-    } else if plugin_type.contains('\0') {
-        "it contains a NUL byte"
-    } else if plugin_type.chars().any(char::is_whitespace) {
-        "it contains whitespace"
-    } else if plugin_type.chars().any(char::is_control) {
-        "it contains a control character"
-    } else {
-        return Ok(());
-    };
-    Err(ExecError::BadType {
+    crate::names::check_plugin_type(plugin_type).map_err(|reason| ExecError::BadType {
         plugin_type: plugin_type.to_string(),
         reason,
     })
@@ -161,6 +147,7 @@ fn runnable_file(candidate: &Path) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Code;
 
     #[test]
     fn split_path_drops_empty_entries() {
@@ -218,7 +205,7 @@ mod tests {
             "a\u{7f}b",
         ] {
             let err = check_type(name).expect_err(name);
-            assert_eq!(err.code(), 7, "{name:?}");
+            assert_eq!(err.code(), Code::InvalidConfig, "{name:?}");
             assert!(matches!(err, ExecError::BadType { .. }), "{name:?}");
         }
     }

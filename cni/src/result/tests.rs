@@ -358,7 +358,7 @@ fn legacy_keeps_first_address_per_family_and_routes_of_present_families() {
 fn legacy_rendering_without_address_is_refused_by_try_to_value() {
     let r = CniResult::default();
     let err = r.try_to_value(Version::V0_2_0).unwrap_err();
-    assert_eq!(err.code(), 1);
+    assert_eq!(err.code(), Code::IncompatibleVersion);
     assert_eq!(
         r.to_value(Version::V0_2_0),
         json!({"cniVersion": "0.2.0", "dns": {}})
@@ -412,7 +412,7 @@ fn decode_problems_are_code_6_and_unknown_versions_code_1() {
     ];
     for (value, code, mentions) in cases {
         let err = CniResult::parse_any(&value).unwrap_err();
-        assert_eq!(err.code(), code, "{value}: {err}");
+        assert_eq!(err.code().as_u32(), code, "{value}: {err}");
         assert!(
             err.to_string().contains(mentions),
             "{err} should mention {mentions}"
@@ -420,7 +420,7 @@ fn decode_problems_are_code_6_and_unknown_versions_code_1() {
     }
     let err = CniResult::from_slice(b"{\"cniVersion\": ").unwrap_err();
     assert!(matches!(err, ResultError::Json(_)));
-    assert_eq!(err.code(), 6);
+    assert_eq!(err.code(), Code::Decode);
 }
 
 #[test]

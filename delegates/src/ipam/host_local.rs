@@ -163,6 +163,11 @@ fn require_ids(req: &IpamRequest) -> Result<(), IpamError> {
     Ok(())
 }
 
+pub(crate) fn validate(req: &IpamRequest) -> Result<(), IpamError> {
+    require_ids(req)?;
+    parse(req).map(drop)
+}
+
 pub(crate) fn add(req: &IpamRequest) -> Result<CniResult, IpamError> {
     require_ids(req)?;
     let conf = parse(req)?;

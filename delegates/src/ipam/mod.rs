@@ -87,7 +87,7 @@ pub enum IpamError {
 }
 
 impl IpamError {
-    pub fn cni_code(&self) -> Code {
+    pub fn code(&self) -> Code {
         match self {
             IpamError::InvalidConfig { .. }
             | IpamError::UnknownType(_)
@@ -105,10 +105,6 @@ impl IpamError {
             | IpamError::StaticMismatch { .. } => Code::DelegateFailed,
         }
     }
-
-    pub fn code(&self) -> u32 {
-        self.cni_code().as_u32()
-    }
 }
 
 impl From<&IpamError> for ErrorObject {
@@ -117,7 +113,7 @@ impl From<&IpamError> for ErrorObject {
             IpamError::Io { source, .. } => source.to_string(),
             _ => String::new(),
         };
-        ErrorObject::new(e.cni_code(), e.to_string(), details)
+        ErrorObject::new(e.code(), e.to_string(), details)
     }
 }
 
@@ -148,6 +144,15 @@ fn kind(conf: &NetConf) -> Result<Kind, IpamError> {
         Ok(Some(other)) => Err(IpamError::UnknownType(other.to_string())),
         Ok(None) => Err(invalid("ipam.type", "missing")),
         Err(e) => Err(invalid("ipam", e.to_string())),
+    }
+}
+
+/// Everything ADD checks before it reserves anything: the conf, and (host-local) the
+/// container and interface the reservation is keyed by.
+pub fn validate(req: &IpamRequest) -> Result<(), IpamError> {
+    match kind(req.conf)? {
+        Kind::HostLocal => host_local::validate(req),
+        Kind::Static => static_ip::validate(req),
     }
 }
 

@@ -80,6 +80,15 @@ fn addresses(req: &IpamRequest) -> Result<Vec<Address>, IpamError> {
     Ok(out)
 }
 
+pub(crate) fn validate(req: &IpamRequest) -> Result<(), IpamError> {
+    let ipam = ipam_section(req.conf)?;
+    addresses(req)?;
+    if let Some(d) = opt_object(ipam, "dns", "ipam")? {
+        parse_dns(d, "ipam.dns")?;
+    }
+    parse_routes(ipam, "ipam").map(drop)
+}
+
 pub(crate) fn add(req: &IpamRequest) -> Result<CniResult, IpamError> {
     let ipam = ipam_section(req.conf)?;
     let ips = addresses(req)?

@@ -232,7 +232,7 @@ fn plan_matrix() {
                     serde_json::to_value(out).unwrap()
                 }
             }
-            Err(e) => json!({"error": e.to_string(), "code": e.code()}),
+            Err(e) => json!({"error": e.to_string(), "code": e.code().as_u32()}),
         };
         let mut settings = snapshots();
         settings.set_description(case.what);
