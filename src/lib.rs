@@ -1,6 +1,7 @@
 //! Plexus: a multi-network CNI meta-plugin. The runtime execs the `plexus` binary; this
 //! library holds everything it does, one concern per module.
 
+pub mod annotations;
 pub mod autoconf;
 pub mod cache;
 pub mod cli;

@@ -8,12 +8,29 @@ mod rotate;
 pub use redact::{redact, redact_args, scrub, secret_values};
 pub use rotate::LogOptions;
 
-use crate::conf::{LogFormat, PlexusConf};
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+
+/// The conf's logging keys: `logFile`, `logLevel`, `logToStderr`, `logFormat`, `logOptions`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub file: Option<PathBuf>,
+    pub level: String,
+    pub to_stderr: bool,
+    pub format: LogFormat,
+    pub options: Option<LogOptions>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
 
 fn level(name: &str) -> LevelFilter {
     match name {
@@ -29,8 +46,8 @@ fn level(name: &str) -> LevelFilter {
 
 /// Installs the global subscriber once. A log file that cannot be opened is reported on
 /// stderr and otherwise ignored: logging must never fail a CNI operation.
-pub fn init(conf: &PlexusConf) {
-    if let (Some(p), Some(opts)) = (&conf.log_file, &conf.log_options)
+pub fn init(conf: &Settings) {
+    if let (Some(p), Some(opts)) = (&conf.file, &conf.options)
         && let Err(e) = rotate::rotate(p, opts)
     {
         crate::output::stderr(format_args!(
@@ -38,7 +55,7 @@ pub fn init(conf: &PlexusConf) {
             p.display()
         ));
     }
-    let file = conf.log_file.as_ref().and_then(|p| {
+    let file = conf.file.as_ref().and_then(|p| {
         open_log(p)
             .map_err(|e| {
                 crate::output::stderr(format_args!(
@@ -48,20 +65,20 @@ pub fn init(conf: &PlexusConf) {
             })
             .ok()
     });
-    let writer: BoxMakeWriter = match (file, conf.log_to_stderr) {
+    let writer: BoxMakeWriter = match (file, conf.to_stderr) {
         (Some(f), true) => BoxMakeWriter::new(Mutex::new(f).and(std::io::stderr)),
         (Some(f), false) => BoxMakeWriter::new(Mutex::new(f)),
         (None, true) => BoxMakeWriter::new(std::io::stderr),
         (None, false) => BoxMakeWriter::new(std::io::sink),
     };
     let builder = tracing_subscriber::fmt()
-        .with_max_level(level(&conf.log_level))
+        .with_max_level(level(&conf.level))
         .with_writer(OneLine(writer))
         .with_ansi(false)
         .with_target(false)
         // Its fallback for a failed write is `eprintln!`, which panics when stderr is gone.
         .log_internal_errors(false);
-    let _ = match conf.log_format {
+    let _ = match conf.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
@@ -89,7 +106,7 @@ fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
 
 /// Keeps every event on one line with no terminal control sequences: a delegate's message, a
 /// pod's annotation or a NAD name may carry `\n` or `\x1b`, and a log reader must not be
-/// fooled into seeing two events or a recoloured terminal (reliability matrix S11). The fmt
+/// fooled into seeing two events or a recoloured terminal. The fmt
 /// layer writes each event in one call ending in its newline; everything else that is a
 /// control character is written as `\xNN`.
 struct OneLine(BoxMakeWriter);

@@ -337,8 +337,8 @@ fn conf_keys_from_flags_reach_the_plugin_conf() {
     let conf = plugin_stdin(&c);
     let parsed = plexus::conf::PlexusConf::from_map(conf.as_object().unwrap().clone()).unwrap();
     assert_eq!(parsed.readiness_timeout, Duration::from_secs(30));
-    assert!(parsed.namespace_isolation);
-    assert_eq!(parsed.global_namespaces, ["default", "shared"]);
+    assert!(parsed.isolation.enabled);
+    assert_eq!(parsed.isolation.global, ["default", "shared"]);
     assert_eq!(parsed.multus_namespace, "net-system");
 
     let out = generate(d.path(), &["--output", "00-plexus.conf"]);

@@ -380,8 +380,8 @@ fn conf_example_is_a_plexus_conf_naming_the_daemonset_kubeconfig() {
     conf.insert("cniVersion".into(), list["cniVersion"].clone());
     let conf = plexus::conf::PlexusConf::from_map(conf).unwrap();
     assert_eq!(conf.plugin_type, "plexus");
-    assert!(conf.namespace_isolation);
-    assert_eq!(conf.global_namespaces, ["default", "shared"]);
+    assert!(conf.isolation.enabled);
+    assert_eq!(conf.isolation.global, ["default", "shared"]);
     let pod = pod_spec();
     let inits = pod.init_containers.unwrap_or_default();
     assert_eq!(
@@ -485,8 +485,8 @@ fn thick_daemonset_runs_the_daemon_where_the_shim_conf_looks_for_it() {
     conf.insert("name".into(), list["name"].clone());
     conf.insert("cniVersion".into(), list["cniVersion"].clone());
     let conf = plexus::conf::PlexusConf::from_map(conf).unwrap();
-    assert_eq!(conf.daemon_socket_dir, Some(PathBuf::from(&dir)));
-    assert!(conf.daemon_fallback);
+    assert_eq!(conf.daemon.socket_dir, Some(PathBuf::from(&dir)));
+    assert!(conf.daemon.fallback);
     // Both write the same conf: the daemon's rewrite changes nothing the init step wrote.
     for name in ["conf-dir", "kubeconfig"] {
         assert_eq!(flag(init, name), flag(daemon, name), "--{name}");

@@ -10,6 +10,10 @@ use serde_json::{Map, Value};
 pub const MAX_CONF_BYTES: usize = 1 << 20;
 /// Deepest JSON nesting accepted.
 pub const MAX_DEPTH: usize = 64;
+/// GC's list of the attachments that are still valid (CNI 1.1.0).
+pub const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
+/// The same list under the name the 1.1.0 tag of the spec gave it.
+pub const ATTACHMENTS: &str = "cni.dev/attachments";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {

@@ -237,7 +237,7 @@ pub fn build_conflist(primary: Map<String, Value>, opts: &GenerateOptions) -> Ma
         .unwrap_or_default();
     // containerd and CRI-O then pass the pod's annotations, so the networks a pod asks for
     // are known without asking the API server, and reach pods a manifests folder lacks.
-    capabilities.insert(crate::commands::POD_ANNOTATIONS_CAPABILITY.to_string());
+    capabilities.insert(crate::annotations::POD_ANNOTATIONS_CAPABILITY.to_string());
 
     let mut plugin = Map::new();
     plugin.insert("type".into(), "plexus".into());

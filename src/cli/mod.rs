@@ -5,7 +5,7 @@
 mod demo;
 mod table;
 
-use crate::commands::{self, NETWORKS_ANNOTATION, Report};
+use crate::commands::{self, Report};
 use crate::conf::PlexusConf;
 use crate::env::{Command, Invocation};
 use crate::store::{Nad, NetworkStore, Pod, StoreError};
@@ -53,9 +53,9 @@ pub fn cni_main(
         Ok(c) => c,
         Err(out) => return out,
     };
-    crate::log::init(&conf);
+    crate::log::init(&conf.log);
     log_invoked(&inv, &conf);
-    if let Some(dir) = &conf.daemon_socket_dir {
+    if let Some(dir) = &conf.daemon.socket_dir {
         return crate::daemon::shim::forward(dir, &inv, &conf, &get, &buf, || {
             finish(&inv, &conf, execute(&inv, &conf, None))
         });
@@ -378,7 +378,7 @@ fn exec(args: &ExecArgs) -> Result<(), cni::ErrorObject> {
             .map(|(c, i)| serde_json::json!({"containerID": c, "ifname": i}))
             .collect();
         conf.raw.insert(
-            "cni.dev/valid-attachments".into(),
+            cni::netconf::VALID_ATTACHMENTS.into(),
             serde_json::Value::Array(valid),
         );
     }
@@ -396,14 +396,14 @@ fn exec(args: &ExecArgs) -> Result<(), cni::ErrorObject> {
         }
     };
     let inv = Invocation::from_env(env).map_err(|e| crate::Error::from(e).to_object(""))?;
-    crate::log::init(&conf);
+    crate::log::init(&conf.log);
     let overlay = args.networks.as_ref().map(|n| Overlay {
         inner: None,
         pod: Pod {
             namespace: pod_ns.clone(),
             name: pod_name.clone(),
             uid: None,
-            annotations: [(NETWORKS_ANNOTATION.to_string(), n.clone())].into(),
+            annotations: [(crate::annotations::NETWORKS.to_string(), n.clone())].into(),
         },
     });
     let report =

@@ -135,8 +135,8 @@ pub(super) fn teardown(
     // A delegate whose DEL never succeeds would keep the pod from ever being deleted (Multus
     // #948). After enough failures over enough time, DEL answers success and the entry stays
     // as a tombstone: GC keeps retrying it, and nothing is forgotten.
-    let give_up = entry.failed_dels >= conf.del_attempts
-        && now.saturating_sub(first) >= conf.del_give_up_after.as_secs();
+    let give_up = entry.failed_dels >= conf.del_policy.attempts
+        && now.saturating_sub(first) >= conf.del_policy.give_up_after.as_secs();
     entry.tombstone |= give_up;
     tolerate_read_only(journal.write(lock, entry))?;
     let error = crate::Error::Teardown {

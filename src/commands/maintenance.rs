@@ -62,13 +62,13 @@ pub(super) fn check(inv: &Invocation, conf: &PlexusConf) -> Result<(), crate::Er
 /// A missing or malformed list is invalid config (code 7), not a delegate failure.
 fn valid_attachments(conf: &PlexusConf) -> Result<HashSet<(String, String)>, crate::Error> {
     let invalid = |reason: String| crate::conf::ConfError::Invalid {
-        key: "cni.dev/valid-attachments",
+        key: cni::netconf::VALID_ATTACHMENTS,
         reason,
     };
     let raw = conf
         .raw
-        .get("cni.dev/valid-attachments")
-        .or_else(|| conf.raw.get("cni.dev/attachments"))
+        .get(cni::netconf::VALID_ATTACHMENTS)
+        .or_else(|| conf.raw.get(cni::netconf::ATTACHMENTS))
         .ok_or_else(|| invalid("is missing".into()))?;
     let Value::Array(list) = raw else {
         return Err(invalid("must be a list".into()).into());

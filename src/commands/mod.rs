@@ -7,10 +7,7 @@ mod del;
 mod maintenance;
 mod resolve;
 
-pub use resolve::{
-    NETWORKS_ANNOTATION, POD_ANNOTATIONS_CAPABILITY, ResolveError, Resolved, network_by_reference,
-    open_store, resolve,
-};
+pub use resolve::{ResolveError, Resolved, network_by_reference, open_store, resolve};
 
 use crate::cache::{Journal, JournaledAttachment};
 use crate::conf::PlexusConf;
@@ -184,7 +181,7 @@ fn auxiliary_chain(
         key: "auxiliaryCNIChainName",
         reason,
     };
-    if !crate::conf::is_network_name(name) {
+    if !cni::names::is_valid_name(name) {
         return Err(invalid(format!("{name:?} is not a valid network name")).into());
     }
     let base = match &conf.cluster_network {

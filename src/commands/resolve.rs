@@ -1,18 +1,14 @@
 //! Step 2 of the flow: from the conf, the pod and the store to the networks to attach —
 //! the cluster network, `defaultNetworks`, and the pod's selections with their NADs.
 
+use crate::annotations::{self, POD_ANNOTATIONS_CAPABILITY};
 use crate::conf::{ClusterNetwork, PlexusConf};
 use crate::env::PodRef;
 use crate::plan::ResolvedNetwork;
-use crate::selection::{self, DEFAULT_NETWORK_ANNOTATION, NetworkSelection};
+use crate::selection::{self, NetworkSelection};
 use crate::store::{ManifestStore, NetworkStore, Pod};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
-
-pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
-/// The capability under which containerd and CRI-O pass every pod annotation in
-/// `runtimeConfig` to a plugin that declares it.
-pub const POD_ANNOTATIONS_CAPABILITY: &str = "io.kubernetes.cri.pod-annotations";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -148,7 +144,7 @@ pub fn resolve(
     // names resolve in multusNamespace, as Multus does; namespace isolation applies here too
     // (Multus skips it on this path).
     let overridden = if let (Some(p), Some(s)) = (&pod, store)
-        && let Some(annotation) = p.annotations.get(DEFAULT_NETWORK_ANNOTATION)
+        && let Some(annotation) = p.annotations.get(annotations::DEFAULT_NETWORK)
         && !annotation.trim().is_empty()
     {
         let sel = selection::parse_default_network(annotation, &conf.multus_namespace)?;
@@ -203,7 +199,7 @@ pub fn resolve(
 
     let mut secondaries = Vec::new();
     if let (Some(p), Some(s)) = (&pod, store)
-        && let Some(annotation) = p.annotations.get(NETWORKS_ANNOTATION)
+        && let Some(annotation) = p.annotations.get(annotations::NETWORKS)
     {
         let mut devices = Devices::default();
         for sel in selection::parse_networks(annotation, &p.namespace)? {
@@ -246,9 +242,9 @@ fn check_isolation(
     pod: &Pod,
     sel: &NetworkSelection,
 ) -> Result<(), ResolveError> {
-    if !conf.namespace_isolation
+    if !conf.isolation.enabled
         || sel.namespace == pod.namespace
-        || conf.global_namespaces.contains(&sel.namespace)
+        || conf.isolation.global.contains(&sel.namespace)
     {
         return Ok(());
     }
@@ -256,7 +252,7 @@ fn check_isolation(
         namespace: pod.namespace.clone(),
         name: pod.name.clone(),
         network: format!("{}/{}", sel.namespace, sel.name),
-        global: conf.global_namespaces.clone(),
+        global: conf.isolation.global.clone(),
     })
 }
 
@@ -287,8 +283,6 @@ fn nad_network(
     })
 }
 
-pub const RESOURCE_NAME_ANNOTATION: &str = "k8s.v1.cni.cncf.io/resourceName";
-
 /// Device-plugin devices the kubelet gave the pod, handed out one per selection of the same
 /// resource in annotation order (what Multus does), so two networks on one SR-IOV resource
 /// get two different VFs.
@@ -304,7 +298,7 @@ impl Devices {
         pod: &Pod,
         nad_annotations: &std::collections::BTreeMap<String, String>,
     ) -> Result<Option<String>, crate::Error> {
-        let Some(resource) = nad_annotations.get(RESOURCE_NAME_ANNOTATION) else {
+        let Some(resource) = nad_annotations.get(annotations::RESOURCE_NAME) else {
             return Ok(None);
         };
         let Some(uid) = pod.uid.as_deref() else {

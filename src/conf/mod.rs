@@ -2,6 +2,7 @@
 //! meaning (a Multus `00-multus.conf` works after changing `type`), plus `manifests`,
 //! `timeout` and `resultMode`. Keys Plexus does not know stay in [`PlexusConf::raw`].
 
+use crate::log::{LogFormat, LogOptions, Settings};
 use cni::Version;
 use cni::netconf::{ConfError as NetConfError, parse_object};
 use serde_json::{Map, Value};
@@ -79,13 +80,6 @@ impl Builtins {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
 /// Where the cluster network comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClusterNetwork {
@@ -93,6 +87,33 @@ pub enum ClusterNetwork {
     Reference(String),
     /// `delegates[0]`: an inline conf or conflist.
     Inline(Map<String, Value>),
+}
+
+/// `namespaceIsolation` and `globalNamespaces`: which namespaces' NADs a pod may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Isolation {
+    pub enabled: bool,
+    /// Namespaces every pod may use, besides its own.
+    pub global: Vec<String>,
+}
+
+/// A DEL that keeps failing answers success once it has failed `attempts` times over at
+/// least `give_up_after`; the entry stays as a tombstone that GC retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DelPolicy {
+    pub attempts: u32,
+    pub give_up_after: Duration,
+}
+
+/// Thick mode: the node daemon the shim forwards calls to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Daemon {
+    /// `daemonSocketDir`: forward each call to the node daemon's socket in this folder.
+    pub socket_dir: Option<PathBuf>,
+    /// `daemonFallback`: with the daemon down, run ADD/CHECK/GC/STATUS in-process (DEL always is).
+    pub fallback: bool,
+    /// `daemonTimeout`: how long a call through the daemon may take.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -113,15 +134,11 @@ pub struct PlexusConf {
     pub default_networks: Vec<String>,
     pub multus_namespace: String,
     pub system_namespaces: Vec<String>,
-    pub namespace_isolation: bool,
-    pub global_namespaces: Vec<String>,
+    pub isolation: Isolation,
     pub readiness_indicator_file: Option<PathBuf>,
     pub readiness_timeout: Duration,
     pub retry_delete_on_error: bool,
-    /// A DEL that keeps failing answers success once it has failed `delAttempts` times over
-    /// at least `delGiveUpAfter`; the entry stays as a tombstone that GC retries.
-    pub del_attempts: u32,
-    pub del_give_up_after: Duration,
+    pub del_policy: DelPolicy,
     /// Client read timeout per API request (`apiTimeout`, seconds).
     pub api_timeout: Option<Duration>,
     /// The kubelet's device-plugin checkpoint (`deviceCheckpoint`).
@@ -129,11 +146,7 @@ pub struct PlexusConf {
     /// Read the conf of an empty-spec NAD from `confDir` (off: see resolve).
     pub nad_conf_from_conf_dir: bool,
     pub auxiliary_cni_chain_name: Option<String>,
-    pub log_file: Option<PathBuf>,
-    pub log_level: String,
-    pub log_to_stderr: bool,
-    pub log_format: LogFormat,
-    pub log_options: Option<crate::log::LogOptions>,
+    pub log: crate::log::Settings,
     pub timeout: Duration,
     pub gc_grace: Duration,
     pub result_mode: ResultMode,
@@ -142,13 +155,7 @@ pub struct PlexusConf {
     pub ipam_data_dirs: Vec<PathBuf>,
     /// Pod-level `runtimeConfig` from the runtime: reaches the cluster network only (NPWG §7.5).
     pub runtime_config: Map<String, Value>,
-    pub prev_result: Option<Value>,
-    /// `daemonSocketDir`: forward each call to the node daemon's socket in this folder.
-    pub daemon_socket_dir: Option<PathBuf>,
-    /// `daemonFallback`: with the daemon down, run ADD/CHECK/GC/STATUS in-process (DEL always is).
-    pub daemon_fallback: bool,
-    /// `daemonTimeout`: how long a call through the daemon may take.
-    pub daemon_timeout: Duration,
+    pub daemon: Daemon,
     /// The whole conf as received, unknown keys included.
     pub raw: Map<String, Value>,
 }
@@ -159,51 +166,12 @@ impl PlexusConf {
         Self::from_map(raw)
     }
 
+    /// Reads every key, in a fixed order, so a conf with several mistakes is always
+    /// reported by the same key.
     pub fn from_map(raw: Map<String, Value>) -> Result<PlexusConf, ConfError> {
         let r = Reader(&raw);
-        // The protocol's own keys with the wrong JSON type are decode errors (code 6), as
-        // the reference plugins' typed decoding reports them; Plexus's keys are code 7.
-        for key in ["cniVersion", "name", "type"] {
-            if matches!(raw.get(key), Some(v) if !v.is_string()) {
-                return Err(ConfError::WrongType { key });
-            }
-        }
-        let cni_version = cni::netconf::negotiate_version(&raw).map_err(ConfError::NetConf)?;
-        let cni_version_str = r
-            .string("cniVersion")?
-            .unwrap_or_else(|| cni_version.to_string());
-        let name = r.string("name")?.ok_or(ConfError::Invalid {
-            key: "name",
-            reason: "is required".into(),
-        })?;
-        if !is_network_name(&name) {
-            return Err(ConfError::Invalid {
-                key: "name",
-                reason: format!("{name:?} must match [a-zA-Z0-9][a-zA-Z0-9_.-]*"),
-            });
-        }
-        let plugin_type = r.string("type")?.ok_or(ConfError::Invalid {
-            key: "type",
-            reason: "is required".into(),
-        })?;
-
-        // `delegates` is checked whether or not clusterNetwork makes it unused: a wrong
-        // shape is a mistake either way.
-        let delegates = inline_delegates(&raw, &cni_version_str)?;
-        let (cluster_network, extra_delegates) = match (r.string("clusterNetwork")?, delegates) {
-            (Some(c), _) if !c.is_empty() => (ClusterNetwork::Reference(c), Vec::new()),
-            (_, Some(mut list)) if !list.is_empty() => {
-                let first = list.remove(0);
-                (ClusterNetwork::Inline(first), list)
-            }
-            _ => {
-                return Err(ConfError::Invalid {
-                    key: "clusterNetwork",
-                    reason: "one of clusterNetwork or delegates is required".into(),
-                });
-            }
-        };
-
+        let (cni_version, cni_version_str, name, plugin_type) = identity(&r)?;
+        let (cluster_network, extra_delegates) = networks(&r, &cni_version_str)?;
         let result_mode = match r.string("resultMode")?.as_deref() {
             None | Some("cluster") => ResultMode::Cluster,
             Some("merged") => ResultMode::Merged,
@@ -214,88 +182,10 @@ impl PlexusConf {
                 });
             }
         };
-        let log_format = match r.string("logFormat")?.as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(ConfError::Invalid {
-                    key: "logFormat",
-                    reason: format!("{other:?} is neither \"text\" nor \"json\""),
-                });
-            }
-        };
-        let log_level = r.string("logLevel")?.unwrap_or_else(|| "error".into());
-        if !matches!(
-            log_level.as_str(),
-            "panic" | "error" | "warning" | "warn" | "info" | "verbose" | "debug" | "trace"
-        ) {
-            return Err(ConfError::Invalid {
-                key: "logLevel",
-                reason: format!("{log_level:?} is not a log level"),
-            });
-        }
-
-        let global_namespaces = match raw.get("globalNamespaces") {
-            None | Some(Value::Null) => vec!["default".to_string()],
-            // Multus takes a comma-separated string; a list is accepted too.
-            Some(Value::String(s)) => s
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
-            Some(Value::Array(_)) => r.string_list("globalNamespaces")?,
-            Some(_) => {
-                return Err(ConfError::Invalid {
-                    key: "globalNamespaces",
-                    reason: "must be a comma-separated string".into(),
-                });
-            }
-        };
-
-        let runtime_config = match raw.get("runtimeConfig") {
-            None | Some(Value::Null) => Map::new(),
-            // Go runtimes spell the values' fields as Go field names (`HostPort`,
-            // `IngressRate`, `Servers`); delegates get the conventions' spelling.
-            Some(Value::Object(m)) => cni::capability::canonical_map(m),
-            Some(_) => {
-                return Err(ConfError::Invalid {
-                    key: "runtimeConfig",
-                    reason: "must be an object".into(),
-                });
-            }
-        };
-
-        let builtins = match raw.get("builtins") {
-            None | Some(Value::Null) => Builtins::default(),
-            Some(Value::Bool(b)) => Builtins {
-                enabled: *b,
-                overrides: Default::default(),
-            },
-            Some(Value::Object(m)) => {
-                let mut overrides = std::collections::BTreeMap::new();
-                for (k, v) in m {
-                    let Value::Bool(b) = v else {
-                        return Err(ConfError::Invalid {
-                            key: "builtins",
-                            reason: format!("{k:?} must be true or false"),
-                        });
-                    };
-                    overrides.insert(k.clone(), *b);
-                }
-                Builtins {
-                    enabled: true,
-                    overrides,
-                }
-            }
-            Some(_) => {
-                return Err(ConfError::Invalid {
-                    key: "builtins",
-                    reason: "must be true, false or an object of plugin types".into(),
-                });
-            }
-        };
-
+        let (log_format, log_level) = log_format_and_level(&r)?;
+        let global_namespaces = global_namespaces(&r)?;
+        let runtime_config = runtime_config(&r)?;
+        let builtins = builtins(&r)?;
         let ipam_data_dirs = ipam_data_dirs(&raw, &cluster_network, &extra_delegates)?;
         Ok(PlexusConf {
             cni_version,
@@ -304,15 +194,9 @@ impl PlexusConf {
             plugin_type,
             kubeconfig: r.abs_path("kubeconfig")?,
             manifests: r.abs_path("manifests")?,
-            conf_dir: r
-                .abs_path("confDir")?
-                .unwrap_or_else(|| DEFAULT_CONF_DIR.into()),
-            cni_dir: r
-                .abs_path("cniDir")?
-                .unwrap_or_else(|| DEFAULT_CNI_DIR.into()),
-            bin_dir: r
-                .abs_path("binDir")?
-                .unwrap_or_else(|| DEFAULT_BIN_DIR.into()),
+            conf_dir: r.abs_path_or("confDir", DEFAULT_CONF_DIR)?,
+            cni_dir: r.abs_path_or("cniDir", DEFAULT_CNI_DIR)?,
+            bin_dir: r.abs_path_or("binDir", DEFAULT_BIN_DIR)?,
             cluster_network,
             extra_delegates,
             default_networks: r.string_list("defaultNetworks")?,
@@ -324,8 +208,10 @@ impl PlexusConf {
             } else {
                 vec!["kube-system".into()]
             },
-            namespace_isolation: r.boolean("namespaceIsolation")?.unwrap_or(false),
-            global_namespaces,
+            isolation: Isolation {
+                enabled: r.boolean("namespaceIsolation")?.unwrap_or(false),
+                global: global_namespaces,
+            },
             readiness_indicator_file: r.abs_path("readinessindicatorfile")?,
             readiness_timeout: r
                 .seconds_allow_zero("readinessTimeout")?
@@ -333,36 +219,18 @@ impl PlexusConf {
             retry_delete_on_error: r.boolean("retryDeleteOnError")?.unwrap_or(false),
             nad_conf_from_conf_dir: r.boolean("nadConfFromConfDir")?.unwrap_or(false),
             api_timeout: r.seconds("apiTimeout")?,
-            del_attempts: match raw.get("delAttempts") {
-                None | Some(Value::Null) => DEFAULT_DEL_ATTEMPTS,
-                Some(v) => v
-                    .as_u64()
-                    .filter(|n| (1..=1000).contains(n))
-                    .map(|n| n as u32)
-                    .ok_or(ConfError::Invalid {
-                        key: "delAttempts",
-                        reason: "must be a whole number in 1..=1000".into(),
-                    })?,
-            },
-            del_give_up_after: r
-                .seconds_allow_zero("delGiveUpAfter")?
-                .unwrap_or(DEFAULT_DEL_GIVE_UP_AFTER),
-            device_checkpoint: r
-                .abs_path("deviceCheckpoint")?
-                .unwrap_or_else(|| crate::store::devices::KUBELET_CHECKPOINT.into()),
+            del_policy: del_policy(&r)?,
+            device_checkpoint: r.abs_path_or(
+                "deviceCheckpoint",
+                crate::store::devices::KUBELET_CHECKPOINT,
+            )?,
             auxiliary_cni_chain_name: r.string("auxiliaryCNIChainName")?,
-            log_file: r.abs_path("logFile")?,
-            log_level,
-            log_to_stderr: r.boolean("logToStderr")?.unwrap_or(true),
-            log_format,
-            log_options: match raw.get("logOptions") {
-                None | Some(Value::Null) => None,
-                Some(v) => Some(crate::log::LogOptions::from_value(v).map_err(|reason| {
-                    ConfError::Invalid {
-                        key: "logOptions",
-                        reason,
-                    }
-                })?),
+            log: Settings {
+                file: r.abs_path("logFile")?,
+                level: log_level,
+                to_stderr: r.boolean("logToStderr")?.unwrap_or(true),
+                format: log_format,
+                options: log_options(&r)?,
             },
             timeout: r.seconds("timeout")?.unwrap_or(DEFAULT_TIMEOUT),
             gc_grace: r
@@ -372,12 +240,13 @@ impl PlexusConf {
             builtins,
             ipam_data_dirs,
             runtime_config,
-            prev_result: raw.get("prevResult").cloned(),
-            daemon_socket_dir: r.abs_path("daemonSocketDir")?,
-            daemon_fallback: r.boolean("daemonFallback")?.unwrap_or(true),
-            daemon_timeout: r
-                .seconds("daemonTimeout")?
-                .unwrap_or(DEFAULT_DAEMON_TIMEOUT),
+            daemon: Daemon {
+                socket_dir: r.abs_path("daemonSocketDir")?,
+                fallback: r.boolean("daemonFallback")?.unwrap_or(true),
+                timeout: r
+                    .seconds("daemonTimeout")?
+                    .unwrap_or(DEFAULT_DAEMON_TIMEOUT),
+            },
             raw,
         })
     }
@@ -390,6 +259,173 @@ impl PlexusConf {
             format!("{}:{}", self.bin_dir.display(), cni_path)
         }
     }
+}
+
+/// `cniVersion` (or `cniVersions`), `name` and `type`. The protocol's own keys with the wrong
+/// JSON type are decode errors (code 6), as the reference plugins' typed decoding reports
+/// them; Plexus's keys are code 7.
+fn identity(r: &Reader) -> Result<(Version, String, String, String), ConfError> {
+    for key in ["cniVersion", "name", "type"] {
+        if matches!(r.0.get(key), Some(v) if !v.is_string()) {
+            return Err(ConfError::WrongType { key });
+        }
+    }
+    let cni_version = cni::netconf::negotiate_version(r.0).map_err(ConfError::NetConf)?;
+    let cni_version_str = r
+        .string("cniVersion")?
+        .unwrap_or_else(|| cni_version.to_string());
+    let name = r.string("name")?.ok_or(ConfError::Invalid {
+        key: "name",
+        reason: "is required".into(),
+    })?;
+    if !cni::names::is_valid_name(&name) {
+        return Err(ConfError::Invalid {
+            key: "name",
+            reason: format!("{name:?} must match [a-zA-Z0-9][a-zA-Z0-9_.-]*"),
+        });
+    }
+    let plugin_type = r.string("type")?.ok_or(ConfError::Invalid {
+        key: "type",
+        reason: "is required".into(),
+    })?;
+    Ok((cni_version, cni_version_str, name, plugin_type))
+}
+
+/// `clusterNetwork`, else `delegates[0]`, and the rest of `delegates`. `delegates` is checked
+/// whether or not clusterNetwork makes it unused: a wrong shape is a mistake either way.
+fn networks(
+    r: &Reader,
+    cni_version: &str,
+) -> Result<(ClusterNetwork, Vec<Map<String, Value>>), ConfError> {
+    let delegates = inline_delegates(r.0, cni_version)?;
+    match (r.string("clusterNetwork")?, delegates) {
+        (Some(c), _) if !c.is_empty() => Ok((ClusterNetwork::Reference(c), Vec::new())),
+        (_, Some(mut list)) if !list.is_empty() => {
+            let first = list.remove(0);
+            Ok((ClusterNetwork::Inline(first), list))
+        }
+        _ => Err(ConfError::Invalid {
+            key: "clusterNetwork",
+            reason: "one of clusterNetwork or delegates is required".into(),
+        }),
+    }
+}
+
+/// `globalNamespaces`: Multus takes a comma-separated string; a list is accepted too.
+fn global_namespaces(r: &Reader) -> Result<Vec<String>, ConfError> {
+    match r.0.get("globalNamespaces") {
+        None | Some(Value::Null) => Ok(vec!["default".to_string()]),
+        Some(Value::String(s)) => Ok(s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()),
+        Some(Value::Array(_)) => r.string_list("globalNamespaces"),
+        Some(_) => Err(ConfError::Invalid {
+            key: "globalNamespaces",
+            reason: "must be a comma-separated string".into(),
+        }),
+    }
+}
+
+/// The pod-level `runtimeConfig`. Go runtimes spell the values' fields as Go field names
+/// (`HostPort`, `IngressRate`, `Servers`); delegates get the conventions' spelling.
+fn runtime_config(r: &Reader) -> Result<Map<String, Value>, ConfError> {
+    match r.0.get("runtimeConfig") {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(m)) => Ok(cni::capability::canonical_map(m)),
+        Some(_) => Err(ConfError::Invalid {
+            key: "runtimeConfig",
+            reason: "must be an object".into(),
+        }),
+    }
+}
+
+fn builtins(r: &Reader) -> Result<Builtins, ConfError> {
+    let invalid = |reason: String| ConfError::Invalid {
+        key: "builtins",
+        reason,
+    };
+    match r.0.get("builtins") {
+        None | Some(Value::Null) => Ok(Builtins::default()),
+        Some(Value::Bool(b)) => Ok(Builtins {
+            enabled: *b,
+            overrides: Default::default(),
+        }),
+        Some(Value::Object(m)) => {
+            let mut overrides = std::collections::BTreeMap::new();
+            for (k, v) in m {
+                let Value::Bool(b) = v else {
+                    return Err(invalid(format!("{k:?} must be true or false")));
+                };
+                overrides.insert(k.clone(), *b);
+            }
+            Ok(Builtins {
+                enabled: true,
+                overrides,
+            })
+        }
+        Some(_) => Err(invalid(
+            "must be true, false or an object of plugin types".into(),
+        )),
+    }
+}
+
+fn log_format_and_level(r: &Reader) -> Result<(LogFormat, String), ConfError> {
+    let format = match r.string("logFormat")?.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(ConfError::Invalid {
+                key: "logFormat",
+                reason: format!("{other:?} is neither \"text\" nor \"json\""),
+            });
+        }
+    };
+    let level = r.string("logLevel")?.unwrap_or_else(|| "error".into());
+    if !matches!(
+        level.as_str(),
+        "panic" | "error" | "warning" | "warn" | "info" | "verbose" | "debug" | "trace"
+    ) {
+        return Err(ConfError::Invalid {
+            key: "logLevel",
+            reason: format!("{level:?} is not a log level"),
+        });
+    }
+    Ok((format, level))
+}
+
+fn log_options(r: &Reader) -> Result<Option<LogOptions>, ConfError> {
+    match r.0.get("logOptions") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => LogOptions::from_value(v)
+            .map(Some)
+            .map_err(|reason| ConfError::Invalid {
+                key: "logOptions",
+                reason,
+            }),
+    }
+}
+
+fn del_policy(r: &Reader) -> Result<DelPolicy, ConfError> {
+    let attempts = match r.0.get("delAttempts") {
+        None | Some(Value::Null) => DEFAULT_DEL_ATTEMPTS,
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=1000).contains(n))
+            .map(|n| n as u32)
+            .ok_or(ConfError::Invalid {
+                key: "delAttempts",
+                reason: "must be a whole number in 1..=1000".into(),
+            })?,
+    };
+    Ok(DelPolicy {
+        attempts,
+        give_up_after: r
+            .seconds_allow_zero("delGiveUpAfter")?
+            .unwrap_or(DEFAULT_DEL_GIVE_UP_AFTER),
+    })
 }
 
 /// `delegates`: a list of network confs or conflists, each checked to be one. An entry
@@ -485,13 +521,7 @@ fn ipam_data_dirs(
     Ok(dirs)
 }
 
-/// libcni's rule for network names and container IDs.
-pub fn is_network_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphanumeric())
-        && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-}
-
+/// Typed reads of the conf's keys; every error names its key.
 struct Reader<'a>(&'a Map<String, Value>);
 
 impl Reader<'_> {
@@ -534,6 +564,10 @@ impl Reader<'_> {
                 reason: "must be a list of strings".into(),
             }),
         }
+    }
+
+    fn abs_path_or(&self, key: &'static str, default: &str) -> Result<PathBuf, ConfError> {
+        Ok(self.abs_path(key)?.unwrap_or_else(|| default.into()))
     }
 
     fn abs_path(&self, key: &'static str) -> Result<Option<PathBuf>, ConfError> {
@@ -604,7 +638,7 @@ mod tests {
                 "delegates":[{"cniVersion":"0.3.1","name":"flannel","type":"flannel"}]}"#,
         )
         .unwrap();
-        assert_eq!(c.global_namespaces, ["default", "shared"]);
+        assert_eq!(c.isolation.global, ["default", "shared"]);
         assert!(matches!(c.cluster_network, ClusterNetwork::Inline(_)));
         assert_eq!(c.cni_dir, PathBuf::from("/var/lib/cni/multus"));
         assert!(c.retry_delete_on_error);

@@ -36,7 +36,7 @@ pub fn answer(req: &Request, daemon: &DaemonStore, metrics: &Metrics) -> (u8, Op
 fn collectable(conf: &crate::conf::PlexusConf) -> BTreeSet<PathBuf> {
     let valid: BTreeSet<&str> = conf
         .raw
-        .get("cni.dev/valid-attachments")
+        .get(cni::netconf::VALID_ATTACHMENTS)
         .and_then(|v| v.as_array())
         .into_iter()
         .flatten()

@@ -54,18 +54,18 @@ pub fn forward(
             .iter()
             .filter_map(|k| get(k).map(|v| (k.to_string(), v)))
             .collect(),
-        deadline_ms: conf.daemon_timeout.as_millis() as u64,
+        deadline_ms: conf.daemon.timeout.as_millis() as u64,
         stdin: stdin.to_vec(),
     };
-    let failure = match exchange(&socket, &request, conf.daemon_timeout) {
+    let failure = match exchange(&socket, &request, conf.daemon.timeout) {
         Ok((code, stdout)) => return (code, stdout),
         Err(f) => f,
     };
     let command = inv.command.as_str();
     let (run_here, reason) = match &failure {
-        Failure::NotRun(r) => (inv.command == Command::Del || conf.daemon_fallback, r),
+        Failure::NotRun(r) => (inv.command == Command::Del || conf.daemon.fallback, r),
         Failure::Lost(r) => (
-            inv.command == Command::Del || (conf.daemon_fallback && inv.command != Command::Add),
+            inv.command == Command::Del || (conf.daemon.fallback && inv.command != Command::Add),
             r,
         ),
     };

@@ -328,10 +328,10 @@ pub fn gc(list: &NetConfList, t: &Target, valid: &[(String, String)]) -> Result<
         }
         let mut conf = plugin_conf(list, i);
         conf.set(
-            "cni.dev/valid-attachments",
+            cni::netconf::VALID_ATTACHMENTS,
             Value::Array(attachments.clone()),
         );
-        conf.set("cni.dev/attachments", Value::Array(attachments.clone()));
+        conf.set(cni::netconf::ATTACHMENTS, Value::Array(attachments.clone()));
         call(t, plugin, Command::Gc, &conf)?;
     }
     Ok(())

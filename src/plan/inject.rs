@@ -75,19 +75,6 @@ fn invalid(
     }
 }
 
-/// CNI SPEC §"Network configuration": the name becomes a directory name in host-local and
-/// in libcni's cache, so it is held to libcni's `ValidateNetworkName` rule.
-fn valid_network_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
-/// `type` names a binary looked up in CNI_PATH: a path would escape it (CVE-2021-20206).
-fn valid_plugin_type(t: &str) -> bool {
-    !t.is_empty() && t != "." && t != ".." && !t.contains(['/', '\\']) && !t.contains('\0')
-}
-
 pub(super) fn delegate_conf(
     net: &ResolvedNetwork,
     pod_runtime: &Map<String, Value>,
@@ -103,14 +90,13 @@ pub(super) fn delegate_conf(
         network: net.key.clone(),
         error,
     })?;
-    if !valid_network_name(&list.name) {
+    // CNI SPEC §"Network configuration": the name becomes a directory name in host-local
+    // and in libcni's cache.
+    if !cni::names::is_valid_name(&list.name) {
         return Err(invalid(
             net,
             "name",
-            format!(
-                "{:?} must start with a letter or digit and hold only letters, digits, '_', '.' and '-'",
-                list.name
-            ),
+            format!("{:?} {}", list.name, cni::names::NAME_RULE),
         ));
     }
     let at = |i: usize, key: &str| {
@@ -165,8 +151,9 @@ pub(super) fn delegate_conf(
     }
 
     for (i, (plugin, caps)) in list.plugins.iter_mut().zip(&declared).enumerate() {
+        // `type` names a binary looked up in CNI_PATH: a path would escape it.
         if let Ok(t) = plugin.plugin_type()
-            && !valid_plugin_type(t)
+            && cni::names::check_plugin_type(t).is_err()
         {
             return Err(invalid(
                 net,
@@ -175,7 +162,7 @@ pub(super) fn delegate_conf(
             ));
         }
         if let Ok(Some(t)) = plugin.ipam_type()
-            && !valid_plugin_type(t)
+            && cni::names::check_plugin_type(t).is_err()
         {
             return Err(invalid(
                 net,

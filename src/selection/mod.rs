@@ -3,7 +3,8 @@
 //!
 //! Both the comma form `[ns/]name[@ifname]` and the JSON form are validated to the same rules
 //! here, at the boundary, because names end up in API URLs and values end up in delegate
-//! configs (reliability-matrix S8, S9). Multus checks only the comma form. This module knows
+//! configs: a name with `/` or `..` would reach another object, a value another tenant's
+//! setting. Multus checks only the comma form. This module knows
 //! nothing about NADs or delegates: that is `plan`'s job.
 //!
 //! Rules worth knowing:
@@ -21,10 +22,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::net::IpAddr;
 
-/// Annotation holding the pod's secondary networks.
-pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
-/// Multus's per-pod override of the cluster default network.
-pub const DEFAULT_NETWORK_ANNOTATION: &str = "v1.multus-cni.io/default-network";
+use crate::annotations::{
+    DEFAULT_NETWORK as DEFAULT_NETWORK_ANNOTATION, NETWORKS as NETWORKS_ANNOTATION,
+};
 /// Most network selections one annotation may hold.
 pub const MAX_SELECTIONS: usize = 32;
 /// Largest annotation value accepted (Kubernetes caps all annotations of an object together at

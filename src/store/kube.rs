@@ -22,8 +22,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const STORE: &str = "kubernetes";
-/// The NPWG annotation Plexus publishes on `pods/status`.
-pub const NETWORK_STATUS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/network-status";
+// The NPWG annotation Plexus publishes on `pods/status`.
+use crate::annotations::NETWORK_STATUS as NETWORK_STATUS_ANNOTATION;
 /// Reporting component of the events Plexus records.
 pub const COMPONENT: &str = "plexus";
 /// An event message longer than this is cut: the events API rejects longer ones.

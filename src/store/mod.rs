@@ -16,8 +16,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use self::kube::{
-    COMPONENT, KubeOptions, KubeStore, NETWORK_STATUS_ANNOTATION, checked_config, client_error,
-    load_config,
+    COMPONENT, KubeOptions, KubeStore, checked_config, client_error, load_config,
 };
 pub use manifest::{MAX_MANIFEST_BYTES, ManifestStore};
 
