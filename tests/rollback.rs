@@ -233,3 +233,61 @@ sleep 1000"#,
         .ok();
     w.assert_clean(Some(&pod));
 }
+
+/// Every attachment of the plan is checked before the first is created: a third network
+/// whose plugin cannot be found, is refused, or is a built-in whose conf (or IPAM conf) its
+/// ADD would refuse fails the ADD with nothing created. The recording wrappers of the first
+/// two networks show that no delegate ran at all; no link, reservation or journal entry is
+/// left, and the error is the one the attachment itself would have given.
+#[test]
+fn a_bad_third_network_fails_the_add_before_anything_is_created() {
+    enter_node_netns();
+    let w = World::new();
+    networks(&w);
+    let log = recording(&w);
+    for n in ["n1", "n2"] {
+        let mut c = w.macvlan_conf(n, "upl0", &format!("10.89.{}.0/24", &n[1..]));
+        c["type"] = json!("rec-macvlan");
+        w.nad("default", n, &c);
+    }
+    let mut cluster = w.bridge_conf("cluster", "cni-r5", "10.88.10.0/24");
+    cluster["type"] = json!("rec-bridge");
+    let conf = w.plexus_conf(&cluster, json!({"timeout": 20, "builtins": true}));
+    let mut built_in = w.macvlan_conf("bad", "upl0", "10.89.9.0/24");
+    built_in["type"] = json!("macvlan");
+    let mut bad_mode = built_in.clone();
+    bad_mode["mode"] = json!("sideways");
+    let mut bad_ipam = built_in.clone();
+    bad_ipam["ipam"]["ranges"] = json!([[{"subnet": "10.89.9.0/99"}]]);
+    let cases = [
+        (
+            "exec'd, not found",
+            json!({"cniVersion": "1.0.0", "name": "bad", "type": "no-such-plugin"}),
+            "no-such-plugin",
+        ),
+        (
+            "exec'd, refused",
+            json!({"cniVersion": "1.0.0", "name": "bad", "type": "plexus"}),
+            "recursion",
+        ),
+        ("built-in, bad conf", bad_mode, "mode"),
+        ("built-in, bad IPAM conf", bad_ipam, "ipam"),
+    ];
+    let pod = PodNs::new();
+    for (i, (what, nad, names)) in cases.into_iter().enumerate() {
+        w.nad("default", "bad", &nad);
+        w.pod("default", "p", "n1, n2, bad");
+        let e = Call::new("ADD", &format!("c-early{i}"), Some(&pod.path), &w)
+            .pod("default", "p")
+            .run_json(&conf)
+            .err(7);
+        let msg = e["msg"].as_str().unwrap();
+        assert!(msg.contains("default/bad"), "{what}: {e}");
+        assert!(
+            msg.contains(names) || e["details"].as_str().unwrap_or("").contains(names),
+            "{what}: the error says why: {e}"
+        );
+        assert_eq!(calls(&log), Vec::<String>::new(), "{what}: a delegate ran");
+        w.assert_clean(Some(&pod));
+    }
+}

@@ -46,6 +46,10 @@ pub enum DelegateError {
     Exists { ifname: String },
     #[error("ipam: {0}")]
     Ipam(ErrorObject),
+    /// The result cannot be written in the conf's version: libcni refuses a 0.1.0/0.2.0
+    /// result without an address.
+    #[error(transparent)]
+    Unreportable(#[from] cni::result::ResultError),
     /// DEL keeps going after a failure and reports all of them at the end.
     #[error("{}", join(.0))]
     Many(Vec<DelegateError>),
@@ -102,6 +106,7 @@ impl DelegateError {
             }
             // IPAM's own code reaches the runtime unchanged, as the reference plugins do.
             DelegateError::Ipam(obj) => obj.code,
+            DelegateError::Unreportable(e) => e.code().as_u32(),
             DelegateError::Many(list) => list
                 .first()
                 .map_or(Code::DelegateFailed.as_u32(), DelegateError::code),

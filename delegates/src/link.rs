@@ -229,7 +229,8 @@ pub async fn configure(
 
 /// Removes links of one pod netns in a single kernel request: each joins one interface
 /// group, then the group is deleted. Unregistering links waits for RCU grace periods, so one
-/// batched unregister costs about as much as a single link (reference/performance.md).
+/// batched unregister costs about as much as a single link: the wait, not the link count,
+/// dominates.
 ///
 /// Only links that are still the ones expected join (see [`owned::find`]: tag, journaled
 /// index, MAC; never the name alone), and only when the namespace is `expected_ns`, the one

@@ -1,6 +1,6 @@
 //! Network namespaces: opening one by path and running netlink work inside it.
 //!
-//! The rule (DESIGN.md): netlink work for a netns runs on a dedicated OS thread that `setns`es
+//! The rule: netlink work for a netns runs on a dedicated OS thread that `setns`es
 //! into it and builds its own current_thread runtime and rtnetlink connection. The thread dies
 //! in the target netns, so nothing ever switches back and no shared runtime worker is left in
 //! the wrong namespace.

@@ -4,6 +4,10 @@
 
 use libfuzzer_sys::fuzz_target;
 
+/// A conf that parses, so what the target reaches is the environment's reading.
+const CONF: &[u8] =
+    br#"{"cniVersion":"1.1.0","name":"p","type":"plexus","clusterNetwork":"/etc/cni/net.d/c.conf"}"#;
+
 fuzz_target!(|data: &[u8]| {
     let Ok(raw) = std::str::from_utf8(data) else {
         return;
@@ -19,13 +23,15 @@ fuzz_target!(|data: &[u8]| {
             Err(e) => panic!("{raw:?} printed as {printed:?}, which does not parse: {e}"),
         }
     }
-    let _ = plexus::env::Invocation::from_env(|k| match k {
-        "CNI_COMMAND" => Some("ADD".into()),
-        "CNI_CONTAINERID" => Some("0123456789abcdef".into()),
-        "CNI_NETNS" => Some("/proc/self/ns/net".into()),
-        "CNI_IFNAME" => Some("eth0".into()),
-        "CNI_PATH" => Some("/opt/cni/bin".into()),
-        "CNI_ARGS" => Some(raw.to_string()),
-        _ => None,
-    });
+    let _ = plexus::flow::Request::parse(
+        |k| match k {
+            "CNI_COMMAND" => Some("DEL".into()),
+            "CNI_CONTAINERID" => Some("0123456789abcdef".into()),
+            "CNI_IFNAME" => Some("eth0".into()),
+            "CNI_PATH" => Some("/opt/cni/bin".into()),
+            "CNI_ARGS" => Some(raw.to_string()),
+            _ => None,
+        },
+        CONF,
+    );
 });

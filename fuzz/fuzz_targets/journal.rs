@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use plexus::cache::Entry;
+use plexus::journal::Entry;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(entry) = serde_json::from_slice::<Entry>(data) else {

@@ -2,9 +2,37 @@
 //! whose annotation and NAD the fuzzer writes.
 
 use plexus::conf::PlexusConf;
-use plexus::env::PodRef;
-use plexus::store::{MemoryStore, Nad, Pod};
+use plexus::pod::PodRef;
+use plexus::store::{Nad, NetworkStore, Pod, StoreError};
 use std::collections::BTreeMap;
+
+/// The fuzzer's pod and NADs, held in memory.
+struct MemoryStore {
+    pods: Vec<Pod>,
+    nads: Vec<Nad>,
+}
+
+impl NetworkStore for MemoryStore {
+    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, StoreError> {
+        Ok(self
+            .pods
+            .iter()
+            .find(|p| p.namespace == namespace && p.name == name)
+            .cloned())
+    }
+
+    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, StoreError> {
+        Ok(self
+            .nads
+            .iter()
+            .find(|n| n.namespace == namespace && n.name == name)
+            .cloned())
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
 
 /// A valid conf for a NAD: macvlan with host-local, with capabilities so that selections
 /// asking for `ips`, `mac` and the rest are planned rather than refused early.
@@ -52,7 +80,13 @@ pub fn plan(annotation: &str, nad_config: &str) {
         uid: None,
         infra_container_id: None,
     };
-    let Ok(resolved) = plexus::commands::resolve(&conf, Some(&store), &pod, false) else {
+    let resolved = plexus::resolve::resolve(
+        &conf,
+        Some(&store),
+        &pod,
+        plexus::resolve::Purpose::Lookup,
+    );
+    let Ok(resolved) = resolved else {
         return;
     };
     let Ok(eth0) = cni::IfName::parse("eth0") else {

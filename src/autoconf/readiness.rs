@@ -1,7 +1,7 @@
 //! The readiness gate: with `readinessindicatorfile` set, ADD and GC wait (bounded) for the
 //! cluster network to say it is ready by creating that file, and fail with code 11 ("try
 //! again later") if it never does. STATUS does not wait: it answers 50 at once
-//! (commands/maintenance.rs). DEL never waits: it works from the journal.
+//! (flow/status.rs). DEL never waits: it works from the journal.
 //!
 //! The CNI spec (§6.1.2) asks a runtime's plugins to block operations until the default
 //! network is ready when its conf was written early; Multus polls the same file for 45 s.

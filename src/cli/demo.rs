@@ -4,9 +4,9 @@
 //! binary), a ping across every network, then DEL and proof that nothing is left.
 
 use super::table;
-use crate::commands::{self, Report};
 use crate::conf::PlexusConf;
-use crate::env::Invocation;
+use crate::flow::{self, Request, Services};
+use crate::report::Report;
 use crate::store::ManifestStore;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -84,26 +84,29 @@ struct Demo {
 }
 
 impl Demo {
-    fn invocation(&self, command: &str, pod: &str) -> Result<Invocation, DemoError> {
+    fn request(&self, command: cni::Command, pod: &str) -> Result<Request, DemoError> {
         let netns = format!("/run/netns/{}", pod_ns(pod));
         let args = format!("IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}");
         let cni_path = self.empty_bin.display().to_string();
         let container = format!("plexus-demo-{pod}");
-        Invocation::from_env(|k| match k {
-            "CNI_COMMAND" => Some(command.to_string()),
+        let env = |k: &str| match k {
+            "CNI_COMMAND" => Some(command.as_str().to_string()),
             "CNI_CONTAINERID" => Some(container.clone()),
             "CNI_NETNS" => Some(netns.clone()),
             "CNI_IFNAME" => Some("eth0".to_string()),
             "CNI_ARGS" => Some(args.clone()),
             "CNI_PATH" => Some(cni_path.clone()),
             _ => None,
-        })
-        .map_err(|e| DemoError::Plexus(e.into()))
+        };
+        Request::with_conf(env, self.conf.clone()).map_err(|e| DemoError::Plexus(e.into()))
     }
 
-    fn run(&self, command: &str, pod: &str) -> Result<Report, DemoError> {
-        let inv = self.invocation(command, pod)?;
-        Ok(commands::run(&inv, &self.conf, Some(&self.store))?)
+    fn run(&self, command: cni::Command, pod: &str) -> Result<Report, DemoError> {
+        let req = self.request(command, pod)?;
+        let services = Services {
+            store: Some(&self.store),
+        };
+        Ok(flow::run(&req, &services)?)
     }
 }
 
@@ -184,10 +187,10 @@ fn demo(keep: bool) -> Result<(), DemoError> {
     let mut statuses = Vec::new();
     for pod in PODS_DEMO {
         say(format_args!("== ADD default/{pod}\n"))?;
-        let report = demo.run("ADD", pod)?;
+        let report = demo.run(cni::Command::Add, pod)?;
         say(format_args!(
             "{}\n",
-            table::render("ADD", &format!("plexus-demo-{pod}"), &report)
+            table::render(cni::Command::Add, &format!("plexus-demo-{pod}"), &report)
         ))?;
         statuses.push(report.network_status.unwrap_or_default());
     }
@@ -211,7 +214,7 @@ fn demo(keep: bool) -> Result<(), DemoError> {
 
     for pod in PODS_DEMO {
         say(format_args!("== DEL default/{pod}\n"))?;
-        demo.run("DEL", pod)?;
+        demo.run(cni::Command::Del, pod)?;
     }
     // Lets a test look at what the DELs left before anything below removes it.
     cni::fault::point("demo-after-del");

@@ -1,15 +1,16 @@
-//! The two front doors: CNI mode (`cni_main`, env + stdin as the runtime gives them) and the
-//! command line (`plexus version`, `plexus exec ...`), which builds the same invocation and
-//! calls the same commands.
+//! The two front doors: CNI mode ([`cni_main`], env + stdin as the runtime gives them) and
+//! the command line (`plexus version`, `plexus exec ...`), which builds the same request and
+//! makes the same [`flow::run`] call.
 
 mod demo;
 mod table;
 
-use crate::commands::{self, Report};
 use crate::conf::PlexusConf;
-use crate::env::{Command, Invocation};
+use crate::flow::{self, Answer, NotReady, Request, Services};
+use crate::report::Report;
 use crate::store::{Nad, NetworkStore, Pod, StoreError};
 use clap::{Parser, Subcommand, ValueEnum};
+use cni::Command;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,141 +20,60 @@ use std::process::ExitCode;
 /// (stdout closed or full) ends in exit status 1, never a panic, and an ADD whose result was
 /// lost that way stays journaled, so the DEL the runtime sends next undoes it.
 pub fn cni_process() -> ExitCode {
-    let (code, stdout) = match crate::env::check_utf8(|k| std::env::var_os(k)) {
-        Err(e) => (1, Some(crate::Error::from(e).to_object("").to_json())),
-        Ok(()) => cni_main(|k| std::env::var(k).ok(), &mut std::io::stdin().lock()),
+    let answer = match cni::env::check_utf8(|k| std::env::var_os(k)) {
+        Err(e) => flow::refused(e),
+        Ok(()) => cni_main(cni::env::process_var, &mut std::io::stdin().lock()),
     };
-    if let Some(out) = stdout
+    if let Some(out) = answer.stdout
         && let Err(e) = crate::output::stdout(format_args!("{out}\n"))
     {
         tracing::error!(error = %e, "writing the answer to stdout failed");
         return ExitCode::from(1);
     }
-    ExitCode::from(code)
+    ExitCode::from(answer.exit_code)
 }
 
-/// Runs one CNI operation. Returns the exit code and what goes on stdout (a result, a
-/// VERSION answer, or an error object). With `daemonSocketDir` in the conf, the node daemon
-/// runs it (docs/daemon.md), and this process only forwards it.
-pub fn cni_main(
-    get: impl Fn(&str) -> Option<String>,
-    stdin: &mut dyn Read,
-) -> (u8, Option<String>) {
-    let inv = match Invocation::from_env(&get) {
-        Ok(i) => i,
-        Err(e) => return env_error(e),
+/// Runs one CNI operation. With `daemonSocketDir` in the conf, the node daemon runs it
+/// (docs/daemon.md), and this process only forwards it.
+pub fn cni_main(get: impl Fn(&str) -> Option<String>, stdin: &mut dyn Read) -> Answer {
+    let req = match Request::parse(&get, stdin) {
+        Ok(r) => r,
+        Err(answer) => return answer,
     };
-    let mut buf = Vec::new();
-    let limit = cni::netconf::MAX_CONF_BYTES as u64 + 1;
-    if let Err(e) = stdin.take(limit).read_to_end(&mut buf) {
-        let obj = cni::ErrorObject::new(cni::Code::Io, format!("read stdin: {e}"), "");
-        return (1, Some(obj.to_json()));
-    }
-    let conf = match prepare(&inv, &buf) {
-        Ok(c) => c,
-        Err(out) => return out,
-    };
-    crate::log::init(&conf.log);
-    log_invoked(&inv, &conf);
-    if let Some(dir) = &conf.daemon.socket_dir {
-        return crate::daemon::shim::forward(dir, &inv, &conf, &get, &buf, || {
-            finish(&inv, &conf, execute(&inv, &conf, None))
+    crate::log::init(&req.conf.log);
+    req.log();
+    if let Some(dir) = &req.conf.daemon.socket_dir {
+        return crate::daemon::shim::forward(dir, &req, &get, || {
+            flow::answer(&req, flow::run(&req, &Services::default()))
         });
     }
-    finish(&inv, &conf, execute(&inv, &conf, None))
+    flow::answer(&req, flow::run(&req, &Services::default()))
 }
 
-/// What a CNI_* environment that does not hold up prints.
-pub fn env_error(e: crate::env::EnvError) -> (u8, Option<String>) {
-    (1, Some(crate::Error::from(e).to_object("").to_json()))
-}
-
-/// Answers VERSION, or parses the conf: `Err` is the complete answer (VERSION's, or the
-/// conf's error object).
-pub fn prepare(inv: &Invocation, buf: &[u8]) -> Result<PlexusConf, (u8, Option<String>)> {
-    let requested = || {
-        cni::netconf::parse_object(buf).ok().and_then(|m| {
-            m.get("cniVersion")
-                .and_then(|v| v.as_str().map(String::from))
-        })
+/// Runs the request, with the command line's pod in front of the conf's store when
+/// `--networks` names the pod's networks.
+fn execute(req: &Request, overlay: Option<Overlay>) -> Result<Report, crate::Error> {
+    let Some(mut overlay) = overlay else {
+        return flow::run(req, &Services::default());
     };
-    if inv.command == Command::Version {
-        // VERSION must answer even for a conf Plexus could not otherwise use.
-        let requested = requested().unwrap_or_else(|| cni::Version::LATEST.to_string());
-        return Err((0, Some(cni::Version::version_info(&requested).to_string())));
-    }
-    PlexusConf::parse(buf).map_err(|e| {
-        let version = requested().unwrap_or_default();
-        (1, Some(crate::Error::from(e).to_object(&version).to_json()))
-    })
-}
-
-/// What the runtime sent, in one line: enough to replay the call by hand.
-pub fn log_invoked(inv: &Invocation, conf: &PlexusConf) {
-    tracing::debug!(
-        command = inv.command.as_str(),
-        container = inv.container_id(),
-        netns = %inv.netns.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
-        ifname = inv.ifname.as_ref().map(|i| i.as_str()).unwrap_or_default(),
-        cni_args = %crate::log::redact_args(&inv.args.to_string()),
-        cni_path = %inv.cni_path,
-        conf = %crate::log::redact(&serde_json::Value::Object(conf.raw.clone())),
-        "invoked"
-    );
-}
-
-/// A command's outcome as exit code and stdout.
-pub fn finish(
-    inv: &Invocation,
-    conf: &PlexusConf,
-    outcome: Result<Report, crate::Error>,
-) -> (u8, Option<String>) {
-    match outcome {
-        Ok(report) => (0, report.stdout.map(|v| v.to_string())),
-        Err(e) => {
-            tracing::error!(command = inv.command.as_str(), container = inv.container_id(), error = %e, "failed");
-            (1, Some(e.to_object(&conf.cni_version_str).to_json()))
-        }
-    }
-}
-
-/// Opens the store the conf names (DEL goes on without one: it works from the journal) and
-/// runs the command.
-fn execute(
-    inv: &Invocation,
-    conf: &PlexusConf,
-    overlay: Option<&Overlay>,
-) -> Result<Report, crate::Error> {
-    // DEL and CHECK work from the journal: opening a store (parsing a manifests folder,
-    // building an API client) would only slow the hot path. DEL opens one itself in the rare
-    // case it must re-resolve an unreadable entry.
-    let lazy = matches!(inv.command, Command::Del | Command::Check) && overlay.is_none();
-    let store = match if lazy {
-        Ok(None)
-    } else {
-        commands::open_store(conf)
-    } {
+    overlay.inner = match crate::store::open(&req.conf) {
         Ok(s) => s,
-        Err(e) if inv.command == Command::Del => {
+        Err(e) if req.command() == Command::Del => {
             tracing::warn!(error = %e, "store unavailable; DEL works from the journal");
             None
         }
         // STATUS answers in its own codes (50/51), whatever keeps the store from opening.
-        Err(e) if inv.command == Command::Status => {
-            return Err(crate::Error::NotReady(format!("network store: {e}")));
+        Err(e) if req.command() == Command::Status => {
+            return Err(NotReady::Store(Box::new(e)).into());
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
-    match overlay {
-        Some(o) => {
-            let wrapped = Overlay {
-                inner: store,
-                pod: o.pod.clone(),
-            };
-            commands::run(inv, conf, Some(&wrapped))
-        }
-        None => commands::run(inv, conf, store.as_deref()),
-    }
+    flow::run(
+        req,
+        &Services {
+            store: Some(&overlay),
+        },
+    )
 }
 
 /// A store whose pod is the one given on the command line (`--pod`, `--networks`), with NADs
@@ -364,11 +284,11 @@ fn exec(args: &ExecArgs) -> Result<(), cni::ErrorObject> {
         format!("plexus-exec-{hex}")
     });
     let verb = match args.verb {
-        Verb::Add => "ADD",
-        Verb::Del => "DEL",
-        Verb::Check => "CHECK",
-        Verb::Status => "STATUS",
-        Verb::Gc => "GC",
+        Verb::Add => Command::Add,
+        Verb::Del => Command::Del,
+        Verb::Check => Command::Check,
+        Verb::Status => Command::Status,
+        Verb::Gc => Command::Gc,
     };
     if matches!(args.verb, Verb::Gc) {
         let valid: Vec<serde_json::Value> = args
@@ -386,7 +306,7 @@ fn exec(args: &ExecArgs) -> Result<(), cni::ErrorObject> {
     let netns_str = netns.as_ref().map(|p| p.display().to_string());
     let env = |k: &str| -> Option<String> {
         match k {
-            "CNI_COMMAND" => Some(verb.to_string()),
+            "CNI_COMMAND" => Some(verb.as_str().to_string()),
             "CNI_CONTAINERID" => Some(container_id.clone()),
             "CNI_NETNS" => netns_str.clone(),
             "CNI_IFNAME" => Some(args.ifname.clone()),
@@ -395,8 +315,8 @@ fn exec(args: &ExecArgs) -> Result<(), cni::ErrorObject> {
             _ => None,
         }
     };
-    let inv = Invocation::from_env(env).map_err(|e| crate::Error::from(e).to_object(""))?;
     crate::log::init(&conf.log);
+    let req = Request::with_conf(env, conf).map_err(|e| crate::Error::from(e).to_object(""))?;
     let overlay = args.networks.as_ref().map(|n| Overlay {
         inner: None,
         pod: Pod {
@@ -406,8 +326,7 @@ fn exec(args: &ExecArgs) -> Result<(), cni::ErrorObject> {
             annotations: [(crate::annotations::NETWORKS.to_string(), n.clone())].into(),
         },
     });
-    let report =
-        execute(&inv, &conf, overlay.as_ref()).map_err(|e| e.to_object(&conf.cni_version_str))?;
+    let report = execute(&req, overlay).map_err(|e| e.to_object(&req.conf.cni_version_str))?;
     if args.json {
         let out = serde_json::json!({
             "result": report.stdout,

@@ -1,8 +1,9 @@
 //! The human summary of `plexus exec`.
 
-use crate::commands::Report;
+use crate::report::Report;
+use cni::Command;
 
-pub fn render(verb: &str, container_id: &str, report: &Report) -> String {
+pub fn render(verb: Command, container_id: &str, report: &Report) -> String {
     let mut out = format!("{verb} {container_id}: ok\n");
     if report.attachments.is_empty() {
         return out;

@@ -1,35 +1,45 @@
-//! One forwarded CNI call, run on its own thread: the same steps as the one-shot binary's
-//! (`cli::prepare`, `commands::run`, `cli::finish`), with the daemon's cached store. This is
-//! the only place the daemon enters the flow.
+//! The only place the daemon enters the flow: one [`flow::run`] call per CNI call, with the
+//! daemon's cached store, the same call the one-shot binary makes. Each call runs on a thread
+//! of its own.
 
 use super::metrics::Metrics;
-use super::protocol::Request;
+use super::protocol;
 use super::store::DaemonStore;
-use crate::env::{Command, Invocation};
+use crate::flow::{self, Answer, Request, Services};
+use cni::Command;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
-pub fn answer(req: &Request, daemon: &DaemonStore, metrics: &Metrics) -> (u8, Option<String>) {
-    let inv = match Invocation::from_env(|k| req.env.get(k).cloned()) {
-        Ok(i) => i,
-        Err(e) => return crate::cli::env_error(e),
+/// A call as the shim forwarded it: the runtime's environment and stdin, parsed as the
+/// one-shot binary parses them, then run.
+pub fn answer(wire: &protocol::Request, daemon: &DaemonStore, metrics: &Metrics) -> Answer {
+    let get = |k: &str| wire.env.get(k).cloned();
+    let req = match Request::parse(get, &mut wire.stdin.as_slice()) {
+        Ok(r) => r,
+        Err(answer) => return answer,
     };
-    let conf = match crate::cli::prepare(&inv, &req.stdin) {
-        Ok(c) => c,
-        Err(out) => return out,
-    };
-    crate::cli::log_invoked(&inv, &conf);
-    let store = daemon.for_call(&inv);
-    let gc_candidates = (inv.command == Command::Gc).then(|| collectable(&conf));
+    req.log();
+    run(&req, daemon, metrics)
+}
+
+/// Runs a parsed request, counting it in the metrics.
+pub fn run(req: &Request, daemon: &DaemonStore, metrics: &Metrics) -> Answer {
+    let store = daemon.for_uid(req.pod.uid.clone());
+    let gc_candidates = (req.command() == Command::Gc).then(|| collectable(&req.conf));
     let started = Instant::now();
-    let outcome = crate::commands::run(&inv, &conf, Some(&store));
-    metrics.observe_call(&inv, &outcome, started.elapsed());
+    let outcome = flow::run(
+        req,
+        &Services {
+            store: Some(&store),
+        },
+    );
+    metrics.observe_call(req.command(), &outcome, started.elapsed());
     if let Some(before) = gc_candidates {
-        let after = collectable(&conf);
+        let after = collectable(&req.conf);
         metrics.gc_reclaimed(before.difference(&after).count());
     }
-    crate::cli::finish(&inv, &conf, outcome)
+    flow::answer(req, outcome)
 }
 
 /// Journal entries of containers the runtime did not list as valid: what a GC may remove.
@@ -42,7 +52,7 @@ fn collectable(conf: &crate::conf::PlexusConf) -> BTreeSet<PathBuf> {
         .flatten()
         .filter_map(|a| a.get("containerID").and_then(|c| c.as_str()))
         .collect();
-    let Ok(journal) = crate::cache::Journal::open(&conf.cni_dir) else {
+    let Ok(journal) = crate::journal::Journal::open(&conf.cni_dir) else {
         return BTreeSet::new();
     };
     journal

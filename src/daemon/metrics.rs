@@ -4,9 +4,9 @@
 
 use super::Health;
 use super::cache::{Caches, Kind};
-use crate::commands::Report;
-use crate::env::Invocation;
+use crate::report::Report;
 use bytes::Bytes;
+use cni::Command;
 use http_body_util::Full;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -219,11 +219,11 @@ impl Metrics {
 
     pub fn observe_call(
         &self,
-        inv: &Invocation,
+        command: Command,
         outcome: &Result<Report, crate::Error>,
         took: Duration,
     ) {
-        let command = inv.command.as_str().to_string();
+        let command = command.as_str().to_string();
         self.commands
             .get_or_create(&CommandLabels {
                 command: command.clone(),
@@ -246,9 +246,11 @@ impl Metrics {
                         code: e.code().as_u32().to_string(),
                     })
                     .inc();
-                if let Some(network) = failed_network(e) {
+                if let Some(network) = e.network() {
                     self.network_errors
-                        .get_or_create(&NetworkLabels { network })
+                        .get_or_create(&NetworkLabels {
+                            network: network.to_string(),
+                        })
                         .inc();
                 }
             }
@@ -346,7 +348,7 @@ impl Metrics {
                 .get_or_create(&Self::kind(kind))
                 .set(i64::from(caches.synced(kind)));
         }
-        let entries = crate::cache::Journal::open(cni_dir)
+        let entries = crate::journal::Journal::open(cni_dir)
             .and_then(|j| j.entries(Duration::MAX))
             .map(|e| e.len())
             .unwrap_or(0);
@@ -356,29 +358,6 @@ impl Metrics {
             tracing::warn!(error = %e, "encode metrics");
         }
         out
-    }
-}
-
-/// The network whose failure ended the call, when the error names one.
-fn failed_network(e: &crate::Error) -> Option<String> {
-    use crate::commands::ResolveError;
-    use crate::invoke::InvokeError;
-    let of_invoke = |e: &InvokeError| match e {
-        InvokeError::Exec { network, .. }
-        | InvokeError::Unresolved { network, .. }
-        | InvokeError::BadResult { network, .. }
-        | InvokeError::Builtin { network, .. } => network.clone(),
-    };
-    match e {
-        crate::Error::Invoke(i) => Some(of_invoke(i)),
-        crate::Error::Teardown { errors, .. } => errors.first().map(of_invoke),
-        crate::Error::Resolve(r) => match r.as_ref() {
-            ResolveError::NadNotFound(n) | ResolveError::NetworkNotFound(n) => Some(n.clone()),
-            ResolveError::BadNad { key, .. } => Some(key.clone()),
-            ResolveError::Isolation { network, .. } => Some(network.clone()),
-            _ => None,
-        },
-        _ => None,
     }
 }
 

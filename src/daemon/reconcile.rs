@@ -8,10 +8,11 @@
 //! (podman, `plexus exec`) are not Kubernetes pods and are left to the runtime's own GC.
 
 use super::metrics::Metrics;
-use super::protocol::Request;
 use super::store::DaemonStore;
-use crate::cache::{Journal, Lookup};
+use crate::conf::PlexusConf;
+use crate::journal::{Entry, Journal, Lookup};
 use crate::store::{NetworkStore, Pod, PodEvent};
+use cni::Command;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,7 +45,7 @@ impl Reconciler {
             return Ok(());
         }
         let stdin = conf_of(&self.conf_file)?;
-        let conf = crate::conf::PlexusConf::parse(&stdin).map_err(|e| e.to_string())?;
+        let conf = PlexusConf::parse(&stdin).map_err(|e| e.to_string())?;
         let journal = Journal::open(&conf.cni_dir).map_err(|e| e.to_string())?;
         let entries = journal.entries(conf.gc_grace).map_err(|e| e.to_string())?;
         let mut seen = Vec::new();
@@ -52,74 +53,72 @@ impl Reconciler {
             let Ok(Lookup::Found(entry)) = journal.read_path(&path) else {
                 continue;
             };
-            let (Some(name), key) = (
-                entry.pod.name.clone(),
-                (entry.container_id.clone(), entry.ifname.clone()),
-            ) else {
+            let Some(name) = entry.pod.name.clone() else {
                 continue;
             };
-            let namespace = entry.pod.namespace.clone().unwrap_or("default".into());
+            let key = (entry.container_id.clone(), entry.ifname.clone());
+            let pod = Pod {
+                namespace: entry.pod.namespace().to_string(),
+                name,
+                uid: entry.pod.uid.clone(),
+                annotations: Default::default(),
+            };
             seen.push(key.clone());
-            if self.present(&namespace, &name, entry.pod.uid.as_deref()) {
+            if self.present(&pod.namespace, &pod.name, pod.uid.as_deref()) {
                 missing.remove(&key);
                 continue;
             }
             let since = *missing.entry(key.clone()).or_insert_with(Instant::now);
-            if since.elapsed() < self.grace {
-                continue;
-            }
-            let mut args =
-                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}");
-            if let Some(uid) = &entry.pod.uid {
-                args.push_str(&format!(";K8S_POD_UID={uid}"));
-            }
-            let mut env: BTreeMap<String, String> = [
-                ("CNI_COMMAND", "DEL".to_string()),
-                ("CNI_CONTAINERID", entry.container_id.clone()),
-                ("CNI_IFNAME", entry.ifname.clone()),
-                ("CNI_ARGS", args),
-                ("CNI_PATH", self.cni_path.clone()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-            if let Some(netns) = &entry.netns {
-                env.insert("CNI_NETNS".into(), netns.clone());
-            }
-            let req = Request {
-                version: super::protocol::VERSION.into(),
-                env,
-                deadline_ms: 0,
-                stdin: stdin.clone(),
-            };
-            let (code, out) = super::call::answer(&req, &self.daemon, &self.metrics);
-            let pod = Pod {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                uid: entry.pod.uid.clone(),
-                annotations: Default::default(),
-            };
-            if code == 0 {
+            if since.elapsed() >= self.grace && self.collect(&conf, &entry, &pod) {
                 missing.remove(&key);
-                self.metrics.reconciled(1);
-                tracing::info!(pod = %format!("{namespace}/{name}"), container = %key.0, ifname = %key.1, "GC reconciler removed the attachments of a pod gone from the API");
-                self.daemon.event(
-                    &pod,
-                    &PodEvent {
-                        reason: "AttachmentsCollected".into(),
-                        message: format!(
-                            "plexus removed the networks of container {} ({}): the pod has been gone from the API for over {:?}",
-                            key.0, key.1, self.grace
-                        ),
-                        warning: false,
-                    },
-                );
-            } else {
-                tracing::warn!(pod = %format!("{namespace}/{name}"), container = %key.0, answer = %out.unwrap_or_default(), "GC reconciler could not remove the attachments; retried next round");
             }
         }
         missing.retain(|k, _| seen.contains(k));
         Ok(())
+    }
+
+    /// DELs the entry of a pod gone from the API, as the runtime's DEL would; whether it is
+    /// gone now.
+    fn collect(&self, conf: &PlexusConf, entry: &Entry, pod: &Pod) -> bool {
+        let mut args = format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={}",
+            pod.namespace, pod.name
+        );
+        if let Some(uid) = &pod.uid {
+            args.push_str(&format!(";K8S_POD_UID={uid}"));
+        }
+        let env = |k: &str| match k {
+            "CNI_COMMAND" => Some(Command::Del.as_str().to_string()),
+            "CNI_CONTAINERID" => Some(entry.container_id.clone()),
+            "CNI_IFNAME" => Some(entry.ifname.clone()),
+            "CNI_NETNS" => entry.netns.clone(),
+            "CNI_ARGS" => Some(args.clone()),
+            "CNI_PATH" => Some(self.cni_path.clone()),
+            _ => None,
+        };
+        let answer = match crate::flow::Request::with_conf(env, conf.clone()) {
+            Ok(req) => super::call::run(&req, &self.daemon, &self.metrics),
+            Err(e) => crate::flow::refused(e),
+        };
+        let who = format!("{}/{}", pod.namespace, pod.name);
+        if answer.exit_code != 0 {
+            tracing::warn!(pod = %who, container = %entry.container_id, answer = %answer.stdout.unwrap_or_default(), "GC reconciler could not remove the attachments; retried next round");
+            return false;
+        }
+        self.metrics.reconciled(1);
+        tracing::info!(pod = %who, container = %entry.container_id, ifname = %entry.ifname, "GC reconciler removed the attachments of a pod gone from the API");
+        self.daemon.event(
+            pod,
+            &PodEvent {
+                reason: "AttachmentsCollected".into(),
+                message: format!(
+                    "plexus removed the networks of container {} ({}): the pod has been gone from the API for over {:?}",
+                    entry.container_id, entry.ifname, self.grace
+                ),
+                warning: false,
+            },
+        );
+        true
     }
 
     /// Whether the pod still exists with this UID. An API that cannot answer counts as

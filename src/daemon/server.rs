@@ -195,7 +195,9 @@ async fn handle(stream: &mut UnixStream, ctx: &Context) -> Vec<u8> {
         );
     }
     match tokio::time::timeout(deadline, rx).await {
-        Ok(Ok((code, stdout))) => protocol::encode_response(&Response::answered(code, stdout)),
+        Ok(Ok(answer)) => {
+            protocol::encode_response(&Response::answered(answer.exit_code, answer.stdout))
+        }
         Ok(Err(_)) => error(
             cni::Code::TryAgainLater,
             "plexus daemon: the call ended without an answer".into(),

@@ -14,8 +14,8 @@
 //! Plain blocking `std` socket I/O with timeouts: no async runtime in the one-shot path.
 
 use super::protocol::{self, Outcome, Request};
-use crate::conf::PlexusConf;
-use crate::env::{Command, Invocation};
+use crate::flow::{Answer, Request as Call};
+use cni::Command;
 use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 use std::io::Write;
@@ -41,40 +41,54 @@ enum Failure {
 /// Forwards the call, or runs it through `in_process` when the table above says so.
 pub fn forward(
     dir: &Path,
-    inv: &Invocation,
-    conf: &PlexusConf,
+    call: &Call,
     get: &dyn Fn(&str) -> Option<String>,
-    stdin: &[u8],
-    in_process: impl FnOnce() -> (u8, Option<String>),
-) -> (u8, Option<String>) {
+    in_process: impl FnOnce() -> Answer,
+) -> Answer {
     let socket = dir.join(protocol::SOCKET_NAME);
+    let daemon = &call.conf.daemon;
     let request = Request {
         version: protocol::VERSION.to_string(),
         env: protocol::CNI_VARS
             .iter()
             .filter_map(|k| get(k).map(|v| (k.to_string(), v)))
             .collect(),
-        deadline_ms: conf.daemon.timeout.as_millis() as u64,
-        stdin: stdin.to_vec(),
+        deadline_ms: daemon.timeout.as_millis() as u64,
+        stdin: call.stdin.clone(),
     };
-    let failure = match exchange(&socket, &request, conf.daemon.timeout) {
-        Ok((code, stdout)) => return (code, stdout),
+    let failure = match exchange(&socket, &request, daemon.timeout) {
+        Ok(answer) => return answer,
         Err(f) => f,
     };
-    let command = inv.command.as_str();
+    let command = call.command();
     let (run_here, reason) = match &failure {
-        Failure::NotRun(r) => (inv.command == Command::Del || conf.daemon.fallback, r),
+        Failure::NotRun(r) => (command == Command::Del || daemon.fallback, r),
         Failure::Lost(r) => (
-            inv.command == Command::Del || (conf.daemon.fallback && inv.command != Command::Add),
+            command == Command::Del || (daemon.fallback && command != Command::Add),
             r,
         ),
     };
     if run_here {
-        tracing::warn!(command, socket = %socket.display(), reason = %reason, "plexus daemon did not take the call; running it in-process");
+        tracing::warn!(command = command.as_str(), socket = %socket.display(), reason = %reason, "plexus daemon did not take the call; running it in-process");
         return in_process();
     }
-    tracing::error!(command, socket = %socket.display(), reason = %reason, "plexus daemon did not take the call");
-    let (code, msg) = match (&failure, inv.command) {
+    tracing::error!(command = command.as_str(), socket = %socket.display(), reason = %reason, "plexus daemon did not take the call");
+    let (code, msg) = unanswered(&socket, &failure, command, reason);
+    let obj = cni::ErrorObject::new(code, msg, "").with_version(call.conf.cni_version_str.clone());
+    Answer {
+        exit_code: 1,
+        stdout: Some(obj.to_json()),
+    }
+}
+
+/// The error a call gets that neither the daemon nor this process runs.
+fn unanswered(
+    socket: &Path,
+    failure: &Failure,
+    command: Command,
+    reason: &str,
+) -> (cni::Code, String) {
+    match (failure, command) {
         (_, Command::Status) => (
             cni::Code::NotAvailable,
             format!(
@@ -96,16 +110,10 @@ pub fn forward(
                 socket.display()
             ),
         ),
-    };
-    let obj = cni::ErrorObject::new(code, msg, "").with_version(conf.cni_version_str.clone());
-    (1, Some(obj.to_json()))
+    }
 }
 
-fn exchange(
-    socket: &Path,
-    request: &Request,
-    deadline: Duration,
-) -> Result<(u8, Option<String>), Failure> {
+fn exchange(socket: &Path, request: &Request, deadline: Duration) -> Result<Answer, Failure> {
     let mut stream = connect(socket)?;
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let _ = stream.set_read_timeout(Some(deadline + ANSWER_GRACE));
@@ -132,7 +140,7 @@ fn exchange(
     };
     match protocol::decode_response(&bytes) {
         Ok(resp) => match resp.outcome {
-            Outcome::Answered { exit_code, stdout } => Ok((exit_code, stdout)),
+            Outcome::Answered { exit_code, stdout } => Ok(Answer { exit_code, stdout }),
             Outcome::Refused { reason } => Err(Failure::NotRun(format!("refused: {reason}"))),
         },
         Err(e) if e.is_skew() => Err(Failure::NotRun(format!("version skew: {e}"))),

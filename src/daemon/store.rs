@@ -6,7 +6,6 @@
 
 use super::cache::{Caches, Kind};
 use super::metrics::Metrics;
-use crate::env::Invocation;
 use crate::store::{KubeStore, Nad, NetworkStore, Pod, PodEvent, StoreError};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -37,10 +36,6 @@ impl DaemonStore {
 
     /// The store one call sees: it knows the pod UID the runtime named, so a cached pod of
     /// another UID (deleted and recreated under the same name) is read afresh.
-    pub fn for_call<'a>(&'a self, inv: &Invocation) -> CallStore<'a> {
-        self.for_uid(inv.pod.uid.clone())
-    }
-
     pub fn for_uid(&self, expected_uid: Option<String>) -> CallStore<'_> {
         CallStore {
             daemon: self,

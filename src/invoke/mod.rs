@@ -1,19 +1,30 @@
-//! Running one attachment's delegate chain: each plugin of the conflist in order on ADD (the
-//! previous plugin's result as `prevResult`), in reverse on DEL (the chain's cached result as
-//! `prevResult`), CHECK with the cached result. The meta plugin does not care whether a
-//! plugin runs in-process or as a binary: [`Delegate`] decides.
-
-use cni::exec::{ExecError, ExecRequest};
-use cni::netconf::{NetConf, NetConfList};
-use cni::{CniResult, Code, Command, ErrorObject, Version};
-use delegates::{Added, OwnedLink};
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use crate::conf::Builtins;
+//! Step 5 of the flow: running attachments' delegate chains — each plugin of the conflist in
+//! order on ADD (the previous plugin's result as `prevResult`), in reverse on DEL (the chain's
+//! cached result as `prevResult`), CHECK with the cached result, GC and STATUS forwarded to
+//! the plugins that speak 1.1.0 — and the pod-wide kernel effects no single delegate owns
+//! ([`pod`]: looking for the pod's interfaces, its default routes, removing its links
+//! together).
+//!
+//! The only module that reaches `delegates`. A plugin runs in-process when it is a built-in
+//! kind the conf allows, else as a binary from the plugin path ([`Delegate`]); the rest of
+//! Plexus does not care which. Built-ins' results and errors stay typed up to the report.
 
 mod builtin;
+mod chain;
+mod exec;
+pub mod pod;
+
+pub use chain::{Chain, check, del, gc, status};
+pub use delegates::netns::NsId;
+pub use delegates::{Added, OwnedLink};
+
+use crate::conf::{Builtins, PlexusConf};
+use cni::exec::ExecError;
+use cni::netconf::NetConf;
+use cni::{Code, Command};
+use delegates::DelegateError;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
@@ -39,13 +50,22 @@ pub enum InvokeError {
         command: Command,
         reason: String,
     },
-    #[error("network {network}: {plugin} {command}: {error}")]
+    /// A built-in's error as the CNI error object it would print standalone, so the
+    /// runtime reads the same words either way; the typed error stays the source.
+    #[error("network {network}: {plugin} {command}: {}", .source.to_error_object())]
     Builtin {
         network: String,
         plugin: String,
         command: Command,
-        error: Box<ErrorObject>,
+        #[source]
+        source: Box<DelegateError>,
     },
+    #[error("the pod already has an interface named {ifname}; it is left as it is")]
+    InterfaceExists { ifname: String },
+    #[error("pod netns: {0}")]
+    PodNetns(#[source] Box<DelegateError>),
+    #[error("set the requested default route: {0}")]
+    DefaultRoute(#[source] Box<DelegateError>),
 }
 
 impl InvokeError {
@@ -61,17 +81,10 @@ impl InvokeError {
                 source.code()
             }
             InvokeError::BadResult { .. } => Code::DelegateFailed,
-            // An in-process delegate's invalid config, try-again, missing link kind and I/O
-            // are Plexus's own answers; anything else it says is the delegate failing.
-            InvokeError::Builtin { error, .. } => match Code::from_u32(error.code) {
-                Some(
-                    c @ (Code::InvalidConfig
-                    | Code::TryAgainLater
-                    | Code::KernelLacksLinkKind
-                    | Code::Io),
-                ) => c,
-                _ => Code::DelegateFailed,
-            },
+            InvokeError::Builtin { source, .. }
+            | InvokeError::PodNetns(source)
+            | InvokeError::DefaultRoute(source) => builtin_code(source),
+            InvokeError::InterfaceExists { .. } => Code::InvalidConfig,
         }
     }
 
@@ -83,8 +96,33 @@ impl InvokeError {
                 source.details()
             }
             InvokeError::BadResult { reason, .. } => reason.clone(),
-            InvokeError::Builtin { error, .. } => error.to_string(),
+            InvokeError::Builtin { source, .. } => source.to_error_object().to_string(),
+            InvokeError::InterfaceExists { .. }
+            | InvokeError::PodNetns(_)
+            | InvokeError::DefaultRoute(_) => String::new(),
         }
+    }
+
+    /// The network whose delegate failed, when there is one.
+    pub fn network(&self) -> Option<&str> {
+        match self {
+            InvokeError::Exec { network, .. }
+            | InvokeError::Unresolved { network, .. }
+            | InvokeError::BadResult { network, .. }
+            | InvokeError::Builtin { network, .. } => Some(network),
+            _ => None,
+        }
+    }
+}
+
+/// An in-process delegate's invalid config, try-again, missing link kind and I/O are
+/// Plexus's own answers; anything else it says is the delegate failing.
+fn builtin_code(e: &DelegateError) -> Code {
+    match Code::from_u32(e.code()) {
+        Some(
+            c @ (Code::InvalidConfig | Code::TryAgainLater | Code::KernelLacksLinkKind | Code::Io),
+        ) => c,
+        _ => Code::DelegateFailed,
     }
 }
 
@@ -95,7 +133,7 @@ pub enum Delegate {
     Exec(PathBuf),
 }
 
-/// How delegates are run during one command: the same for every attachment.
+/// How delegates are run during one call: the same for every attachment.
 #[derive(Debug, Clone)]
 pub struct Runner<'a> {
     /// The delegate search path (binDir then CNI_PATH).
@@ -108,251 +146,98 @@ pub struct Runner<'a> {
     pub ipam_data_dirs: &'a [PathBuf],
 }
 
-/// Everything about one attachment that is not its conf.
-#[derive(Debug, Clone)]
-pub struct Target<'a> {
-    pub runner: &'a Runner<'a>,
-    pub network: &'a str,
-    pub container_id: &'a str,
+impl<'a> Runner<'a> {
+    /// The conf's runner for a call whose `CNI_PATH` is `cni_path`. Plexus itself is never a
+    /// delegate (no recursion), under its own type or the one the conf gives it.
+    pub fn new(conf: &'a PlexusConf, cni_path: &str) -> Runner<'a> {
+        let mut forbidden = vec!["plexus"];
+        if conf.plugin_type != "plexus" {
+            forbidden.push(conf.plugin_type.as_str());
+        }
+        Runner {
+            cni_path: conf.delegate_path(cni_path),
+            timeout: conf.timeout,
+            forbidden,
+            builtins: &conf.builtins,
+            ipam_data_dirs: &conf.ipam_data_dirs,
+        }
+    }
+
+    /// Where `plugin_type`'s code comes from.
+    pub fn resolve(&self, plugin_type: &str) -> Result<Delegate, ExecError> {
+        if let Some(kind) = self.builtin(plugin_type) {
+            return Ok(Delegate::Builtin(kind));
+        }
+        let dirs = cni::exec::split_path(&self.cni_path);
+        cni::exec::find_plugin(plugin_type, &dirs, &self.forbidden).map(Delegate::Exec)
+    }
+
+    /// The built-in kind `plugin_type` runs as, when the conf lets it run in-process.
+    pub fn builtin(&self, plugin_type: &str) -> Option<delegates::Kind> {
+        delegates::Kind::of(plugin_type).filter(|_| self.builtins.allows(plugin_type))
+    }
+}
+
+/// The container an attachment belongs to; [`Container::NONE`] for GC and STATUS, which are
+/// about a network.
+#[derive(Debug, Clone, Copy)]
+pub struct Container<'a> {
+    pub id: &'a str,
     pub netns: Option<&'a Path>,
     pub ifname: &'a str,
+    /// The `CNI_ARGS` value of its delegates.
     pub cni_args: &'a str,
     /// DEL: the links the attachment's ADD created, as journaled (built-ins remove a link
     /// only while it is still one of these, or carries the attachment's tag).
     pub owned: &'a [OwnedLink],
 }
 
-pub fn resolve(plugin_type: &str, t: &Target) -> Result<Delegate, ExecError> {
-    if t.runner.builtins.allows(plugin_type)
-        && let Some(kind) = delegates::Kind::of(plugin_type)
-    {
-        return Ok(Delegate::Builtin(kind));
-    }
-    let dirs = cni::exec::split_path(&t.runner.cni_path);
-    cni::exec::find_plugin(plugin_type, &dirs, &t.runner.forbidden).map(Delegate::Exec)
-}
-
-fn plugin_types(list: &NetConfList) -> Vec<String> {
-    list.plugins
-        .iter()
-        .map(|p| p.plugin_type().unwrap_or_default().to_string())
-        .collect()
-}
-
-/// Runs one plugin of a chain; returns what an exec'd plugin would print on success (a result
-/// for ADD, nothing otherwise) and the links a built-in ADD created.
-fn call(
-    t: &Target,
-    plugin: &str,
-    command: Command,
-    conf: &NetConf,
-) -> Result<(Vec<u8>, Vec<OwnedLink>), InvokeError> {
-    let wrap = |source| InvokeError::Exec {
-        network: t.network.to_string(),
-        plugin: plugin.to_string(),
-        command,
-        source: Box::new(source),
+impl Container<'_> {
+    pub const NONE: Container<'static> = Container {
+        id: "",
+        netns: None,
+        ifname: "",
+        cni_args: "",
+        owned: &[],
     };
-    // A DEL into a namespace that no longer exists still has to run (IPAM release must not
-    // depend on the netns, SPEC.md DEL); the reference plugins take an empty CNI_NETNS then.
-    let netns = t.netns.filter(|p| command != Command::Del || p.exists());
-    tracing::debug!(
-        network = t.network,
-        plugin,
-        command = command.as_str(),
-        ifname = t.ifname,
-        cni_args = %crate::log::redact_args(t.cni_args),
-        conf = %crate::log::redact(&serde_json::Value::Object(conf.0.clone())),
-        "delegate call"
-    );
-    match resolve(plugin, t).map_err(wrap)? {
-        Delegate::Builtin(kind) => builtin::call(t, kind, plugin, command, conf, netns),
-        Delegate::Exec(path) => {
-            let req = ExecRequest {
-                command,
-                container_id: t.container_id,
-                netns,
-                ifname: t.ifname,
-                args: t.cni_args,
-                cni_path: &t.runner.cni_path,
-                stdin: &conf.to_bytes(),
-                timeout: t.runner.timeout,
-            };
-            cni::exec::run(&path, &req)
-                .map(|out| (out, Vec::new()))
-                .map_err(|e| wrap(scrub_delegate_words(e, conf)))
-        }
-    }
 }
 
-/// A delegate may repeat its conf in its error object or on stderr: the values of the conf's
-/// secret-looking keys are cut out of what it said before that reaches Plexus's error (on
-/// stdout), its log and the journal.
-fn scrub_delegate_words(mut e: ExecError, conf: &NetConf) -> ExecError {
-    let secrets = crate::log::secret_values(&Value::Object(conf.0.clone()));
-    if secrets.is_empty() {
-        return e;
-    }
-    match &mut e {
-        ExecError::Plugin { error, .. } => {
-            error.msg = crate::log::scrub(&error.msg, &secrets);
-            error.details = crate::log::scrub(&error.details, &secrets);
-        }
-        ExecError::Timeout { stderr, .. } | ExecError::Exit { stderr, .. } => {
-            *stderr = crate::log::scrub(stderr, &secrets);
-        }
-        _ => {}
-    }
-    e
+/// Everything about one attachment that is not its conf.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub runner: &'a Runner<'a>,
+    pub network: &'a str,
+    pub container: Container<'a>,
 }
 
-/// ADD: every plugin in order; returns the last plugin's result in current form, and the
-/// links the chain's built-ins created.
-pub fn add(list: &NetConfList, t: &Target) -> Result<Added, InvokeError> {
-    add_after(list, t, None)
-}
-
-/// ADD of a chain that continues an earlier one: its first plugin gets `prev` as
-/// `prevResult` (the auxiliary chain runs on the cluster network's result).
-pub fn add_after(
-    list: &NetConfList,
-    t: &Target,
-    prev: Option<&CniResult>,
-) -> Result<Added, InvokeError> {
-    let plugins = plugin_types(list);
-    // Every plugin of the chain is found before the first one runs: a chain that cannot run
-    // to its end should not start.
-    for plugin in &plugins {
-        resolve(plugin, t).map_err(|source| InvokeError::Unresolved {
-            network: t.network.to_string(),
-            plugin: plugin.clone(),
-            source: Box::new(source),
-        })?;
-    }
-    let mut prev: Option<CniResult> = prev.cloned();
-    let mut links = Vec::new();
-    for (i, plugin) in plugins.iter().enumerate() {
-        let mut conf = plugin_conf(list, i);
-        if let Some(p) = &prev {
-            conf.set("prevResult", p.to_value(list.cni_version));
-        }
-        let (out, made) = call(t, plugin, Command::Add, &conf)?;
-        links.extend(made);
-        let bad = |reason: String| InvokeError::BadResult {
-            network: t.network.to_string(),
-            plugin: plugin.clone(),
-            command: Command::Add,
-            reason,
-        };
-        let value = cni::netconf::parse_strict(&out).map_err(|e| bad(e.to_string()))?;
-        let result = CniResult::parse(&value, list.cni_version).map_err(|e| bad(e.to_string()))?;
-        prev = Some(result);
-    }
-    let result = prev.unwrap_or_default();
-    // A later plugin of the chain (tuning) may have changed the pod interface's MAC: the
-    // identity DEL checks is the one the chain ended with.
-    if let Some(mac) = result
-        .interfaces
-        .iter()
-        .find(|i| i.name == t.ifname && i.sandbox.is_some())
-        .and_then(|i| i.mac.clone())
-    {
-        for l in links
-            .iter_mut()
-            .filter(|l| l.side == delegates::owned::Side::Pod && l.name == t.ifname)
-        {
-            l.mac = Some(mac.clone());
+impl<'a> Target<'a> {
+    pub fn new(runner: &'a Runner<'a>, network: &'a str, container: Container<'a>) -> Self {
+        Target {
+            runner,
+            network,
+            container,
         }
     }
-    Ok(Added { result, links })
-}
 
-/// DEL: every plugin in reverse, going on past failures; returns the first failure.
-pub fn del(list: &NetConfList, t: &Target, prev: Option<&CniResult>) -> Result<(), InvokeError> {
-    let mut first_err = None;
-    for (i, plugin) in plugin_types(list).iter().enumerate().rev() {
-        let mut conf = plugin_conf(list, i);
-        if let Some(p) = prev
-            && list.cni_version >= Version::V0_4_0
-        {
-            conf.set("prevResult", p.to_value(list.cni_version));
-        }
-        if let Err(e) = call(t, plugin, Command::Del, &conf) {
-            tracing::warn!(network = t.network, plugin = %plugin, error = %e, "delegate DEL failed");
-            first_err.get_or_insert(e);
-        }
+    /// The netns a plugin is told about: a DEL into a namespace that no longer exists still
+    /// has to run (IPAM release must not depend on the netns, SPEC.md DEL), and the
+    /// reference plugins take an empty `CNI_NETNS` then.
+    fn netns_for(&self, command: Command) -> Option<&'a Path> {
+        self.container
+            .netns
+            .filter(|p| command != Command::Del || p.exists())
     }
-    first_err.map_or(Ok(()), Err)
-}
 
-/// CHECK: every plugin in order with the cached result. Versions before 0.4.0 have no CHECK
-/// and a conflist may opt out with `disableCheck`: both are skipped, not failed.
-pub fn check(list: &NetConfList, t: &Target, prev: &CniResult) -> Result<bool, InvokeError> {
-    if !list.cni_version.supports_check() || list.disable_check {
-        return Ok(false);
-    }
-    for (i, plugin) in plugin_types(list).iter().enumerate() {
-        let mut conf = plugin_conf(list, i);
-        conf.set("prevResult", prev.to_value(list.cni_version));
-        call(t, plugin, Command::Check, &conf)?;
-    }
-    Ok(true)
-}
-
-/// The versions a plugin binary speaks (VERSION), used to decide whether GC and STATUS may be
-/// forwarded to it: delegates before 1.1.0 answer them with "unknown CNI_COMMAND".
-pub fn speaks_1_1(plugin: &str, t: &Target) -> bool {
-    match resolve(plugin, t) {
-        Ok(Delegate::Exec(path)) => cni::exec::version(&path, &t.runner.cni_path, t.runner.timeout)
-            .map(|v| v.contains(&Version::V1_1_0))
-            .unwrap_or(false),
-        // The built-ins keep no state of their own beyond IPAM reservations, which DEL
-        // releases; they have nothing to collect and are always ready.
-        Ok(Delegate::Builtin(_)) | Err(_) => false,
-    }
-}
-
-/// GC (CNI 1.1) forwarded to the plugins of a chain that speak 1.1.0, with the attachments
-/// that are still valid for this network.
-pub fn gc(list: &NetConfList, t: &Target, valid: &[(String, String)]) -> Result<(), InvokeError> {
-    if list.disable_gc || list.cni_version < Version::V1_1_0 {
-        return Ok(());
-    }
-    let attachments: Vec<Value> = valid
-        .iter()
-        .map(|(c, i)| serde_json::json!({"containerID": c, "ifname": i}))
-        .collect();
-    for (i, plugin) in plugin_types(list).iter().enumerate() {
-        if !speaks_1_1(plugin, t) {
-            continue;
-        }
-        let mut conf = plugin_conf(list, i);
-        conf.set(
-            cni::netconf::VALID_ATTACHMENTS,
-            Value::Array(attachments.clone()),
+    /// Logs what the runtime would see in the delegate's environment and stdin.
+    fn log_call(&self, plugin: &str, command: Command, conf: &NetConf) {
+        tracing::debug!(
+            network = self.network,
+            plugin,
+            command = command.as_str(),
+            ifname = self.container.ifname,
+            cni_args = %crate::log::redact_args(self.container.cni_args),
+            conf = %crate::log::redact(&serde_json::Value::Object(conf.0.clone())),
+            "delegate call"
         );
-        conf.set(cni::netconf::ATTACHMENTS, Value::Array(attachments.clone()));
-        call(t, plugin, Command::Gc, &conf)?;
     }
-    Ok(())
-}
-
-/// STATUS forwarded to the plugins of a chain that speak 1.1.0.
-pub fn status(list: &NetConfList, t: &Target) -> Result<(), InvokeError> {
-    if list.cni_version < Version::V1_1_0 {
-        return Ok(());
-    }
-    for (i, plugin) in plugin_types(list).iter().enumerate() {
-        if !speaks_1_1(plugin, t) {
-            continue;
-        }
-        call(t, plugin, Command::Status, &plugin_conf(list, i))?;
-    }
-    Ok(())
-}
-
-fn plugin_conf(list: &NetConfList, i: usize) -> NetConf {
-    // `i` always comes from enumerating `list.plugins`.
-    list.plugin_conf(i)
-        .unwrap_or_else(|| NetConf::from_map(serde_json::Map::new()))
 }

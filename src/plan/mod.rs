@@ -14,8 +14,8 @@
 //!   `deviceID`) must be declared as a capability by at least one plugin of its chain, or the
 //!   plan fails (NPWG §4.1.2.1: "MUST fail"); Multus drops such requests silently.
 //! - `cni-args` go into every plugin's `args.cni`, but only add keys: a key the NAD sets
-//!   already may be repeated with the same value, never changed (reliability-matrix S9: a
-//!   tenant must not rewrite the admin's config, e.g. host-local's `args.cni.ips`). A pod
+//!   already may be repeated with the same value, never changed (a tenant must not rewrite
+//!   the admin's config, e.g. host-local's `args.cni.ips`). A pod
 //!   `cni-args.ips` also needs the `ips` capability, since host-local honours it the same way.
 //! - `ipam-claim-reference` (NPWG v1.3 §8) travels as `args.cni["ipam-claim-reference"]`,
 //!   which IPAM plugins that know IPAMClaims read and others ignore.
@@ -203,6 +203,19 @@ pub fn plan(req: &PlanRequest) -> Result<Vec<Attachment>, PlanError> {
         out.push(attach(net, ifname, false, &no_pod_runtime, &base_args)?);
     }
     Ok(out)
+}
+
+/// The auxiliary chain (`auxiliaryCNIChainName`) as an attachment: it runs on the cluster
+/// network's interface with its `CNI_ARGS`, after it and from its result, and is no network
+/// of its own in network-status.
+pub fn auxiliary(cluster: &Attachment, list: &NetConfList) -> Attachment {
+    Attachment {
+        network: list.name.clone(),
+        conf: list.clone(),
+        default_route: Vec::new(),
+        device_id: None,
+        ..cluster.clone()
+    }
 }
 
 fn attach(

@@ -451,13 +451,13 @@ fn api_reason(status: u16, body: &[u8]) -> String {
 /// Namespaces are DNS-1123 labels, pod and NAD names DNS-1123 subdomains: nothing else may
 /// reach a URL (no `..`, no `%2F`, no `/`).
 fn check_names(kind: &str, namespace: &str, name: &str) -> Result<(), StoreError> {
-    if !crate::env::is_dns1123_label(namespace) {
+    if !crate::pod::is_dns1123_label(namespace) {
         return Err(StoreError::Malformed {
             origin: format!("{kind} namespace {namespace:?}"),
             reason: "not a DNS-1123 label".into(),
         });
     }
-    if !crate::env::is_dns1123_subdomain(name) {
+    if !crate::pod::is_dns1123_subdomain(name) {
         return Err(StoreError::Malformed {
             origin: format!("{kind} name {name:?}"),
             reason: "not a DNS-1123 subdomain".into(),

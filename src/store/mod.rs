@@ -3,10 +3,10 @@
 //! `NetworkStore` is the one seam between the meta plugin and Kubernetes objects: the plan asks it
 //! for a pod's annotations and for NADs by namespace/name, and never learns whether they came from
 //! the API server or from a folder of manifests. This module owns the object shapes Plexus reads
-//! (`Pod`, `Nad`), the store error and its CNI code, and two stores: `ManifestStore` (the embedded
-//! default, the same YAML/JSON a user would `kubectl apply`) and `MemoryStore` (for other
-//! modules' unit tests). It does not interpret annotations or NAD configs: that is `selection`'s
-//! and `plan`'s job.
+//! (`Pod`, `Nad`), the store error and its CNI code, the choice of store a conf makes
+//! ([`open`]), and two stores: `KubeStore` (the API) and `ManifestStore` (the embedded default,
+//! the same YAML/JSON a user would `kubectl apply`). It does not interpret annotations or NAD
+//! configs: that is `selection`'s and `plan`'s job.
 
 pub mod devices;
 mod kube;
@@ -50,7 +50,7 @@ pub trait NetworkStore {
     fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, StoreError>;
     /// `Ok(None)` when the NAD does not exist; errors only when the store cannot answer.
     fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, StoreError>;
-    /// Short name of the store for logs and error details ("manifests", "memory", "kubernetes").
+    /// Short name of the store for logs and error details ("manifests", "kubernetes").
     fn kind(&self) -> &'static str;
     /// Whether a pod this store does not find is gone (the API server) rather than merely
     /// not described (a folder of manifests): ADD then fails with code 3.
@@ -146,74 +146,25 @@ impl StoreError {
     }
 }
 
-/// A store held entirely in memory, for unit tests of the modules that consume `NetworkStore`.
-/// The first object with a matching namespace and name wins.
-#[derive(Debug, Clone, Default)]
-pub struct MemoryStore {
-    pub pods: Vec<Pod>,
-    pub nads: Vec<Nad>,
-}
-
-impl NetworkStore for MemoryStore {
-    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, StoreError> {
-        Ok(self
-            .pods
-            .iter()
-            .find(|p| p.namespace == namespace && p.name == name)
-            .cloned())
+/// The store the conf asks for, if any. A kubeconfig means a cluster: the API is the truth,
+/// a manifests folder only the fallback for nodes without one.
+pub fn open(conf: &crate::conf::PlexusConf) -> Result<Option<Box<dyn NetworkStore>>, StoreError> {
+    if let Some(path) = &conf.kubeconfig {
+        let opts = match conf.api_timeout {
+            Some(t) => KubeOptions::with_read_timeout(t),
+            None => KubeOptions::default(),
+        };
+        return Ok(Some(Box::new(KubeStore::connect(path, opts)?)));
     }
-
-    fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, StoreError> {
-        Ok(self
-            .nads
-            .iter()
-            .find(|n| n.namespace == namespace && n.name == name)
-            .cloned())
+    if let Some(dir) = &conf.manifests {
+        return Ok(Some(Box::new(ManifestStore::open(dir)?)));
     }
-
-    fn kind(&self) -> &'static str {
-        "memory"
-    }
+    Ok(None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn memory_store_finds_by_exact_namespace_and_name() {
-        let store = MemoryStore {
-            pods: vec![Pod {
-                namespace: "default".into(),
-                name: "web".into(),
-                ..Pod::default()
-            }],
-            nads: vec![Nad {
-                namespace: "team".into(),
-                name: "blue".into(),
-                config: Some("{}".into()),
-                ..Nad::default()
-            }],
-        };
-        assert_eq!(
-            store.pod("default", "web").unwrap().map(|p| p.name),
-            Some("web".to_string())
-        );
-        assert_eq!(store.pod("other", "web").unwrap(), None);
-        assert_eq!(
-            store
-                .nad("team", "blue")
-                .unwrap()
-                .unwrap()
-                .config
-                .as_deref(),
-            Some("{}")
-        );
-        assert_eq!(store.nad("default", "blue").unwrap(), None);
-        // Callers hold the store as a trait object, whichever implementation it is.
-        let dynamic: &dyn NetworkStore = &store;
-        assert_eq!(dynamic.kind(), "memory");
-    }
 
     #[test]
     fn error_codes_follow_the_cni_spec() {

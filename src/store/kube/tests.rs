@@ -428,14 +428,14 @@ fn events_are_posted_about_the_pod() {
     assert_eq!(e["metadata"]["namespace"], "default");
     let name = e["metadata"]["name"].as_str().unwrap();
     assert!(name.starts_with("web."), "{name}");
-    assert!(crate::env::is_dns1123_subdomain(name), "{name}");
+    assert!(crate::pod::is_dns1123_subdomain(name), "{name}");
 }
 
 #[test]
 fn event_names_and_messages_stay_within_api_limits() {
     // A valid pod name of the full 253 characters.
     let long_name = format!("{0}.{0}.{0}.{1}", "a".repeat(63), "b".repeat(61));
-    assert!(crate::env::is_dns1123_subdomain(&long_name));
+    assert!(crate::pod::is_dns1123_subdomain(&long_name));
     let pod = Pod {
         namespace: "default".into(),
         name: long_name,
@@ -449,7 +449,7 @@ fn event_names_and_messages_stay_within_api_limits() {
     let e = event_object(&pod, &event, "node-1");
     let name = e.metadata.name.unwrap();
     assert!(name.len() <= 253, "{}", name.len());
-    assert!(crate::env::is_dns1123_subdomain(&name), "{name}");
+    assert!(crate::pod::is_dns1123_subdomain(&name), "{name}");
     let message = e.message.unwrap();
     assert!(message.len() <= EVENT_MESSAGE_LIMIT);
     assert!(message.len() > EVENT_MESSAGE_LIMIT - 2);

@@ -1,25 +1,32 @@
-//! The journal: what Plexus planned and did for each (container, ifname), written before the
-//! first delegate runs and after each one, so DEL can always undo an ADD — after a crash, a
-//! `kill -9`, a deleted NAD or with the API server down.
+//! The journal's files: one entry per attachment set, the per-container lock, and the
+//! atomic write that keeps a crash from ever leaving half an entry.
 //!
 //! Layout under `cniDir` (0700): `<containerID>-<hash(ifname)>.json` (0600) per attachment set
 //! and `<containerID>.lock` for the per-container lock. File names come only from a validated
 //! container ID and a hash, never from raw input. Writes go to a temp file, are fsynced,
 //! renamed over the entry, and the directory is fsynced; nothing follows symlinks.
 
-use crate::env::PodRef;
-use serde::{Deserialize, Serialize};
+use super::JournalError;
+use super::record::{Entry, FORMAT, Record, now_secs};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> JournalError + 'a {
+    move |source| JournalError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 /// Entries larger than this are corrupt by definition (a real one is a few KiB).
 const MAX_ENTRY_BYTES: u64 = 4 << 20;
-const FORMAT: u32 = 1;
 /// What follows the container ID in an entry's name: `-` and 16 hex digits of the ifname hash.
 const HASH_SUFFIX_LEN: usize = 17;
 /// A temp file is `<entry>.tmp.<pid>`.
@@ -28,147 +35,6 @@ const TMP_MARK: &str = ".tmp.";
 /// longest name is a temp file, `<id>-<16 hex>.json.tmp.<pid>` with a pid of up to 10
 /// digits; the quarantined copy (`.<unix seconds>`) and the lock (`.lock`) are shorter.
 pub const MAX_CONTAINER_ID: usize = 255 - HASH_SUFFIX_LEN - ".json".len() - TMP_MARK.len() - 10;
-
-#[derive(Debug, thiserror::Error)]
-pub enum CacheError {
-    #[error("journal dir {dir}: {reason}")]
-    UnsafeDir { dir: PathBuf, reason: String },
-    #[error("journal {op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("journal lock for container {container_id} still held after {waited:?}")]
-    LockTimeout {
-        container_id: String,
-        waited: Duration,
-    },
-}
-
-impl CacheError {
-    /// The state dir is read-only: DEL goes on best effort, ADD must not start.
-    pub fn is_read_only(&self) -> bool {
-        matches!(self, CacheError::Io { source, .. } if source.raw_os_error() == Some(nix::libc::EROFS))
-    }
-
-    pub fn code(&self) -> cni::Code {
-        match self {
-            CacheError::LockTimeout { .. } => cni::Code::TryAgainLater,
-            _ => cni::Code::Io,
-        }
-    }
-}
-
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CacheError + 'a {
-    move |source| CacheError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// How far an attachment got. DEL undoes everything not `Removed`: a `Planned` attachment
-/// may have been started by an ADD that was killed before it could record the result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Planned,
-    Added,
-    Removed,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JournaledAttachment {
-    pub network: String,
-    pub ifname: String,
-    pub is_default: bool,
-    /// The delegate conflist exactly as it was run (lossless: DEL never re-resolves it).
-    pub conf: Value,
-    pub cni_args: String,
-    pub state: State,
-    /// The chain's result in 1.1.0 form, once added.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub default_route: Vec<std::net::IpAddr>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delegate_error: Option<String>,
-    /// The auxiliary chain (`auxiliaryCNIChainName`): runs on the cluster network's
-    /// interface and result, and is no network of its own in network-status.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub auxiliary: bool,
-    /// The links the built-in delegates of this attachment created (namespace, ifindex,
-    /// name, MAC): DEL removes a link only while it is still one of these.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub links: Vec<delegates::OwnedLink>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Entry {
-    pub format: u32,
-    #[serde(rename = "containerID")]
-    pub container_id: String,
-    pub ifname: String,
-    #[serde(default)]
-    pub netns: Option<String>,
-    /// The namespace `netns` named at ADD: a DEL whose netns path now names another one
-    /// (another pod's, the node's) removes nothing in it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netns_id: Option<delegates::netns::NsId>,
-    /// Seconds since the epoch when the ADD began (GC's grace period counts from here).
-    pub created: u64,
-    pub cni_version: String,
-    #[serde(default)]
-    pub pod: PodRef,
-    pub attachments: Vec<JournaledAttachment>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network_status: Option<Value>,
-    /// DELs of this entry that failed, and when the first did: after enough of both, DEL
-    /// answers success and leaves the entry as a tombstone for GC to retry.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub failed_dels: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_failed_del: Option<u64>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub tombstone: bool,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-impl Entry {
-    pub fn new(container_id: &str, ifname: &str, netns: Option<&Path>, cni_version: &str) -> Self {
-        Entry {
-            format: FORMAT,
-            container_id: container_id.to_string(),
-            ifname: ifname.to_string(),
-            netns: netns.map(|p| p.display().to_string()),
-            netns_id: None,
-            created: now_secs(),
-            cni_version: cni_version.to_string(),
-            pod: PodRef::default(),
-            attachments: Vec::new(),
-            network_status: None,
-            failed_dels: 0,
-            first_failed_del: None,
-            tombstone: false,
-        }
-    }
-}
-
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// What reading an entry found.
 #[derive(Debug)]
@@ -219,7 +85,7 @@ impl Journal {
     /// Opens (creating 0700 if needed) the journal dir and refuses one that another user
     /// could tamper with: a symlink, not a directory, not owned by us, or group/world
     /// writable.
-    pub fn open(dir: &Path) -> Result<Journal, CacheError> {
+    pub fn open(dir: &Path) -> Result<Journal, JournalError> {
         match std::fs::symlink_metadata(dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::DirBuilder::new()
@@ -232,7 +98,7 @@ impl Journal {
             Ok(_) => {}
         }
         let md = std::fs::symlink_metadata(dir).map_err(io("stat", dir))?;
-        let unsafe_dir = |reason: &str| CacheError::UnsafeDir {
+        let unsafe_dir = |reason: &str| JournalError::UnsafeDir {
             dir: dir.to_path_buf(),
             reason: reason.to_string(),
         };
@@ -266,7 +132,7 @@ impl Journal {
     /// Takes the container's lock, waiting at most `wait` (then code 11). The lock file is
     /// removed by [`Journal::release`] once the container has no entries; a waiter that
     /// locked a file which was unlinked meanwhile retries on the new one.
-    pub fn lock(&self, container_id: &str, wait: Duration) -> Result<ContainerLock, CacheError> {
+    pub fn lock(&self, container_id: &str, wait: Duration) -> Result<ContainerLock, JournalError> {
         let path = self.dir.join(format!("{container_id}.lock"));
         let start = Instant::now();
         loop {
@@ -306,7 +172,7 @@ impl Journal {
                 }
                 Err(std::fs::TryLockError::WouldBlock) => {
                     if start.elapsed() >= wait {
-                        return Err(CacheError::LockTimeout {
+                        return Err(JournalError::LockTimeout {
                             container_id: container_id.to_string(),
                             waited: wait,
                         });
@@ -318,12 +184,12 @@ impl Journal {
         }
     }
 
-    pub fn read(&self, lock: &ContainerLock, ifname: &str) -> Result<Lookup, CacheError> {
+    pub fn read(&self, lock: &ContainerLock, ifname: &str) -> Result<Lookup, JournalError> {
         let path = self.entry_path(&lock.container_id, ifname);
         self.read_path(&path)
     }
 
-    pub fn read_path(&self, path: &Path) -> Result<Lookup, CacheError> {
+    pub fn read_path(&self, path: &Path) -> Result<Lookup, JournalError> {
         let file = match OpenOptions::new()
             .read(true)
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
@@ -359,12 +225,12 @@ impl Journal {
     /// fsynced when the entry is created, so the plan is durable before any delegate runs; an
     /// update whose rename is lost in a crash leaves the previous version, which DEL can
     /// still undo (a `Planned` attachment is DELed too), so updates skip that second fsync.
-    pub fn write(&self, lock: &ContainerLock, entry: &Entry) -> Result<(), CacheError> {
+    pub fn write(&self, lock: &ContainerLock, entry: &Entry) -> Result<(), JournalError> {
         let path = self.entry_path(&lock.container_id, &entry.ifname);
         let creating = std::fs::symlink_metadata(&path).is_err();
         let tmp = tmp_path(&path);
         let _ = std::fs::remove_file(&tmp);
-        let bytes = serde_json::to_vec_pretty(entry).map_err(|e| CacheError::Io {
+        let bytes = serde_json::to_vec_pretty(entry).map_err(|e| JournalError::Io {
             op: "encode",
             path: path.clone(),
             source: std::io::Error::other(e),
@@ -404,7 +270,7 @@ impl Journal {
         let mut buf = Vec::new();
         file.take(MAX_ENTRY_BYTES).read_to_end(&mut buf).ok()?;
         let v: Value = serde_json::from_slice(&buf).ok()?;
-        let attachments: Vec<JournaledAttachment> = v
+        let attachments: Vec<Record> = v
             .get("attachments")?
             .as_array()?
             .iter()
@@ -429,7 +295,7 @@ impl Journal {
     }
 
     /// The container's other entries (ADDs with another `CNI_IFNAME`), readable ones only.
-    pub fn siblings(&self, lock: &ContainerLock, ifname: &str) -> Result<Vec<Entry>, CacheError> {
+    pub fn siblings(&self, lock: &ContainerLock, ifname: &str) -> Result<Vec<Entry>, JournalError> {
         let own = self.entry_path(&lock.container_id, ifname);
         let mut out = Vec::new();
         for e in std::fs::read_dir(&self.dir).map_err(io("list", &self.dir))? {
@@ -448,9 +314,59 @@ impl Journal {
         Ok(out)
     }
 
+    /// The interfaces the container's other entries (ADDs with another `CNI_IFNAME`) hold,
+    /// each with that entry's `CNI_IFNAME`.
+    pub fn taken(
+        &self,
+        lock: &ContainerLock,
+        ifname: &str,
+    ) -> Result<BTreeMap<String, String>, JournalError> {
+        let mut taken = BTreeMap::new();
+        for e in self.siblings(lock, ifname)? {
+            taken.insert(e.ifname.clone(), e.ifname.clone());
+            for a in &e.attachments {
+                taken.insert(a.ifname.clone(), e.ifname.clone());
+            }
+        }
+        Ok(taken)
+    }
+
+    /// An ADD on an interface that already has an entry is refused before anything else
+    /// happens: rolling back a duplicate would DEL the live attachment's delegates and free
+    /// its IPs (host-local releases by container and ifname).
+    pub fn refuse_duplicate(&self, lock: &ContainerLock, ifname: &str) -> Result<(), JournalError> {
+        match self.read(lock, ifname)? {
+            Lookup::Missing => Ok(()),
+            _ => Err(JournalError::Duplicate {
+                container_id: lock.container_id.clone(),
+                ifname: ifname.to_string(),
+            }),
+        }
+    }
+
+    /// Another ADD for this container (another `CNI_IFNAME`) owns its interfaces and, in
+    /// host-local, the reservations keyed by (container, ifname): planning one of them again
+    /// would make this ADD's rollback or DEL remove them.
+    pub fn refuse_taken<'i>(
+        &self,
+        lock: &ContainerLock,
+        ifname: &str,
+        planned: impl IntoIterator<Item = &'i str>,
+    ) -> Result<(), JournalError> {
+        let taken = self.taken(lock, ifname)?;
+        match planned.into_iter().find_map(|i| taken.get_key_value(i)) {
+            Some((name, other)) => Err(JournalError::IfnameTaken {
+                container_id: lock.container_id.clone(),
+                ifname: name.clone(),
+                other: other.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Moves a corrupt entry aside so the next ADD is not blocked forever by it and a human
     /// can still read what was there.
-    pub fn quarantine(&self, lock: &ContainerLock, ifname: &str) -> Result<PathBuf, CacheError> {
+    pub fn quarantine(&self, lock: &ContainerLock, ifname: &str) -> Result<PathBuf, JournalError> {
         let path = self.entry_path(&lock.container_id, ifname);
         let qdir = self.dir.join("quarantine");
         std::fs::DirBuilder::new()
@@ -468,7 +384,7 @@ impl Journal {
         Ok(dest)
     }
 
-    pub fn remove(&self, lock: &ContainerLock, ifname: &str) -> Result<(), CacheError> {
+    pub fn remove(&self, lock: &ContainerLock, ifname: &str) -> Result<(), JournalError> {
         let path = self.entry_path(&lock.container_id, ifname);
         // No directory fsync: an entry that reappears after a crash is DELed again, and DEL
         // is idempotent.
@@ -490,7 +406,7 @@ impl Journal {
     /// crashed write older than `stale` are removed on the way; a temp file whose writer
     /// (the pid that ends its name) still runs is in use, however old, so a GC with no grace
     /// period never pulls it from under an ADD between its write and its rename.
-    pub fn entries(&self, stale: Duration) -> Result<Vec<(String, PathBuf)>, CacheError> {
+    pub fn entries(&self, stale: Duration) -> Result<Vec<(String, PathBuf)>, JournalError> {
         let mut out = Vec::new();
         for e in std::fs::read_dir(&self.dir).map_err(io("list", &self.dir))? {
             let e = e.map_err(io("list", &self.dir))?;
@@ -520,7 +436,7 @@ impl Journal {
         Ok(out)
     }
 
-    fn sync_dir(&self) -> Result<(), CacheError> {
+    fn sync_dir(&self) -> Result<(), JournalError> {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io("fsync", &self.dir))
@@ -555,6 +471,7 @@ fn is_temp_file(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::State;
 
     fn journal() -> (tempfile::TempDir, Journal) {
         let t = tempfile::tempdir().unwrap();
@@ -697,7 +614,7 @@ mod tests {
             )
     }
 
-    fn any_attachment() -> impl proptest::strategy::Strategy<Value = JournaledAttachment> {
+    fn any_attachment() -> impl proptest::strategy::Strategy<Value = Record> {
         use proptest::prelude::*;
         (
             (
@@ -730,7 +647,7 @@ mod tests {
                     aux,
                     links,
                 )| {
-                    JournaledAttachment {
+                    Record {
                         network,
                         ifname,
                         is_default,

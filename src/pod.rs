@@ -1,19 +1,9 @@
-//! The CNI environment (`CNI_*` variables and the `K8S_*` keys of `CNI_ARGS`), validated once
-//! at the boundary so no later step builds a path or URL from unchecked input.
+//! Who the pod is: the `K8S_*` keys of `CNI_ARGS`, validated once at the boundary so no later
+//! step builds a URL or file name from unchecked input, and the Kubernetes name rules they
+//! are held to.
 
-pub use cni::Command;
-use cni::IfName;
 use cni::args::CniArgs;
-pub use cni::env::{EnvError, Need, check_utf8, need};
-use std::path::PathBuf;
-
-/// What Plexus adds to the protocol's rules: the container ID names journal files.
-pub const LIMITS: cni::env::Limits = cni::env::Limits {
-    container_id: Some((
-        crate::cache::MAX_CONTAINER_ID,
-        "the journal names files after it",
-    )),
-};
+use cni::env::EnvError;
 
 /// Who the pod is, from `CNI_ARGS` (kubelet sets all four; podman only `K8S_POD_NAME`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -24,38 +14,14 @@ pub struct PodRef {
     pub infra_container_id: Option<String>,
 }
 
-/// One invocation's environment.
-#[derive(Debug, Clone)]
-pub struct Invocation {
-    pub command: Command,
-    pub container_id: Option<String>,
-    pub netns: Option<PathBuf>,
-    pub ifname: Option<IfName>,
-    pub args: CniArgs,
-    pub cni_path: String,
-    pub pod: PodRef,
-}
-
-impl Invocation {
-    /// Reads the process environment through `get` (a closure so tests and the CLI can supply
-    /// their own). Each variable is read only if `command` uses it ([`need`]): VERSION, GC and
-    /// STATUS never look at the container variables, whatever placeholders they hold.
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Invocation, EnvError> {
-        let env = cni::env::Env::read(get, &LIMITS)?;
-        let pod = pod_ref(&env.args)?;
-        Ok(Invocation {
-            command: env.command,
-            container_id: env.container_id,
-            netns: env.netns,
-            ifname: env.ifname,
-            args: env.args,
-            cni_path: env.cni_path,
-            pod,
-        })
+impl PodRef {
+    pub fn from_args(args: &CniArgs) -> Result<PodRef, EnvError> {
+        pod_ref(args)
     }
 
-    pub fn container_id(&self) -> &str {
-        self.container_id.as_deref().unwrap_or_default()
+    /// The namespace, `default` when the runtime named none.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("default")
     }
 }
 
@@ -65,7 +31,7 @@ fn validate_container_id(id: &str) -> Result<String, EnvError> {
         var: "CNI_ARGS",
         reason,
     };
-    let max = crate::cache::MAX_CONTAINER_ID;
+    let max = crate::journal::MAX_CONTAINER_ID;
     if id.len() > max {
         return Err(invalid(format!(
             "K8S_POD_INFRA_CONTAINER_ID is longer than {max} bytes"
@@ -80,6 +46,7 @@ fn validate_container_id(id: &str) -> Result<String, EnvError> {
     Ok(id.to_string())
 }
 
+/// The `K8S_*` keys of `CNI_ARGS`, each checked: they end up in API URLs and file names.
 fn pod_ref(args: &CniArgs) -> Result<PodRef, EnvError> {
     let label = |var: &'static str| -> Result<Option<String>, EnvError> {
         match args.get(var).filter(|v| !v.is_empty()) {
@@ -148,33 +115,15 @@ fn is_uuid(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn inv(vars: &[(&str, &str)]) -> Result<Invocation, EnvError> {
-        let m: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Invocation::from_env(|k| m.get(k).cloned())
-    }
 
     #[test]
     fn pod_args_are_checked() {
-        let base = [
-            ("CNI_COMMAND", "DEL"),
-            ("CNI_CONTAINERID", "abc"),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_PATH", "/usr/lib/cni"),
-        ];
-        let with = |a: &str| {
-            let mut v = base.to_vec();
-            v.push(("CNI_ARGS", a));
-            inv(&v)
-        };
+        let with = |a: &str| PodRef::from_args(&CniArgs::parse(a).unwrap());
         assert!(with("K8S_POD_NAMESPACE=../kube-system").is_err());
         assert!(with("K8S_POD_UID=nope").is_err());
-        assert!(with("K8S_POD_NAME").is_err());
+        assert!(with("K8S_POD_INFRA_CONTAINER_ID=-x").is_err());
         let ok = with("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_UID=0b1e4a1c-3f5d-4c1e-9a7b-2d6f8e9a0b1c").unwrap();
-        assert_eq!(ok.pod.name.as_deref(), Some("p"));
+        assert_eq!(ok.name.as_deref(), Some("p"));
+        assert_eq!(ok.namespace(), "ns");
     }
 }

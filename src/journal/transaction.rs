@@ -1,0 +1,136 @@
+//! The ADD transaction: the plan recorded before the node is touched, each attachment marked
+//! started and done with its result, then either committed or aborted — undoing in reverse
+//! what was started, and only that.
+
+use super::undo::{self, Undo, Undone};
+use super::{ContainerLock, Entry, Journal, JournalError, Record, State};
+use crate::invoke::{Added, InvokeError};
+use cni::{CniResult, Version};
+use serde_json::Value;
+
+/// The moments of an ADD at which the entry may go to disk.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// The plan, before any delegate runs.
+    Planned,
+    /// An attachment's result, once it is added.
+    Done(usize),
+    /// The network-status, when everything is attached.
+    Reported,
+}
+
+pub struct AddTransaction<'j> {
+    journal: &'j Journal,
+    lock: ContainerLock,
+    entry: Entry,
+    /// Which attachments may have done something on the node.
+    started: Vec<bool>,
+}
+
+impl<'j> AddTransaction<'j> {
+    /// Records the plan. On disk before the node is touched: a crash from here on is undone
+    /// by DEL. The container's lock is held until the transaction ends.
+    pub fn begin(
+        journal: &'j Journal,
+        lock: ContainerLock,
+        entry: Entry,
+    ) -> Result<AddTransaction<'j>, JournalError> {
+        let mut tx = AddTransaction {
+            journal,
+            lock,
+            started: vec![false; entry.attachments.len()],
+            entry,
+        };
+        tx.checkpoint(Step::Planned)?;
+        tracing::debug!(attachments = tx.entry.attachments.len(), "plan journaled");
+        Ok(tx)
+    }
+
+    /// The write policy of an ADD, in this one place: the plan is durable before any
+    /// delegate runs (a `Planned` attachment is DELed too, so a crash after it loses
+    /// nothing), an attachment's result goes out while more of the plan's own networks
+    /// follow, and the rest with the network-status at the end.
+    fn persists(&self, step: Step) -> bool {
+        match step {
+            Step::Planned | Step::Reported => true,
+            Step::Done(i) => self
+                .entry
+                .attachments
+                .iter()
+                .skip(i + 1)
+                .any(|r| !r.auxiliary),
+        }
+    }
+
+    fn checkpoint(&mut self, step: Step) -> Result<(), JournalError> {
+        if self.persists(step) {
+            self.journal.write(&self.lock, &self.entry)?;
+        }
+        Ok(())
+    }
+
+    pub fn records(&self) -> &[Record] {
+        &self.entry.attachments
+    }
+
+    pub fn entry(&self) -> &Entry {
+        &self.entry
+    }
+
+    /// Attachment `i` is about to run: from now on an abort undoes it.
+    pub fn start(&mut self, i: usize) {
+        self.started[i] = true;
+    }
+
+    /// Attachment `i` is added: its result and the links it made are recorded.
+    pub fn done(&mut self, i: usize, added: Added) -> Result<(), JournalError> {
+        let record = &mut self.entry.attachments[i];
+        record.state = State::Added;
+        record.links = added.links;
+        record.result = Some(added.result.to_value(Version::V1_1_0));
+        self.checkpoint(Step::Done(i))
+    }
+
+    /// Attachment `i` failed. A chain that could not even start left nothing to undo; one
+    /// that failed midway may have.
+    pub fn failed(&mut self, i: usize, e: &InvokeError) {
+        self.entry.attachments[i].delegate_error = Some(e.to_string());
+        if e.nothing_ran() {
+            self.started[i] = false;
+        }
+    }
+
+    /// The results as reported, once pod-wide changes (default routes) rewrote them.
+    pub fn rewrite_results(&mut self, results: &[CniResult]) {
+        for (record, result) in self.entry.attachments.iter_mut().zip(results) {
+            record.result = Some(result.to_value(Version::V1_1_0));
+        }
+    }
+
+    /// Records the network-status with everything else the ADD did.
+    pub fn report(&mut self, network_status: Option<Value>) -> Result<(), JournalError> {
+        self.entry.network_status = network_status;
+        self.checkpoint(Step::Reported)
+    }
+
+    /// Ends the ADD as done; the lock goes.
+    pub fn commit(self) {}
+
+    /// Gives up: every attachment that was started is undone the way DEL undoes it, in
+    /// reverse, by the identities its records hold; the rest never ran. The entry goes when
+    /// every DEL succeeded; otherwise it stays so the runtime's DEL retries what is left.
+    pub fn abort(mut self, how: &Undo) {
+        for (record, started) in self.entry.attachments.iter_mut().zip(&self.started) {
+            if !started {
+                record.state = State::Removed;
+            }
+        }
+        match undo::entry(self.journal, &self.lock, &mut self.entry, how) {
+            Ok(Undone::All) => {}
+            Ok(Undone::Partly { error, .. }) => {
+                tracing::error!(error = %error, "rollback left attachments for the next DEL");
+            }
+            Err(e) => tracing::error!(error = %e, "rollback left attachments for the next DEL"),
+        }
+    }
+}
