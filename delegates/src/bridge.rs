@@ -12,7 +12,7 @@ use crate::request::Request;
 pub use crate::veth::host_veth_name;
 use crate::veth::{BridgedPort, PodVeth, configure_bridged, create_pod_veth};
 use cni::CniResult;
-use cni::result::Route;
+use cni::result::{Interface, Route};
 use ipnet::IpNet;
 use nix::libc::EEXIST;
 use rtnetlink::packet_route::link::BridgeVlanInfoFlags;
@@ -162,62 +162,34 @@ fn setup(
         })?,
     );
     let pod_fd = netns.fd();
-    let ips = result.ips.clone();
     let to_configure = result.clone();
+    let sandbox = netns.path().display().to_string();
     let (interfaces, links) = netns.run_with_host(|host, pod| async move {
         let br = ensure_bridge(&host, conf).await?;
         if conf.is_gateway {
-            for ip in &ips {
-                if let Some(gw) = ip.gateway {
-                    let gw_net = IpNet::new(gw, ip.address.prefix_len())
-                        .map_err(|e| DelegateError::config("ipam", e.to_string()))?;
-                    ensure_bridge_address(&host, &br, conf, gw_net).await?;
-                }
-            }
+            ensure_gateways(&host, &br, conf, &to_configure).await?;
         }
-        let host_link = create_pod_veth(
-            &host,
-            &pod,
-            &PodVeth {
-                container_id,
-                ifname,
-                tag,
-                pod_fd,
-                controller: br.header.index,
-                controller_name: conf.bridge,
-                mtu: conf.mtu,
-                mac: conf.mac.as_deref(),
-            },
-        )
-        .await?;
+        let veth = PodVeth {
+            container_id,
+            ifname,
+            tag,
+            pod_fd,
+            controller: br.header.index,
+            controller_name: conf.bridge,
+            mtu: conf.mtu,
+            mac: conf.mac.as_deref(),
+        };
+        let host_link = create_pod_veth(&host, &pod, &veth).await?;
         // From here on the pair is ours: a failure removes it (its host end takes the pod end).
-        let made = async {
-            let hidx = host_link.header.index;
-            let host_name = owned::name(&host_link).unwrap_or_default();
-            if conf.hairpin {
-                host.link()
-                    .set_port(LinkBridgePort::new(hidx).hairpin(true).build())
-                    .execute()
-                    .await
-                    .map_err(|e| {
-                        DelegateError::netlink(format!("set hairpin on {host_name}"), e)
-                    })?;
-            }
-            if let Some(vid) = conf.vlan {
-                set_port_vlan(&host, hidx, host_name, vid).await?;
-            }
-            let port = BridgedPort {
-                bridge: conf.bridge,
-                host_link: &host_link,
-                ifname,
-                tag,
-                sandbox: netns.path().display().to_string(),
-                mtu: None,
-            };
-            configure_bridged(&host, &pod, port, &to_configure).await
-        }
-        .await;
-        match made {
+        let port = BridgedPort {
+            bridge: conf.bridge,
+            host_link: &host_link,
+            ifname,
+            tag,
+            sandbox,
+            mtu: None,
+        };
+        match configure_port(&host, &pod, conf, port, &to_configure).await {
             Ok((interfaces, pod_link)) => Ok((
                 interfaces,
                 vec![
@@ -231,22 +203,7 @@ fn setup(
             }
         }
     })??;
-    let finish = || -> Result<(), DelegateError> {
-        if conf.is_gateway {
-            enable_forwarding(&result.ips)?;
-        }
-        if conf.ip_masq {
-            masq::add(
-                conf.network,
-                req.container_id,
-                req.ifname,
-                &result.ips,
-                req.timeout,
-            )?;
-        }
-        Ok(())
-    };
-    if let Err(e) = finish() {
+    if let Err(e) = node_side(req, conf, &result.ips) {
         undo_links(req, &links);
         return Err(e);
     }
@@ -255,6 +212,61 @@ fn setup(
         ip.interface = Some(2);
     }
     Ok(links)
+}
+
+/// Each IPAM gateway as an address of the bridge (`isGateway`).
+async fn ensure_gateways(
+    host: &Handle,
+    br: &rtnetlink::packet_route::link::LinkMessage,
+    conf: &Conf<'_>,
+    result: &CniResult,
+) -> Result<(), DelegateError> {
+    for ip in &result.ips {
+        if let Some(gw) = ip.gateway {
+            let gw_net = IpNet::new(gw, ip.address.prefix_len())
+                .map_err(|e| DelegateError::config("ipam", e.to_string()))?;
+            ensure_bridge_address(host, br, conf, gw_net).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The bridge port of a new pair (hairpin, VLAN) and the pod end's addresses and routes.
+async fn configure_port(
+    host: &Handle,
+    pod: &Handle,
+    conf: &Conf<'_>,
+    port: BridgedPort<'_>,
+    result: &CniResult,
+) -> Result<(Vec<Interface>, rtnetlink::packet_route::link::LinkMessage), DelegateError> {
+    let hidx = port.host_link.header.index;
+    let host_name = owned::name(port.host_link).unwrap_or_default();
+    if conf.hairpin {
+        host.link()
+            .set_port(LinkBridgePort::new(hidx).hairpin(true).build())
+            .execute()
+            .await
+            .map_err(|e| DelegateError::netlink(format!("set hairpin on {host_name}"), e))?;
+    }
+    if let Some(vid) = conf.vlan {
+        set_port_vlan(host, hidx, host_name, vid).await?;
+    }
+    configure_bridged(host, pod, port, result).await
+}
+
+/// What the node needs beyond links: forwarding for a gateway, masquerading for `ipMasq`.
+fn node_side(
+    req: &Request,
+    conf: &Conf,
+    ips: &[cni::result::IpConfig],
+) -> Result<(), DelegateError> {
+    if conf.is_gateway {
+        enable_forwarding(ips)?;
+    }
+    if conf.ip_masq {
+        masq::add(conf.network, req.container_id, req.ifname, ips, req.timeout)?;
+    }
+    Ok(())
 }
 
 /// Removes the pair this ADD made (by its host end, still identified as made), when a step

@@ -14,10 +14,12 @@
 use crate::error::{DelegateError, errno};
 use crate::kind::Delegate;
 use crate::link;
-use crate::netns::NsId;
-use crate::owned::{self, Added, Side};
+use crate::netns::{NetNs, NsId};
+use crate::owned::{self, Added, OwnedLink, Side};
 use crate::request::Request;
 use crate::veth::{BridgedPort, PodVeth, configure_bridged, create_pod_veth};
+use cni::CniResult;
+use cni::result::Interface;
 use futures::{StreamExt, TryStreamExt};
 use nix::libc::EEXIST;
 use rtnetlink::packet_core::{
@@ -160,11 +162,13 @@ fn lock(vni: u32, timeout: Duration) -> Result<Lock, DelegateError> {
 pub fn add(req: &Request) -> Result<Added, DelegateError> {
     let conf = parse(req)?;
     let netns = req.open_netns(req.netns_required()?)?;
-    let pod_ns = netns.id()?;
-    let node_ns = NsId::current().map_err(|source| DelegateError::Io {
-        step: "identify the node's netns".into(),
-        source,
-    })?;
+    let ids = Ids {
+        pod: netns.id()?,
+        node: NsId::current().map_err(|source| DelegateError::Io {
+            step: "identify the node's netns".into(),
+            source,
+        })?,
+    };
     let mut result = req.ipam_add()?;
     let guard = match lock(conf.vni, req.timeout) {
         Ok(g) => g,
@@ -173,15 +177,45 @@ pub fn add(req: &Request) -> Result<Added, DelegateError> {
             return Err(e);
         }
     };
+    let done = plug(req, &conf, &netns, ids, &result);
+    drop(guard);
+    match done {
+        Ok((interfaces, links)) => {
+            result.interfaces = interfaces;
+            for ip in &mut result.ips {
+                ip.interface = Some(2);
+            }
+            Ok(Added { result, links })
+        }
+        Err(e) => {
+            let _ = req.ipam_del();
+            Err(e)
+        }
+    }
+}
+
+/// The pod's and the node's netns, as the links made in them are recorded.
+#[derive(Clone, Copy)]
+struct Ids {
+    pod: NsId,
+    node: NsId,
+}
+
+/// The overlay (made when missing) and the pod's pair on it, configured with `result`. On
+/// failure only the pair this ADD made goes, then the overlay if no pod uses it.
+fn plug(
+    req: &Request,
+    c: &Conf,
+    netns: &NetNs,
+    ids: Ids,
+    result: &CniResult,
+) -> Result<(Vec<Interface>, Vec<OwnedLink>), DelegateError> {
     let (container_id, ifname) = (req.container_id, req.ifname);
     let tag = req.tag();
     let tag = tag.as_str();
     let pod_fd = netns.fd();
     let sandbox = netns.path().display().to_string();
-    let to_configure = result.clone();
-    let c = &conf;
     let done = netns.run_with_host(|host, pod| async move {
-        // On failure only the pair this ADD made goes, then the overlay if no pod uses it.
         let undo = async |made: Option<u32>| {
             if let Some(index) = made {
                 let _ = link::delete(&host, index).await;
@@ -220,12 +254,12 @@ pub fn add(req: &Request) -> Result<Added, DelegateError> {
             sandbox,
             mtu: Some(mtu),
         };
-        match configure_bridged(&host, &pod, port, &to_configure).await {
+        match configure_bridged(&host, &pod, port, result).await {
             Ok((interfaces, pod_link)) => Ok((
                 interfaces,
                 vec![
-                    owned::record(Side::Pod, &pod_link, pod_ns),
-                    owned::record(Side::Node, &host_link, node_ns),
+                    owned::record(Side::Pod, &pod_link, ids.pod),
+                    owned::record(Side::Node, &host_link, ids.node),
                 ],
             )),
             Err(e) => {
@@ -234,24 +268,7 @@ pub fn add(req: &Request) -> Result<Added, DelegateError> {
             }
         }
     });
-    drop(guard);
-    match done {
-        Ok(Ok((interfaces, links))) => {
-            result.interfaces = interfaces;
-            for ip in &mut result.ips {
-                ip.interface = Some(2);
-            }
-            Ok(Added { result, links })
-        }
-        Ok(Err(e)) => {
-            let _ = req.ipam_del();
-            Err(e)
-        }
-        Err(e) => {
-            let _ = req.ipam_del();
-            Err(e.into())
-        }
-    }
+    done?
 }
 
 /// The bridge and the vxlan device on it, created when missing; returns the bridge and the
@@ -276,7 +293,19 @@ async fn ensure_overlay(h: &Handle, c: &Conf) -> Result<(LinkMessage, u32), Dele
             .unwrap_or(1500)
             .saturating_sub(overhead(c))
     });
+    let br = ensure_bridge(h, c, mtu).await?;
+    let vx = ensure_vxlan(h, c, &br, underlay.as_ref(), mtu).await?;
+    let local = local_addresses(h, c, underlay.as_ref()).await?;
+    for remote in c.remotes.iter().filter(|r| !local.contains(r)) {
+        append_flood_entry(h, vx.header.index, *remote)
+            .await
+            .map_err(|e| DelegateError::netlink(format!("add remote {remote} to {dev}"), e))?;
+    }
+    Ok((br, mtu))
+}
 
+/// The overlay's bridge, created (and tagged as this conf's) when missing.
+async fn ensure_bridge(h: &Handle, c: &Conf, mtu: u32) -> Result<LinkMessage, DelegateError> {
     let br = match link::by_name(h, &c.bridge)
         .await
         .map_err(|e| DelegateError::netlink(format!("look up bridge {}", c.bridge), e))?
@@ -307,7 +336,19 @@ async fn ensure_overlay(h: &Handle, c: &Conf) -> Result<(LinkMessage, u32), Dele
             format!("{} exists and is not a bridge", c.bridge),
         ));
     }
+    Ok(br)
+}
 
+/// The vxlan device, a port of `br`, created (and tagged) when missing; an existing link of
+/// that name must already be this overlay's.
+async fn ensure_vxlan(
+    h: &Handle,
+    c: &Conf,
+    br: &LinkMessage,
+    underlay: Option<&LinkMessage>,
+    mtu: u32,
+) -> Result<LinkMessage, DelegateError> {
+    let dev = c.device();
     let vx = match link::by_name(h, &dev)
         .await
         .map_err(|e| DelegateError::netlink(format!("look up {dev}"), e))?
@@ -320,7 +361,7 @@ async fn ensure_overlay(h: &Handle, c: &Conf) -> Result<(LinkMessage, u32), Dele
                 .mtu(mtu)
                 .controller(br.header.index)
                 .up();
-            if let Some(u) = &underlay {
+            if let Some(u) = underlay {
                 b = b.dev(u.header.index);
             }
             match c.local {
@@ -353,13 +394,7 @@ async fn ensure_overlay(h: &Handle, c: &Conf) -> Result<(LinkMessage, u32), Dele
             reason: format!("it is not a port of {}", c.bridge),
         });
     }
-    let local = local_addresses(h, c, underlay.as_ref()).await?;
-    for remote in c.remotes.iter().filter(|r| !local.contains(r)) {
-        append_flood_entry(h, vx.header.index, *remote)
-            .await
-            .map_err(|e| DelegateError::netlink(format!("add remote {remote} to {dev}"), e))?;
-    }
-    Ok((br, mtu))
+    Ok(vx)
 }
 
 /// The node's own underlay addresses, skipped among `remotes`.

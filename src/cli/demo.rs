@@ -133,51 +133,8 @@ pub fn run(keep: bool) -> ExitCode {
 }
 
 fn demo(keep: bool) -> Result<(), DemoError> {
-    let io = |step: &str| {
-        let step = step.to_string();
-        move |source| DemoError::Io { step, source }
-    };
-    // The node: a namespace of its own, entered by this (still single-threaded) process, so
-    // the machine's own network is never touched.
-    ip(&["netns", "add", NODE_NS])?;
-    let node =
-        std::fs::File::open(format!("/run/netns/{NODE_NS}")).map_err(io("open node netns"))?;
-    nix::sched::setns(&node, nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| DemoError::Step(format!("enter the node netns: {e}")))?;
-    ip(&["link", "set", "lo", "up"])?;
-    // The uplink: macvlan-a's master and vxlan-d's underlay.
-    ip(&["link", "add", "plexus-ul0", "type", "bridge"])?;
-    ip(&["addr", "add", "192.0.2.1/24", "dev", "plexus-ul0"])?;
-    ip(&["link", "set", "plexus-ul0", "up"])?;
-    for pod in PODS_DEMO {
-        ip(&["netns", "add", &pod_ns(pod)])?;
-    }
-
-    let work = std::env::temp_dir().join(format!("plexus-demo-{}", std::process::id()));
-    let manifests = work.join("manifests");
-    let empty_bin = work.join("bin");
-    for d in [&manifests, &empty_bin] {
-        std::fs::create_dir_all(d).map_err(io("create the demo folders"))?;
-    }
-    std::fs::write(manifests.join("nads.yaml"), NADS).map_err(io("write nads.yaml"))?;
-    std::fs::write(manifests.join("pods.yaml"), PODS).map_err(io("write pods.yaml"))?;
-    let mut raw = cni::netconf::parse_object(CONF.as_bytes())
-        .map_err(|e| DemoError::Step(format!("embedded plexus.conf: {e}")))?;
-    raw.insert("manifests".into(), manifests.display().to_string().into());
-    raw.insert(
-        "cniDir".into(),
-        work.join("state").display().to_string().into(),
-    );
-    raw.insert("builtins".into(), true.into());
-    raw.insert("logLevel".into(), "error".into());
-    let conf = PlexusConf::from_map(raw).map_err(|e| DemoError::Plexus(e.into()))?;
-    let store = ManifestStore::open(&manifests).map_err(|e| DemoError::Plexus(e.into()))?;
-    let demo = Demo {
-        work,
-        conf,
-        store,
-        empty_bin,
-    };
+    enter_node()?;
+    let demo = Demo::prepare()?;
     say(format_args!(
         "plexus demo: node netns {NODE_NS}, pods {}, plugin path {} (empty: built-ins only)\n\n",
         PODS_DEMO.map(pod_ns).join(", "),
@@ -230,6 +187,64 @@ fn demo(keep: bool) -> Result<(), DemoError> {
         return Err(DemoError::Step(format!("{failures} ping(s) failed")));
     }
     Ok(())
+}
+
+/// The node: a namespace of its own, entered by this (still single-threaded) process, so
+/// the machine's own network is never touched; its uplink, and the pods' namespaces.
+fn enter_node() -> Result<(), DemoError> {
+    let io = |step: &str| {
+        let step = step.to_string();
+        move |source| DemoError::Io { step, source }
+    };
+    ip(&["netns", "add", NODE_NS])?;
+    let node =
+        std::fs::File::open(format!("/run/netns/{NODE_NS}")).map_err(io("open node netns"))?;
+    nix::sched::setns(&node, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| DemoError::Step(format!("enter the node netns: {e}")))?;
+    ip(&["link", "set", "lo", "up"])?;
+    // The uplink: macvlan-a's master and vxlan-d's underlay.
+    ip(&["link", "add", "plexus-ul0", "type", "bridge"])?;
+    ip(&["addr", "add", "192.0.2.1/24", "dev", "plexus-ul0"])?;
+    ip(&["link", "set", "plexus-ul0", "up"])?;
+    for pod in PODS_DEMO {
+        ip(&["netns", "add", &pod_ns(pod)])?;
+    }
+    Ok(())
+}
+
+impl Demo {
+    /// The demo's folders, manifests and conf, under a fresh temporary folder.
+    fn prepare() -> Result<Demo, DemoError> {
+        let io = |step: &str| {
+            let step = step.to_string();
+            move |source| DemoError::Io { step, source }
+        };
+        let work = std::env::temp_dir().join(format!("plexus-demo-{}", std::process::id()));
+        let manifests = work.join("manifests");
+        let empty_bin = work.join("bin");
+        for d in [&manifests, &empty_bin] {
+            std::fs::create_dir_all(d).map_err(io("create the demo folders"))?;
+        }
+        std::fs::write(manifests.join("nads.yaml"), NADS).map_err(io("write nads.yaml"))?;
+        std::fs::write(manifests.join("pods.yaml"), PODS).map_err(io("write pods.yaml"))?;
+        let mut raw = cni::netconf::parse_object(CONF.as_bytes())
+            .map_err(|e| DemoError::Step(format!("embedded plexus.conf: {e}")))?;
+        raw.insert("manifests".into(), manifests.display().to_string().into());
+        raw.insert(
+            "cniDir".into(),
+            work.join("state").display().to_string().into(),
+        );
+        raw.insert("builtins".into(), true.into());
+        raw.insert("logLevel".into(), "error".into());
+        let conf = PlexusConf::from_map(raw).map_err(|e| DemoError::Plexus(e.into()))?;
+        let store = ManifestStore::open(&manifests).map_err(|e| DemoError::Plexus(e.into()))?;
+        Ok(Demo {
+            work,
+            conf,
+            store,
+            empty_bin,
+        })
+    }
 }
 
 /// Pings from web to db's address on each network they share.

@@ -260,29 +260,6 @@ fn exec(args: &ExecArgs) -> Result<(), cni::ErrorObject> {
     let bytes = std::fs::read(&args.conf)
         .map_err(|e| fail(cni::Code::Io, format!("read {}: {e}", args.conf.display())))?;
     let mut conf = PlexusConf::parse(&bytes).map_err(|e| crate::Error::from(e).to_object(""))?;
-    let netns = args.netns.as_ref().map(|n| {
-        if n.starts_with('/') {
-            PathBuf::from(n)
-        } else {
-            PathBuf::from("/run/netns").join(n)
-        }
-    });
-    let (pod_ns, pod_name) = match args.pod.as_deref() {
-        Some(p) => match p.split_once('/') {
-            Some((ns, name)) => (ns.to_string(), name.to_string()),
-            None => ("default".to_string(), p.to_string()),
-        },
-        None => ("default".to_string(), "plexus-exec".to_string()),
-    };
-    let container_id = args.container_id.clone().unwrap_or_else(|| {
-        let basis = netns
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(basis.as_bytes());
-        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        format!("plexus-exec-{hex}")
-    });
     let verb = match args.verb {
         Verb::Add => Command::Add,
         Verb::Del => Command::Del,
@@ -302,26 +279,15 @@ fn exec(args: &ExecArgs) -> Result<(), cni::ErrorObject> {
             serde_json::Value::Array(valid),
         );
     }
-    let cni_args = format!("IgnoreUnknown=true;K8S_POD_NAMESPACE={pod_ns};K8S_POD_NAME={pod_name}");
-    let netns_str = netns.as_ref().map(|p| p.display().to_string());
-    let env = |k: &str| -> Option<String> {
-        match k {
-            "CNI_COMMAND" => Some(verb.as_str().to_string()),
-            "CNI_CONTAINERID" => Some(container_id.clone()),
-            "CNI_NETNS" => netns_str.clone(),
-            "CNI_IFNAME" => Some(args.ifname.clone()),
-            "CNI_ARGS" => Some(cni_args.clone()),
-            "CNI_PATH" => Some(args.cni_path.clone()),
-            _ => None,
-        }
-    };
+    let call = ExecCall::of(args, verb);
     crate::log::init(&conf.log);
-    let req = Request::with_conf(env, conf).map_err(|e| crate::Error::from(e).to_object(""))?;
+    let req = Request::with_conf(|k| call.env(k), conf)
+        .map_err(|e| crate::Error::from(e).to_object(""))?;
     let overlay = args.networks.as_ref().map(|n| Overlay {
         inner: None,
         pod: Pod {
-            namespace: pod_ns.clone(),
-            name: pod_name.clone(),
+            namespace: call.pod_ns.clone(),
+            name: call.pod_name.clone(),
             uid: None,
             annotations: [(crate::annotations::NETWORKS.to_string(), n.clone())].into(),
         },
@@ -340,8 +306,73 @@ fn exec(args: &ExecArgs) -> Result<(), cni::ErrorObject> {
     } else {
         crate::output::stdout(format_args!(
             "{}",
-            table::render(verb, &container_id, &report)
+            table::render(verb, &call.container_id, &report)
         ))
     }
     .map_err(|e| fail(cni::Code::Io, format!("write to stdout: {e}")))
+}
+
+/// The CNI environment `plexus exec` makes up from its arguments.
+struct ExecCall {
+    verb: Command,
+    container_id: String,
+    netns: Option<String>,
+    ifname: String,
+    pod_ns: String,
+    pod_name: String,
+    cni_args: String,
+    cni_path: String,
+}
+
+impl ExecCall {
+    fn of(args: &ExecArgs, verb: Command) -> ExecCall {
+        let netns = args.netns.as_ref().map(|n| {
+            if n.starts_with('/') {
+                PathBuf::from(n)
+            } else {
+                PathBuf::from("/run/netns").join(n)
+            }
+        });
+        let (pod_ns, pod_name) = match args.pod.as_deref() {
+            Some(p) => match p.split_once('/') {
+                Some((ns, name)) => (ns.to_string(), name.to_string()),
+                None => ("default".to_string(), p.to_string()),
+            },
+            None => ("default".to_string(), "plexus-exec".to_string()),
+        };
+        // Without an ID, one derived from the netns: the same pod gets the same ID on DEL.
+        let container_id = args.container_id.clone().unwrap_or_else(|| {
+            let basis = netns
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let digest = <sha2::Sha256 as sha2::Digest>::digest(basis.as_bytes());
+            let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            format!("plexus-exec-{hex}")
+        });
+        ExecCall {
+            verb,
+            container_id,
+            netns: netns.map(|p| p.display().to_string()),
+            ifname: args.ifname.clone(),
+            cni_args: format!(
+                "IgnoreUnknown=true;K8S_POD_NAMESPACE={pod_ns};K8S_POD_NAME={pod_name}"
+            ),
+            pod_ns,
+            pod_name,
+            cni_path: args.cni_path.clone(),
+        }
+    }
+
+    fn env(&self, k: &str) -> Option<String> {
+        match k {
+            "CNI_COMMAND" => Some(self.verb.as_str().to_string()),
+            "CNI_CONTAINERID" => Some(self.container_id.clone()),
+            "CNI_NETNS" => self.netns.clone(),
+            "CNI_IFNAME" => Some(self.ifname.clone()),
+            "CNI_ARGS" => Some(self.cni_args.clone()),
+            "CNI_PATH" => Some(self.cni_path.clone()),
+            _ => None,
+        }
+    }
 }

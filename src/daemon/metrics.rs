@@ -95,8 +95,8 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let m = Metrics {
-            registry: Registry::with_prefix("plexus"),
+        let mut m = Metrics {
+            registry: Registry::default(),
             commands: Family::new_with_constructor(latency),
             delegates: Family::new_with_constructor(latency),
             errors: Family::default(),
@@ -117,8 +117,16 @@ impl Metrics {
             calls_busy: Counter::default(),
             refused: Family::default(),
         };
-        let mut m = m;
-        let r = &mut m.registry;
+        let mut r = Registry::with_prefix("plexus");
+        m.register_calls(&mut r);
+        m.register_node(&mut r);
+        m.registry = r;
+        m
+    }
+
+    /// What the CNI calls through the daemon measure.
+    fn register_calls(&self, r: &mut Registry) {
+        let m = self;
         r.register(
             "command_duration_seconds",
             "CNI calls through the daemon by command",
@@ -139,6 +147,11 @@ impl Metrics {
             "Failed CNI calls by the network (NAD) that failed",
             m.network_errors.clone(),
         );
+    }
+
+    /// What the daemon's API traffic, caches, journal, event queue and call slots measure.
+    fn register_node(&self, r: &mut Registry) {
+        let m = self;
         r.register(
             "api_requests",
             "Requests to the Kubernetes API by verb",
@@ -214,7 +227,6 @@ impl Metrics {
             "Connections refused by reason (peer, version, malformed, too_large, timeout)",
             m.refused.clone(),
         );
-        m
     }
 
     pub fn observe_call(

@@ -178,49 +178,18 @@ async fn serve(args: DaemonArgs) -> Result<(), DaemonError> {
     let socket_path = socket_dir.join(protocol::SOCKET_NAME);
     tracing::info!(socket = %socket_path.display(), node = %args.node_name, api = %origin, "plexus daemon listening");
 
-    if let Some(addr) = metrics_address(&args.metrics_address)? {
-        let listener =
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| DaemonError::Metrics {
-                    address: args.metrics_address.clone(),
-                    reason: e.to_string(),
-                })?;
-        tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics and health endpoints");
-        let state = metrics::Endpoints {
-            metrics: metrics.clone(),
-            caches: caches.clone(),
-            health: health.clone(),
-            cni_dir: cni_dir.clone(),
-            needs_conf: !args.no_conf,
-        };
-        tokio::spawn(metrics::serve(listener, Arc::new(state)));
-    }
-
+    let endpoints = metrics::Endpoints {
+        metrics: metrics.clone(),
+        caches: caches.clone(),
+        health: health.clone(),
+        cni_dir: cni_dir.clone(),
+        needs_conf: !args.no_conf,
+    };
+    start_endpoints(&args.metrics_address, endpoints).await?;
     if args.no_conf {
         health.conf_written.store(true, Ordering::Relaxed);
     } else {
-        let mut opts = args.generate.options();
-        opts.daemon_socket_dir = Some(socket_dir.clone());
-        if args.gc_interval > 0 {
-            let reconciler = reconcile::Reconciler {
-                daemon: daemon.clone(),
-                metrics: metrics.clone(),
-                conf_file: opts.conf_dir.join(&opts.output),
-                cni_path: args.gc_cni_path.clone(),
-                interval: Duration::from_secs(args.gc_interval),
-                grace: Duration::from_secs(args.gc_grace),
-            };
-            std::thread::Builder::new()
-                .name("gc-reconciler".into())
-                .spawn(move || reconciler.run())
-                .map_err(DaemonError::Runtime)?;
-        }
-        let health = health.clone();
-        std::thread::Builder::new()
-            .name("conf".into())
-            .spawn(move || confwatch::run(opts, &health))
-            .map_err(DaemonError::Runtime)?;
+        start_conf(&args, &socket_dir, &daemon, &metrics, &health)?;
     }
 
     let ctx = Arc::new(server::Context {
@@ -241,6 +210,54 @@ async fn serve(args: DaemonArgs) -> Result<(), DaemonError> {
     // Shims now find no socket and run DEL (and, by default, the rest) in-process.
     let _ = std::fs::remove_file(&socket_path);
     ctx.drain(Duration::from_secs(args.shutdown_grace)).await;
+    Ok(())
+}
+
+/// The metrics and health endpoints, unless `address` is `off`.
+async fn start_endpoints(address: &str, state: metrics::Endpoints) -> Result<(), DaemonError> {
+    let Some(addr) = metrics_address(address)? else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| DaemonError::Metrics {
+            address: address.to_string(),
+            reason: e.to_string(),
+        })?;
+    tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics and health endpoints");
+    tokio::spawn(metrics::serve(listener, Arc::new(state)));
+    Ok(())
+}
+
+/// The threads that keep the shim's conf written and, with a GC interval, the reconciler.
+fn start_conf(
+    args: &DaemonArgs,
+    socket_dir: &std::path::Path,
+    daemon: &Arc<store::DaemonStore>,
+    metrics: &Arc<metrics::Metrics>,
+    health: &Arc<Health>,
+) -> Result<(), DaemonError> {
+    let mut opts = args.generate.options();
+    opts.daemon_socket_dir = Some(socket_dir.to_path_buf());
+    if args.gc_interval > 0 {
+        let reconciler = reconcile::Reconciler {
+            daemon: daemon.clone(),
+            metrics: metrics.clone(),
+            conf_file: opts.conf_dir.join(&opts.output),
+            cni_path: args.gc_cni_path.clone(),
+            interval: Duration::from_secs(args.gc_interval),
+            grace: Duration::from_secs(args.gc_grace),
+        };
+        std::thread::Builder::new()
+            .name("gc-reconciler".into())
+            .spawn(move || reconciler.run())
+            .map_err(DaemonError::Runtime)?;
+    }
+    let health = health.clone();
+    std::thread::Builder::new()
+        .name("conf".into())
+        .spawn(move || confwatch::run(opts, &health))
+        .map_err(DaemonError::Runtime)?;
     Ok(())
 }
 

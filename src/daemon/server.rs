@@ -120,6 +120,15 @@ async fn connection(mut stream: UnixStream, ctx: Arc<Context>) {
 
 /// The bytes to answer with.
 async fn handle(stream: &mut UnixStream, ctx: &Context) -> Vec<u8> {
+    match receive(stream, ctx).await {
+        Ok(req) => run(req, ctx).await,
+        Err(refusal) => refusal,
+    }
+}
+
+/// The request, read whole, from a root peer, in this protocol; `Err` is the refusal to
+/// answer with.
+async fn receive(stream: &mut UnixStream, ctx: &Context) -> Result<protocol::Request, Vec<u8>> {
     let refuse = |reason: &'static str, text: String| {
         ctx.metrics.refused(reason);
         tracing::warn!(reason = %text, "call refused");
@@ -132,26 +141,26 @@ async fn handle(stream: &mut UnixStream, ctx: &Context) -> Vec<u8> {
     let mut capped = (&mut *stream).take(limit + 1);
     match tokio::time::timeout(READ_DEADLINE, capped.read_to_end(&mut bytes)).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => return refuse("malformed", format!("read the request: {e}")),
+        Ok(Err(e)) => return Err(refuse("malformed", format!("read the request: {e}"))),
         Err(_) => {
-            return refuse(
+            return Err(refuse(
                 "timeout",
                 format!("request not received within {READ_DEADLINE:?}"),
-            );
+            ));
         }
     }
     if bytes.len() as u64 > limit {
-        return refuse("too_large", format!("request over {limit} bytes"));
+        return Err(refuse("too_large", format!("request over {limit} bytes")));
     }
     match stream.peer_cred() {
         Ok(cred) if cred.uid() == 0 => {}
         Ok(cred) => {
-            return refuse(
+            return Err(refuse(
                 "peer",
                 format!("peer uid {} is not root: only root may call", cred.uid()),
-            );
+            ));
         }
-        Err(e) => return refuse("peer", format!("peer credentials unreadable: {e}")),
+        Err(e) => return Err(refuse("peer", format!("peer credentials unreadable: {e}"))),
     }
     let req = match protocol::decode_request(&bytes) {
         Ok(r) => r,
@@ -159,11 +168,16 @@ async fn handle(stream: &mut UnixStream, ctx: &Context) -> Vec<u8> {
         Err(e @ ProtocolError::Protocol { .. }) => {
             ctx.metrics.refused("version");
             tracing::warn!(error = %e, "call refused");
-            return protocol::encode_prefix();
+            return Err(protocol::encode_prefix());
         }
-        Err(e @ ProtocolError::Version { .. }) => return refuse("version", e.to_string()),
-        Err(e) => return refuse("malformed", e.to_string()),
+        Err(e @ ProtocolError::Version { .. }) => return Err(refuse("version", e.to_string())),
+        Err(e) => return Err(refuse("malformed", e.to_string())),
     };
+    Ok(req)
+}
+
+/// Runs the call on a thread of its own once a slot is free, and answers by its deadline.
+async fn run(req: protocol::Request, ctx: &Context) -> Vec<u8> {
     let deadline = Duration::from_millis(req.deadline_ms).min(MAX_DEADLINE);
 
     ctx.metrics.call_waiting(1);

@@ -79,6 +79,26 @@ pub(super) fn delegate_conf(
     net: &ResolvedNetwork,
     pod_runtime: &Map<String, Value>,
 ) -> Result<NetConfList, PlanError> {
+    let (mut list, is_list) = named_list(net)?;
+    let declared: Vec<Vec<String>> = list.plugins.iter().map(NetConf::capabilities).collect();
+    let declares = |cap: &str| declared.iter().flatten().any(|c| c == cap);
+    let offered = runtime_offer(net, pod_runtime, &declares)?;
+    let extra_args = extra_cni_args(net, &declares)?;
+    for (i, (plugin, caps)) in list.plugins.iter_mut().zip(&declared).enumerate() {
+        let at = |key: &str| {
+            if is_list {
+                format!("plugins[{i}].{key}")
+            } else {
+                key.to_string()
+            }
+        };
+        inject(net, plugin, caps, &offered, &extra_args, at)?;
+    }
+    Ok(list)
+}
+
+/// The NAD's conf as a conflist, named, and whether it was written as one.
+fn named_list(net: &ResolvedNetwork) -> Result<(NetConfList, bool), PlanError> {
     let mut map = net.config.clone();
     // NPWG §3.4.2: a NAD's config may leave the name out; the NAD's own name stands in.
     if !map.contains_key("name") {
@@ -86,12 +106,11 @@ pub(super) fn delegate_conf(
         map.insert("name".into(), Value::from(nad_name));
     }
     let is_list = map.contains_key("plugins");
-    let mut list = NetConfList::from_map(map).map_err(|error| PlanError::Config {
+    let list = NetConfList::from_map(map).map_err(|error| PlanError::Config {
         network: net.key.clone(),
         error,
     })?;
-    // CNI SPEC §"Network configuration": the name becomes a directory name in host-local
-    // and in libcni's cache.
+    // The name becomes a directory name in host-local and in libcni's cache.
     if !cni::names::is_valid_name(&list.name) {
         return Err(invalid(
             net,
@@ -99,22 +118,21 @@ pub(super) fn delegate_conf(
             format!("{:?} {}", list.name, cni::names::NAME_RULE),
         ));
     }
-    let at = |i: usize, key: &str| {
-        if is_list {
-            format!("plugins[{i}].{key}")
-        } else {
-            key.to_string()
-        }
-    };
+    Ok((list, is_list))
+}
 
-    // What reaches runtimeConfig: the runtime's values (cluster network only), the device
-    // plugin's device, then the pod's own requests, which win over the runtime's.
+/// What reaches runtimeConfig: the runtime's values (cluster network only), the device
+/// plugin's device, then the pod's own requests, which win over the runtime's. A request for
+/// a capability no plugin of the chain declares is refused, not dropped.
+fn runtime_offer(
+    net: &ResolvedNetwork,
+    pod_runtime: &Map<String, Value>,
+    declares: &dyn Fn(&str) -> bool,
+) -> Result<Map<String, Value>, PlanError> {
     let mut offered = pod_runtime.clone();
     if let Some(dev) = &net.device_id {
         offered.insert("deviceID".into(), Value::from(dev.clone()));
     }
-    let declared: Vec<Vec<String>> = list.plugins.iter().map(NetConf::capabilities).collect();
-    let declares = |cap: &str| declared.iter().flatten().any(|c| c == cap);
     for ask in asks(net) {
         if !declares(ask.capability) {
             return Err(PlanError::MissingCapability {
@@ -125,69 +143,88 @@ pub(super) fn delegate_conf(
         }
         offered.insert(ask.capability.into(), ask.value);
     }
+    Ok(offered)
+}
 
+/// The selection's `cni-args` and its IPAM claim, for every plugin's `args.cni`.
+fn extra_cni_args(
+    net: &ResolvedNetwork,
+    declares: &dyn Fn(&str) -> bool,
+) -> Result<Map<String, Value>, PlanError> {
     let mut extra_args = Map::new();
-    if let Some(sel) = &net.selection {
-        if let Some(cni_args) = &sel.cni_args {
-            if cni_args.contains_key("ips") && !declares("ips") {
-                return Err(PlanError::MissingCapability {
-                    network: net.key.clone(),
-                    field: "cni-args.ips",
-                    capability: "ips",
-                });
-            }
-            extra_args.extend(cni_args.clone());
+    let Some(sel) = &net.selection else {
+        return Ok(extra_args);
+    };
+    if let Some(cni_args) = &sel.cni_args {
+        if cni_args.contains_key("ips") && !declares("ips") {
+            return Err(PlanError::MissingCapability {
+                network: net.key.clone(),
+                field: "cni-args.ips",
+                capability: "ips",
+            });
         }
-        if let Some(claim) = &sel.ipam_claim_reference {
-            if extra_args.contains_key("ipam-claim-reference") {
-                return Err(invalid(
-                    net,
-                    "cni-args",
-                    "sets \"ipam-claim-reference\" next to the ipam-claim-reference key",
-                ));
-            }
-            extra_args.insert("ipam-claim-reference".into(), Value::from(claim.clone()));
-        }
+        extra_args.extend(cni_args.clone());
     }
+    if let Some(claim) = &sel.ipam_claim_reference {
+        if extra_args.contains_key("ipam-claim-reference") {
+            return Err(invalid(
+                net,
+                "cni-args",
+                "sets \"ipam-claim-reference\" next to the ipam-claim-reference key",
+            ));
+        }
+        extra_args.insert("ipam-claim-reference".into(), Value::from(claim.clone()));
+    }
+    Ok(extra_args)
+}
 
-    for (i, (plugin, caps)) in list.plugins.iter_mut().zip(&declared).enumerate() {
-        // `type` names a binary looked up in CNI_PATH: a path would escape it.
-        if let Ok(t) = plugin.plugin_type()
-            && cni::names::check_plugin_type(t).is_err()
-        {
-            return Err(invalid(
-                net,
-                at(i, "type"),
-                format!("{t:?} is not a bare plugin name"),
-            ));
-        }
-        if let Ok(Some(t)) = plugin.ipam_type()
-            && cni::names::check_plugin_type(t).is_err()
-        {
-            return Err(invalid(
-                net,
-                at(i, "ipam.type"),
-                format!("{t:?} is not a bare plugin name"),
-            ));
-        }
-        plugin.remove("capabilities");
-        let runtime: Map<String, Value> = offered
-            .iter()
-            .filter(|(k, _)| caps.contains(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        // As libcni: runtimeConfig is set only when there is something to pass.
-        if !runtime.is_empty() {
-            plugin.set("runtimeConfig", Value::Object(runtime));
-        }
-        merge_args(net, &at(i, "args"), plugin, &extra_args)?;
-        if let Some(dev) = &net.device_id {
-            // SR-IOV and host-device read the device from the conf itself, under both names.
-            plugin.set("deviceID", Value::from(dev.clone()));
-            plugin.set("pciBusID", Value::from(dev.clone()));
-        }
+/// One plugin of the chain: its types checked, then what it declared of `offered` as its
+/// runtimeConfig, the extra `args.cni`, and the device under both names. `at` names a key of
+/// this plugin in errors.
+fn inject(
+    net: &ResolvedNetwork,
+    plugin: &mut NetConf,
+    caps: &[String],
+    offered: &Map<String, Value>,
+    extra_args: &Map<String, Value>,
+    at: impl Fn(&str) -> String,
+) -> Result<(), PlanError> {
+    // `type` names a binary looked up in CNI_PATH: a path would escape it.
+    if let Ok(t) = plugin.plugin_type()
+        && cni::names::check_plugin_type(t).is_err()
+    {
+        return Err(invalid(
+            net,
+            at("type"),
+            format!("{t:?} is not a bare plugin name"),
+        ));
     }
-    Ok(list)
+    if let Ok(Some(t)) = plugin.ipam_type()
+        && cni::names::check_plugin_type(t).is_err()
+    {
+        return Err(invalid(
+            net,
+            at("ipam.type"),
+            format!("{t:?} is not a bare plugin name"),
+        ));
+    }
+    plugin.remove("capabilities");
+    let runtime: Map<String, Value> = offered
+        .iter()
+        .filter(|(k, _)| caps.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // As libcni: runtimeConfig is set only when there is something to pass.
+    if !runtime.is_empty() {
+        plugin.set("runtimeConfig", Value::Object(runtime));
+    }
+    merge_args(net, &at("args"), plugin, extra_args)?;
+    if let Some(dev) = &net.device_id {
+        // SR-IOV and host-device read the device from the conf itself, under both names.
+        plugin.set("deviceID", Value::from(dev.clone()));
+        plugin.set("pciBusID", Value::from(dev.clone()));
+    }
+    Ok(())
 }
 
 /// Adds the pod's keys to `args.cni`. Checked even when the pod adds nothing, so that a

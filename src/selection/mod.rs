@@ -351,6 +351,32 @@ impl<'a> Element<'a> {
     }
 
     fn parse(&self, namespace: &str) -> Result<NetworkSelection, SelectionError> {
+        let mut sel = self.identity(namespace)?;
+        self.addressing(&mut sel)?;
+        self.capabilities(&mut sel)?;
+        if let Some(g) = self.string("infiniband-guid")? {
+            sel.infiniband_guid =
+                Some(fields::infiniband_guid(g).map_err(|r| self.err("infiniband-guid", r))?);
+        }
+        if let Some(claim) = self.string("ipam-claim-reference")? {
+            // An IPAMClaim is an object in the pod's namespace, so its name obeys the same rule.
+            fields::dns_subdomain(claim).map_err(|r| self.err("ipam-claim-reference", r))?;
+            // NPWG v1.3 §4.1.2.1.11: the claim decides the addresses, so asking for both is
+            // contradictory.
+            if !sel.ips.is_empty() {
+                return Err(self.err("ipam-claim-reference", "cannot be combined with ips"));
+            }
+            sel.ipam_claim_reference = Some(claim.to_string());
+        }
+        if let Some(d) = self.string("deviceID")? {
+            fields::device_id(d).map_err(|r| self.err("deviceID", r))?;
+            sel.device_id = Some(d.to_string());
+        }
+        Ok(sel)
+    }
+
+    /// Which network, in which namespace, on which interface.
+    fn identity(&self, namespace: &str) -> Result<NetworkSelection, SelectionError> {
         let name = self
             .string("name")?
             .ok_or_else(|| self.err("name", "is missing"))?;
@@ -360,7 +386,6 @@ impl<'a> Element<'a> {
             fields::dns_label(ns).map_err(|r| self.err("namespace", r))?;
             sel.namespace = ns.to_string();
         }
-
         // `interfaceRequest` is the name Multus's JSON used before NPWG settled on `interface`.
         let ifname = match (self.string("interface")?, self.string("interfaceRequest")?) {
             (Some(_), Some(_)) => {
@@ -373,7 +398,11 @@ impl<'a> Element<'a> {
         if let Some((field, i)) = ifname {
             sel.interface = Some(fields::interface(i).map_err(|r| self.err(field, r))?);
         }
+        Ok(sel)
+    }
 
+    /// `ips`, `mac` and `default-route`.
+    fn addressing(&self, sel: &mut NetworkSelection) -> Result<(), SelectionError> {
         for (i, ip) in self.string_list("ips")?.into_iter().enumerate() {
             let addr = fields::ip_with_prefix(ip)
                 .map_err(|r| self.err("ips", format!("entry {i}: {r}")))?;
@@ -386,17 +415,20 @@ impl<'a> Element<'a> {
             }
             sel.ips.push(ip.to_string());
         }
-
         if let Some(m) = self.string("mac")? {
             sel.mac = Some(fields::mac(m).map_err(|r| self.err("mac", r))?);
         }
-
         for (i, gw) in self.string_list("default-route")?.into_iter().enumerate() {
             let ip = fields::ip_addr(gw)
                 .map_err(|r| self.err("default-route", format!("entry {i}: {r}")))?;
             sel.default_route.push(ip);
         }
+        Ok(())
+    }
 
+    /// `portMappings`, `bandwidth` and `cni-args`: what reaches the delegates' runtimeConfig
+    /// and args.
+    fn capabilities(&self, sel: &mut NetworkSelection) -> Result<(), SelectionError> {
         // Field names in any case, as Multus's Go decoder reads them; delegates get the
         // conventions' spelling.
         for (i, pm) in self.list("portMappings")?.iter().enumerate() {
@@ -408,7 +440,6 @@ impl<'a> Element<'a> {
                 .map_err(|r| self.err("portMappings", format!("entry {i}: {r}")))?;
             sel.port_mappings.push(pm);
         }
-
         match self.map.get("bandwidth") {
             None | Some(Value::Null) => {}
             Some(bw) => {
@@ -417,7 +448,6 @@ impl<'a> Element<'a> {
                 sel.bandwidth = Some(bw);
             }
         }
-
         match self.map.get("cni-args") {
             None | Some(Value::Null) => {}
             Some(Value::Object(m)) => sel.cni_args = Some(m.clone()),
@@ -425,28 +455,7 @@ impl<'a> Element<'a> {
                 return Err(self.err("cni-args", format!("is {}, not an object", json_kind(v))));
             }
         }
-
-        if let Some(g) = self.string("infiniband-guid")? {
-            sel.infiniband_guid =
-                Some(fields::infiniband_guid(g).map_err(|r| self.err("infiniband-guid", r))?);
-        }
-
-        if let Some(claim) = self.string("ipam-claim-reference")? {
-            // An IPAMClaim is an object in the pod's namespace, so its name obeys the same rule.
-            fields::dns_subdomain(claim).map_err(|r| self.err("ipam-claim-reference", r))?;
-            // NPWG v1.3 §4.1.2.1.11: the claim decides the addresses, so asking for both is
-            // contradictory.
-            if !sel.ips.is_empty() {
-                return Err(self.err("ipam-claim-reference", "cannot be combined with ips"));
-            }
-            sel.ipam_claim_reference = Some(claim.to_string());
-        }
-
-        if let Some(d) = self.string("deviceID")? {
-            fields::device_id(d).map_err(|r| self.err("deviceID", r))?;
-            sel.device_id = Some(d.to_string());
-        }
-        Ok(sel)
+        Ok(())
     }
 }
 

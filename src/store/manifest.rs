@@ -275,30 +275,9 @@ fn parse_object(
     map: &Map<String, Value>,
     implied_kind: Option<&'static str>,
 ) -> Result<Option<Object>, String> {
-    let kind = match map.get("kind") {
-        Some(Value::String(kind)) => kind.as_str(),
-        None | Some(Value::Null) => match implied_kind {
-            Some(kind) => kind,
-            None => return Ok(None),
-        },
-        Some(_) => return Ok(None),
+    let Some(kind) = object_kind(map, implied_kind)? else {
+        return Ok(None);
     };
-    let expected_api = match kind {
-        POD => POD_API,
-        NAD => NAD_API,
-        _ => return Ok(None),
-    };
-    match map.get("apiVersion") {
-        Some(Value::String(api)) if api == expected_api => {}
-        None | Some(Value::Null) if implied_kind.is_some() => {}
-        Some(Value::String(api)) => {
-            return Err(format!(
-                "kind {kind} needs apiVersion {expected_api}, found {api}"
-            ));
-        }
-        _ => return Err(format!("kind {kind} needs apiVersion {expected_api}")),
-    }
-
     let meta = match map.get("metadata") {
         Some(Value::Object(meta)) => meta,
         _ => return Err(format!("{kind} has no metadata.name")),
@@ -320,7 +299,6 @@ fn parse_object(
     };
     let annotations = string_map(meta.get("annotations"))
         .map_err(|reason| format!("{kind} {namespace}/{name}: metadata.annotations {reason}"))?;
-
     if kind == POD {
         let uid = match meta.get("uid") {
             None | Some(Value::Null) => None,
@@ -338,28 +316,59 @@ fn parse_object(
             annotations,
         })));
     }
-
-    let config = match map.get("spec") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(spec)) => match spec.get("config") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(config)) if config.trim().is_empty() => None,
-            Some(Value::String(config)) => Some(config.clone()),
-            Some(_) => {
-                return Err(format!(
-                    "{kind} {namespace}/{name}: spec.config is not a string (it holds the CNI \
-                     conf as JSON text; quote it or use a block scalar `config: |`)"
-                ));
-            }
-        },
-        Some(_) => return Err(format!("{kind} {namespace}/{name}: spec is not a mapping")),
-    };
+    let config = nad_config(map, &format!("{kind} {namespace}/{name}"))?;
     Ok(Some(Object::Nad(Nad {
         namespace,
         name,
         annotations,
         config,
     })))
+}
+
+/// The document's kind when it is a Pod or a NAD with the matching `apiVersion`; `None` for
+/// any other kind. A file of one kind may leave both out (`implied_kind`).
+fn object_kind(
+    map: &Map<String, Value>,
+    implied_kind: Option<&'static str>,
+) -> Result<Option<&'static str>, String> {
+    let kind = match map.get("kind") {
+        Some(Value::String(kind)) => kind.as_str(),
+        None | Some(Value::Null) => match implied_kind {
+            Some(kind) => kind,
+            None => return Ok(None),
+        },
+        Some(_) => return Ok(None),
+    };
+    let (kind, expected_api) = match kind {
+        POD => (POD, POD_API),
+        NAD => (NAD, NAD_API),
+        _ => return Ok(None),
+    };
+    match map.get("apiVersion") {
+        Some(Value::String(api)) if api == expected_api => Ok(Some(kind)),
+        None | Some(Value::Null) if implied_kind.is_some() => Ok(Some(kind)),
+        Some(Value::String(api)) => Err(format!(
+            "kind {kind} needs apiVersion {expected_api}, found {api}"
+        )),
+        _ => Err(format!("kind {kind} needs apiVersion {expected_api}")),
+    }
+}
+
+/// A NAD's `spec.config`; `None` when it has none (or an empty one). `what` names the NAD.
+fn nad_config(map: &Map<String, Value>, what: &str) -> Result<Option<String>, String> {
+    match map.get("spec") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(spec)) => match spec.get("config") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(config)) if config.trim().is_empty() => Ok(None),
+            Some(Value::String(config)) => Ok(Some(config.clone())),
+            Some(_) => Err(format!(
+                "{what}: spec.config is not a string (it holds the CNI \
+                 conf as JSON text; quote it or use a block scalar `config: |`)"
+            )),
+        },
+        Some(_) => Err(format!("{what}: spec is not a mapping")),
+    }
 }
 
 fn string_map(value: Option<&Value>) -> Result<BTreeMap<String, String>, String> {
