@@ -1,5 +1,6 @@
 //! The one error type the built-in delegates return, and its CNI error code.
 
+use crate::ipam::IpamFailure;
 use crate::netns::NetNsError;
 use cni::{Code, ErrorObject};
 
@@ -45,7 +46,7 @@ pub enum DelegateError {
     #[error("the pod already has an interface named {ifname}; it is left as it is")]
     Exists { ifname: String },
     #[error("ipam: {0}")]
-    Ipam(ErrorObject),
+    Ipam(#[source] IpamFailure),
     /// The result cannot be written in the conf's version: libcni refuses a 0.1.0/0.2.0
     /// result without an address.
     #[error(transparent)]
@@ -105,7 +106,7 @@ impl DelegateError {
                 Code::DelegateFailed.as_u32()
             }
             // IPAM's own code reaches the runtime unchanged, as the reference plugins do.
-            DelegateError::Ipam(obj) => obj.code,
+            DelegateError::Ipam(e) => e.code(),
             DelegateError::Unreportable(e) => e.code().as_u32(),
             DelegateError::Many(list) => list
                 .first()
@@ -114,8 +115,8 @@ impl DelegateError {
     }
 
     pub fn to_error_object(&self) -> ErrorObject {
-        if let DelegateError::Ipam(obj) = self {
-            return obj.clone();
+        if let DelegateError::Ipam(e) = self {
+            return e.to_error_object();
         }
         let mut details = Vec::new();
         let mut source = std::error::Error::source(self);

@@ -6,6 +6,7 @@
 //! Children start in the netns of the thread that spawns them, so this must be called from a
 //! thread in the host netns — never from inside `NetNs::run`.
 
+use crate::ipam::IpamFailure;
 use crate::request::Ipam;
 use cni::exec::{ExecError, ExecRequest, find_plugin, split_path};
 use cni::netconf::NetConf;
@@ -72,16 +73,17 @@ impl ExecIpam {
 }
 
 impl Ipam for ExecIpam {
-    fn validate(&self, conf: &NetConf) -> Result<(), ErrorObject> {
-        self.find(conf).map(drop)
+    fn validate(&self, conf: &NetConf) -> Result<(), IpamFailure> {
+        self.find(conf).map(drop).map_err(IpamFailure::Plugin)
     }
 
-    fn add(&self, conf: &NetConf) -> Result<CniResult, ErrorObject> {
+    fn add(&self, conf: &NetConf) -> Result<CniResult, IpamFailure> {
         let out = self.call(Command::Add, conf)?;
         let decode = |e: &dyn std::fmt::Display| {
             ErrorObject::new(Code::Decode, "ipam: decode ADD result", e.to_string())
         };
-        let value: serde_json::Value = serde_json::from_slice(&out).map_err(|e| decode(&e))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&out).map_err(|e| IpamFailure::Plugin(decode(&e)))?;
         // A plugin names the version it wrote; one that does not answered in the version it
         // was asked for (the conf's).
         let asked = conf
@@ -93,14 +95,18 @@ impl Ipam for ExecIpam {
             (None, Some(version)) => CniResult::parse(&value, version),
             _ => CniResult::parse_any(&value).map(|(r, _)| r),
         };
-        parsed.map_err(|e| decode(&e))
+        parsed.map_err(|e| decode(&e).into())
     }
 
-    fn del(&self, conf: &NetConf) -> Result<(), ErrorObject> {
-        self.call(Command::Del, conf).map(drop)
+    fn del(&self, conf: &NetConf) -> Result<(), IpamFailure> {
+        self.call(Command::Del, conf)
+            .map(drop)
+            .map_err(IpamFailure::Plugin)
     }
 
-    fn check(&self, conf: &NetConf) -> Result<(), ErrorObject> {
-        self.call(Command::Check, conf).map(drop)
+    fn check(&self, conf: &NetConf) -> Result<(), IpamFailure> {
+        self.call(Command::Check, conf)
+            .map(drop)
+            .map_err(IpamFailure::Plugin)
     }
 }

@@ -6,11 +6,11 @@
 //! delegate's IPAM instead of this.
 
 use crate::exec_ipam::ExecIpam;
-use crate::ipam::{self, IpamRequest};
+use crate::ipam::{self, IpamFailure, IpamRequest};
 use crate::request::Ipam;
+use cni::CniResult;
 use cni::args::CniArgs;
 use cni::netconf::NetConf;
-use cni::{CniResult, ErrorObject};
 
 pub struct BuiltinIpam<'a> {
     pub container_id: &'a str,
@@ -44,30 +44,30 @@ impl BuiltinIpam<'_> {
 }
 
 impl Ipam for BuiltinIpam<'_> {
-    fn validate(&self, conf: &NetConf) -> Result<(), ErrorObject> {
+    fn validate(&self, conf: &NetConf) -> Result<(), IpamFailure> {
         match self.in_process(conf) {
-            Some(req) => ipam::validate(&req).map_err(ErrorObject::from),
+            Some(req) => ipam::validate(&req).map_err(IpamFailure::from),
             None => self.exec.validate(conf),
         }
     }
 
-    fn add(&self, conf: &NetConf) -> Result<CniResult, ErrorObject> {
+    fn add(&self, conf: &NetConf) -> Result<CniResult, IpamFailure> {
         match self.in_process(conf) {
-            Some(req) => ipam::add(&req).map_err(ErrorObject::from),
+            Some(req) => ipam::add(&req).map_err(IpamFailure::from),
             None => self.exec.add(conf),
         }
     }
 
-    fn del(&self, conf: &NetConf) -> Result<(), ErrorObject> {
+    fn del(&self, conf: &NetConf) -> Result<(), IpamFailure> {
         match self.in_process(conf) {
-            Some(req) => ipam::del(&req).map_err(ErrorObject::from),
+            Some(req) => ipam::del(&req).map_err(IpamFailure::from),
             None => self.exec.del(conf),
         }
     }
 
-    fn check(&self, conf: &NetConf) -> Result<(), ErrorObject> {
+    fn check(&self, conf: &NetConf) -> Result<(), IpamFailure> {
         match self.in_process(conf) {
-            Some(req) => ipam::check(&req).map_err(ErrorObject::from),
+            Some(req) => ipam::check(&req).map_err(IpamFailure::from),
             None => self.exec.check(conf),
         }
     }

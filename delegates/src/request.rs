@@ -1,12 +1,13 @@
 //! What a delegate is asked to do: the kind, the container, the conf, and the IPAM to use.
 
 use cni::netconf::NetConf;
-use cni::{CniResult, ErrorObject, Version};
+use cni::{CniResult, Version};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
 use crate::error::DelegateError;
+use crate::ipam::IpamFailure;
 use crate::netns::{NetNs, NetNsError};
 use crate::owned::OwnedLink;
 
@@ -15,10 +16,10 @@ use crate::owned::OwnedLink;
 pub trait Ipam {
     /// What ADD checks before it reserves anything: the conf of an in-process IPAM, the
     /// binary of an exec'd one.
-    fn validate(&self, conf: &NetConf) -> Result<(), ErrorObject>;
-    fn add(&self, conf: &NetConf) -> Result<CniResult, ErrorObject>;
-    fn del(&self, conf: &NetConf) -> Result<(), ErrorObject>;
-    fn check(&self, conf: &NetConf) -> Result<(), ErrorObject>;
+    fn validate(&self, conf: &NetConf) -> Result<(), IpamFailure>;
+    fn add(&self, conf: &NetConf) -> Result<CniResult, IpamFailure>;
+    fn del(&self, conf: &NetConf) -> Result<(), IpamFailure>;
+    fn check(&self, conf: &NetConf) -> Result<(), IpamFailure>;
 }
 
 pub struct Request<'a> {
@@ -267,16 +268,16 @@ mod tests {
 
     struct NoIpam;
     impl Ipam for NoIpam {
-        fn validate(&self, _: &NetConf) -> Result<(), ErrorObject> {
+        fn validate(&self, _: &NetConf) -> Result<(), IpamFailure> {
             Ok(())
         }
-        fn add(&self, _: &NetConf) -> Result<CniResult, ErrorObject> {
+        fn add(&self, _: &NetConf) -> Result<CniResult, IpamFailure> {
             Ok(CniResult::default())
         }
-        fn del(&self, _: &NetConf) -> Result<(), ErrorObject> {
+        fn del(&self, _: &NetConf) -> Result<(), IpamFailure> {
             Ok(())
         }
-        fn check(&self, _: &NetConf) -> Result<(), ErrorObject> {
+        fn check(&self, _: &NetConf) -> Result<(), IpamFailure> {
             Ok(())
         }
     }

@@ -116,9 +116,9 @@ fn the_plugins_own_error_object_is_kept() {
     )]);
     let i = ipam(dir.path(), Duration::from_secs(10));
     for e in [
-        i.add(&net("busy")).unwrap_err(),
-        i.del(&net("busy")).unwrap_err(),
-        i.check(&net("busy")).unwrap_err(),
+        i.add(&net("busy")).unwrap_err().to_error_object(),
+        i.del(&net("busy")).unwrap_err().to_error_object(),
+        i.check(&net("busy")).unwrap_err().to_error_object(),
     ] {
         assert_eq!(
             (e.code, e.msg.as_str(), e.details.as_str()),
@@ -132,7 +132,8 @@ fn a_crash_without_error_object_is_code_100_with_stderr() {
     let dir = plugin_dir(&[("crash", "echo 'boom: no lease' >&2; exit 2")]);
     let e = ipam(dir.path(), Duration::from_secs(10))
         .add(&net("crash"))
-        .unwrap_err();
+        .unwrap_err()
+        .to_error_object();
     assert_eq!(e.code, 100, "{e:?}");
     assert!(e.msg.starts_with("ipam: "), "{e:?}");
     assert!(e.details.contains("boom: no lease"), "{e:?}");
@@ -144,7 +145,8 @@ fn a_plugin_that_hangs_is_killed_at_the_timeout() {
     let started = Instant::now();
     let e = ipam(dir.path(), Duration::from_millis(300))
         .add(&net("hang"))
-        .unwrap_err();
+        .unwrap_err()
+        .to_error_object();
     assert_eq!(e.code, 11, "{e:?}");
     assert!(e.msg.contains("timed out"), "{e:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "{e:?}");
@@ -155,7 +157,8 @@ fn a_plugin_flooding_stdout_is_stopped() {
     let dir = plugin_dir(&[("flood", "yes '{}'")]);
     let e = ipam(dir.path(), Duration::from_secs(20))
         .add(&net("flood"))
-        .unwrap_err();
+        .unwrap_err()
+        .to_error_object();
     assert_eq!(e.code, 100, "{e:?}");
     assert!(e.msg.contains("output too large"), "{e:?}");
 }
@@ -165,7 +168,8 @@ fn a_result_that_is_not_a_result_is_a_decode_error() {
     let dir = plugin_dir(&[("junk", "printf 'not json'")]);
     let e = ipam(dir.path(), Duration::from_secs(10))
         .add(&net("junk"))
-        .unwrap_err();
+        .unwrap_err()
+        .to_error_object();
     assert_eq!(e.code, 6, "{e:?}");
 }
 
@@ -174,21 +178,21 @@ fn unsafe_types_and_directories_are_refused_before_exec() {
     let dir = plugin_dir(&[("fake", "touch ran; printf '{}'")]);
     let i = ipam(dir.path(), Duration::from_secs(10));
     for bad in ["../fake", "/bin/true", "", "fa ke"] {
-        let e = i.add(&net(bad)).unwrap_err();
+        let e = i.add(&net(bad)).unwrap_err().to_error_object();
         assert_eq!(e.code, 7, "{bad:?}: {e:?}");
     }
-    let e = i.add(&net("absent")).unwrap_err();
+    let e = i.add(&net("absent")).unwrap_err().to_error_object();
     assert_eq!(e.code, 7, "{e:?}");
     assert!(e.msg.contains("not found"), "{e:?}");
 
     // The same plugin in a directory anyone can write is not run.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let e = i.add(&net("fake")).unwrap_err();
+    let e = i.add(&net("fake")).unwrap_err().to_error_object();
     assert_eq!(e.code, 7, "{e:?}");
     assert!(e.msg.contains("writable"), "{e:?}");
     assert!(!dir.path().join("ran").exists());
     assert!(!Path::new("ran").exists());
 
     let no_type = conf(json!({"cniVersion": "1.0.0", "name": "n", "type": "bridge", "ipam": {}}));
-    assert_eq!(i.add(&no_type).unwrap_err().code, 7);
+    assert_eq!(i.add(&no_type).unwrap_err().code(), 7);
 }

@@ -120,7 +120,7 @@ fn other_types_go_to_exec_and_builtin_names_never_do() {
     let missing = conf(json!({
         "cniVersion": "1.0.0", "name": "sel-x", "type": "bridge", "ipam": {"type": "absent"}
     }));
-    let e = ipam.add(&missing).unwrap_err();
+    let e = ipam.add(&missing).unwrap_err().to_error_object();
     assert_eq!(e.code, 7, "{e:?}");
     assert!(e.msg.contains("not found"), "{e:?}");
 }
@@ -134,6 +134,12 @@ fn in_process_failures_keep_their_codes() {
         "ipam": {"type": "host-local", "dataDir": data.path(), "ranges": [[{"subnet": "10.89.0.0/24"}]]}
     }));
     let e = builtin(&args, "").add(&c).unwrap_err();
+    // The in-process IPAM's error stays typed up to whoever reports it.
+    assert!(
+        matches!(e, delegates::ipam::IpamFailure::Builtin(_)),
+        "{e:?}"
+    );
+    let e = e.to_error_object();
     assert_eq!(e.code, 7, "{e:?}");
     assert!(e.msg.contains("10.99.0.5"), "{e:?}");
     assert!(reservations(data.path(), "sel-err").is_empty());
@@ -143,7 +149,10 @@ fn in_process_failures_keep_their_codes() {
         "ipam": {"type": "host-local", "dataDir": data.path(), "ranges": "nope"}
     }));
     assert_eq!(
-        builtin(&CniArgs::default(), "").add(&bad).unwrap_err().code,
+        builtin(&CniArgs::default(), "")
+            .add(&bad)
+            .unwrap_err()
+            .code(),
         7
     );
 }

@@ -123,6 +123,59 @@ impl From<IpamError> for ErrorObject {
     }
 }
 
+/// Why a delegate's IPAM failed: the in-process IPAM's own error, typed, or the error object
+/// an exec'd IPAM plugin answered with (or the one made for a plugin that could not run).
+#[derive(Debug)]
+pub enum IpamFailure {
+    Builtin(IpamError),
+    Plugin(ErrorObject),
+}
+
+impl IpamFailure {
+    /// The error object a standalone plugin prints: the IPAM's own code reaches the runtime
+    /// unchanged, as the reference plugins pass their IPAM's error on.
+    pub fn to_error_object(&self) -> ErrorObject {
+        match self {
+            IpamFailure::Builtin(e) => ErrorObject::from(e),
+            IpamFailure::Plugin(obj) => obj.clone(),
+        }
+    }
+
+    pub fn code(&self) -> u32 {
+        match self {
+            IpamFailure::Builtin(e) => e.code().as_u32(),
+            IpamFailure::Plugin(obj) => obj.code,
+        }
+    }
+}
+
+impl std::fmt::Display for IpamFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_error_object().fmt(f)
+    }
+}
+
+impl std::error::Error for IpamFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            IpamFailure::Builtin(e) => Some(e),
+            IpamFailure::Plugin(_) => None,
+        }
+    }
+}
+
+impl From<IpamError> for IpamFailure {
+    fn from(e: IpamError) -> IpamFailure {
+        IpamFailure::Builtin(e)
+    }
+}
+
+impl From<ErrorObject> for IpamFailure {
+    fn from(obj: ErrorObject) -> IpamFailure {
+        IpamFailure::Plugin(obj)
+    }
+}
+
 /// Whether `ipam.type` is served in-process: the reference names, and the names of our own
 /// standalone binaries (`plexus-host-local`, `plexus-static`) as `kind_of` does for links.
 pub fn is_builtin(ipam_type: &str) -> bool {
