@@ -235,7 +235,7 @@ sleep 1000"#,
 }
 
 /// Every attachment of the plan is checked before the first is created: a third network
-/// whose plugin cannot be found, is refused, or is a built-in whose conf (or IPAM conf) its
+/// whose plugin cannot be found, is not executable, is refused, or is a built-in whose conf (or IPAM conf) its
 /// ADD would refuse fails the ADD with nothing created. The recording wrappers of the first
 /// two networks show that no delegate ran at all; no link, reservation or journal entry is
 /// left, and the error is the one the attachment itself would have given.
