@@ -32,6 +32,6 @@ fuzz_target!(|data: &[u8]| {
             "CNI_ARGS" => Some(raw.to_string()),
             _ => None,
         },
-        CONF,
+        &mut &CONF[..],
     );
 });

@@ -80,12 +80,8 @@ pub fn plan(annotation: &str, nad_config: &str) {
         uid: None,
         infra_container_id: None,
     };
-    let resolved = plexus::resolve::resolve(
-        &conf,
-        Some(&store),
-        &pod,
-        plexus::resolve::Purpose::Lookup,
-    );
+    let resolved =
+        plexus::resolve::resolve(&conf, Some(&store), &pod, plexus::resolve::Purpose::Lookup);
     let Ok(resolved) = resolved else {
         return;
     };
