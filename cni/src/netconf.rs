@@ -239,6 +239,43 @@ impl NetConf {
     }
 }
 
+/// A conflist's `plugins`: a non-empty list of objects, each with a string `type` and a
+/// well-formed `ipam.type`.
+fn plugin_list(value: Option<Value>) -> Result<Vec<NetConf>, ConfError> {
+    let list = match value {
+        Some(Value::Array(a)) => a,
+        _ => {
+            return Err(ConfError::WrongType {
+                key: "plugins".into(),
+                expected: "a list",
+            });
+        }
+    };
+    if list.is_empty() {
+        return Err(ConfError::Invalid {
+            key: "plugins".into(),
+            reason: "the list is empty".into(),
+        });
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, p) in list.into_iter().enumerate() {
+        let Value::Object(m) = p else {
+            return Err(ConfError::WrongType {
+                key: format!("plugins[{i}]"),
+                expected: "an object",
+            });
+        };
+        let pc = NetConf(m);
+        pc.plugin_type().map_err(|_| ConfError::Invalid {
+            key: format!("plugins[{i}].type"),
+            reason: "must be a string".into(),
+        })?;
+        pc.ipam_type()?;
+        out.push(pc);
+    }
+    Ok(out)
+}
+
 /// A configuration list: a network `name`, a `cniVersion` and a chain of plugins.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetConfList {
@@ -287,38 +324,7 @@ impl NetConfList {
         let disable_check = flag(&map, "disableCheck")?;
         let disable_gc = flag(&map, "disableGC")?;
         let plugins = if has_plugins {
-            let list = match map.remove("plugins") {
-                Some(Value::Array(a)) => a,
-                _ => {
-                    return Err(ConfError::WrongType {
-                        key: "plugins".into(),
-                        expected: "a list",
-                    });
-                }
-            };
-            if list.is_empty() {
-                return Err(ConfError::Invalid {
-                    key: "plugins".into(),
-                    reason: "the list is empty".into(),
-                });
-            }
-            let mut out = Vec::with_capacity(list.len());
-            for (i, p) in list.into_iter().enumerate() {
-                let Value::Object(m) = p else {
-                    return Err(ConfError::WrongType {
-                        key: format!("plugins[{i}]"),
-                        expected: "an object",
-                    });
-                };
-                let pc = NetConf(m);
-                pc.plugin_type().map_err(|_| ConfError::Invalid {
-                    key: format!("plugins[{i}].type"),
-                    reason: "must be a string".into(),
-                })?;
-                pc.ipam_type()?;
-                out.push(pc);
-            }
-            out
+            plugin_list(map.remove("plugins"))?
         } else {
             let pc = NetConf(map.clone());
             pc.plugin_type()?;

@@ -172,16 +172,7 @@ impl PlexusConf {
         let r = Reader(&raw);
         let (cni_version, cni_version_str, name, plugin_type) = identity(&r)?;
         let (cluster_network, extra_delegates) = networks(&r, &cni_version_str)?;
-        let result_mode = match r.string("resultMode")?.as_deref() {
-            None | Some("cluster") => ResultMode::Cluster,
-            Some("merged") => ResultMode::Merged,
-            Some(other) => {
-                return Err(ConfError::Invalid {
-                    key: "resultMode",
-                    reason: format!("{other:?} is neither \"cluster\" nor \"merged\""),
-                });
-            }
-        };
+        let result_mode = result_mode(&r)?;
         let (log_format, log_level) = log_format_and_level(&r)?;
         let global_namespaces = global_namespaces(&r)?;
         let runtime_config = runtime_config(&r)?;
@@ -240,13 +231,7 @@ impl PlexusConf {
             builtins,
             ipam_data_dirs,
             runtime_config,
-            daemon: Daemon {
-                socket_dir: r.abs_path("daemonSocketDir")?,
-                fallback: r.boolean("daemonFallback")?.unwrap_or(true),
-                timeout: r
-                    .seconds("daemonTimeout")?
-                    .unwrap_or(DEFAULT_DAEMON_TIMEOUT),
-            },
+            daemon: daemon(&r)?,
             raw,
         })
     }
@@ -259,6 +244,29 @@ impl PlexusConf {
             format!("{}:{}", self.bin_dir.display(), cni_path)
         }
     }
+}
+
+/// `resultMode`: what the runtime gets on stdout.
+fn result_mode(r: &Reader) -> Result<ResultMode, ConfError> {
+    match r.string("resultMode")?.as_deref() {
+        None | Some("cluster") => Ok(ResultMode::Cluster),
+        Some("merged") => Ok(ResultMode::Merged),
+        Some(other) => Err(ConfError::Invalid {
+            key: "resultMode",
+            reason: format!("{other:?} is neither \"cluster\" nor \"merged\""),
+        }),
+    }
+}
+
+/// Thick mode: `daemonSocketDir`, `daemonFallback`, `daemonTimeout`.
+fn daemon(r: &Reader) -> Result<Daemon, ConfError> {
+    Ok(Daemon {
+        socket_dir: r.abs_path("daemonSocketDir")?,
+        fallback: r.boolean("daemonFallback")?.unwrap_or(true),
+        timeout: r
+            .seconds("daemonTimeout")?
+            .unwrap_or(DEFAULT_DAEMON_TIMEOUT),
+    })
 }
 
 /// `cniVersion` (or `cniVersions`), `name` and `type`. The protocol's own keys with the wrong
