@@ -25,7 +25,24 @@ const fn p(name: &'static str, during: &'static str) -> Point {
 }
 
 /// Every crash point, in the order a command reaches them.
-pub const POINTS: &[Point] = &[p("demo-after-del", "demo")];
+pub const POINTS: &[Point] = &[
+    p("journal-before-rename", "ADD"),
+    p("add-after-journal", "ADD"),
+    p("bridge-after-ipam", "ADD"),
+    p("host-local-before-key", "ADD"),
+    p("host-local-after-reserve", "ADD"),
+    p("bridge-after-veth", "ADD"),
+    p("add-between-attachments", "ADD"),
+    p("sublink-after-ipam", "ADD"),
+    p("sublink-after-configure", "ADD"),
+    p("add-before-status", "ADD"),
+    p("add-before-result", "ADD"),
+    p("del-after-links-removed", "DEL"),
+    p("del-between-attachments", "DEL"),
+    p("del-before-journal-remove", "DEL"),
+    p("gc-between-entries", "GC"),
+    p("demo-after-del", "demo"),
+];
 
 /// Aborts the process (SIGABRT, no unwinding, no destructors: as abrupt as a `kill -9`) when
 /// this is a debug build and `PLEXUS_FAULT` equals `name`.

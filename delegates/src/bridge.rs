@@ -131,6 +131,7 @@ pub fn add(req: &Request) -> Result<Added, DelegateError> {
     let conf = parse(req)?;
     let netns = req.open_netns(req.netns_required()?)?;
     let mut result = req.ipam_add()?;
+    cni::fault::point("bridge-after-ipam");
     apply_gateways(&conf, &mut result);
     match setup(req, &conf, &netns, &mut result) {
         Ok(links) => Ok(Added { result, links }),
@@ -181,6 +182,7 @@ fn setup(
         };
         let host_link = create_pod_veth(&host, &pod, &veth).await?;
         // From here on the pair is ours: a failure removes it (its host end takes the pod end).
+        cni::fault::point("bridge-after-veth");
         let port = BridgedPort {
             bridge: conf.bridge,
             host_link: &host_link,

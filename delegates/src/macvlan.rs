@@ -161,6 +161,7 @@ pub(crate) fn add_sublink(req: &Request, spec: &SubLink) -> Result<Added, Delega
     let netns = req.open_netns(req.netns_required()?)?;
     let pod_ns = netns.id()?;
     let mut result = req.ipam_add()?;
+    cni::fault::point("sublink-after-ipam");
     let ifname = req.ifname;
     let tag = req.tag();
     let tag = tag.as_str();
@@ -208,6 +209,7 @@ pub(crate) fn add_sublink(req: &Request, spec: &SubLink) -> Result<Added, Delega
             let _ = link::delete(&pod, idx).await;
             return Err(e);
         }
+        cni::fault::point("sublink-after-configure");
         Ok::<_, DelegateError>((
             Interface {
                 name: ifname.to_string(),

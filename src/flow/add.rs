@@ -48,9 +48,12 @@ pub(super) fn add(req: &Request, store: Option<&dyn NetworkStore>) -> Result<Rep
         records,
     );
     let mut tx = AddTransaction::begin(&journal, lock, entry)?;
+    cni::fault::point("add-after-journal");
     match ctx.attach(&mut tx, &plan, &chains) {
         Ok(report) => {
             tx.commit();
+            // Journaled as done, but the runtime never sees the result: it DELs.
+            cni::fault::point("add-before-result");
             Ok(report)
         }
         Err(e) => {
@@ -149,6 +152,7 @@ impl<'a> Add<'a> {
             tracing::debug!(network = %a.network, ifname = %a.ifname, micros = started.elapsed().as_micros() as u64, "attachment added");
             reports.push(AttachmentReport::new(a, &result, started.elapsed()));
             results.push(result);
+            cni::fault::point("add-between-attachments");
         }
         pod::apply_default_routes(
             self.runner,
@@ -165,6 +169,7 @@ impl<'a> Add<'a> {
             tracing::info!(pod = %format!("{}/{}", self.req.pod.namespace(), self.req.pod.name.as_deref().unwrap_or_default()), network_status = %ns, "attached");
         }
         tx.report(network_status.clone())?;
+        cni::fault::point("add-before-status");
         self.publish(network_status.as_ref(), &reports)?;
         Ok(Report {
             stdout: Some(report::result(&self.req.conf, &results)?),

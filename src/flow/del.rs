@@ -22,7 +22,11 @@ pub(super) fn del(req: &Request, services: &Services) -> Result<(), Error> {
     match journal.read(&lock, ifname)? {
         // The journal is written before any delegate runs, so no entry means nothing of
         // ours is on the node: DEL without ADD, or a repeated DEL.
-        Lookup::Missing => Ok(()),
+        Lookup::Missing => {
+            // An ADD killed while writing its plan left only a temp file: no delegate ran.
+            journal.sweep_temps(&lock, ifname);
+            Ok(())
+        }
         Lookup::Found(mut entry) => answer(undo::entry(&journal, &lock, &mut entry, &how)?),
         Lookup::Corrupt(reason) => {
             let salvaged = journal.salvage(&lock, ifname);

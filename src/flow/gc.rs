@@ -96,6 +96,7 @@ fn collect(
             Ok(Undone::All) => {}
             Ok(Undone::Partly { error, .. }) | Err(error) => failures.push(error.into()),
         }
+        cni::fault::point("gc-between-entries");
     }
     Ok(live)
 }

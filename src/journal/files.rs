@@ -245,6 +245,7 @@ impl Journal {
                 .map_err(io("create", &tmp))?;
             f.write_all(&bytes).map_err(io("write", &tmp))?;
             f.sync_all().map_err(io("fsync", &tmp))?;
+            cni::fault::point("journal-before-rename");
             std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
             if creating { self.sync_dir() } else { Ok(()) }
         })();
@@ -386,12 +387,38 @@ impl Journal {
 
     pub fn remove(&self, lock: &ContainerLock, ifname: &str) -> Result<(), JournalError> {
         let path = self.entry_path(&lock.container_id, ifname);
+        self.sweep_temps(lock, ifname);
         // No directory fsync: an entry that reappears after a crash is DELed again, and DEL
         // is idempotent.
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io("remove", &path)(e)),
+        }
+    }
+
+    /// Removes the temp files a crashed write of this entry left (a process killed between
+    /// writing and renaming). Whoever writes an entry holds its container's lock, as the
+    /// caller does, so none of them is still being written. Best effort: a temp file is never
+    /// read, it only must not outlive the entry.
+    pub fn sweep_temps(&self, lock: &ContainerLock, ifname: &str) {
+        let path = self.entry_path(&lock.container_id, ifname);
+        let Some(prefix) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| format!("{n}{TMP_MARK}"))
+        else {
+            return;
+        };
+        let Ok(list) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in list.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(&prefix) && is_temp_file(name) {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
     }
 
@@ -753,6 +780,22 @@ mod tests {
         assert_eq!(list[0].0, "abc-def");
         assert!(!crashed.exists());
         assert!(writing.exists());
+    }
+
+    #[test]
+    fn sweep_temps_takes_only_the_entrys_own_temp_files() {
+        let (_t, j) = journal();
+        let lock = j.lock("abc", Duration::from_secs(1)).unwrap();
+        let own = tmp_path(&j.entry_path("abc", "eth0"));
+        let other_if = tmp_path(&j.entry_path("abc", "net1"));
+        let other_ctr = tmp_path(&j.entry_path("abc-x", "eth0"));
+        for f in [&own, &other_if, &other_ctr] {
+            std::fs::write(f, "partial").unwrap();
+        }
+        j.remove(&lock, "eth0").unwrap();
+        assert!(!own.exists());
+        assert!(other_if.exists());
+        assert!(other_ctr.exists());
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub fn entry(
     if let Some(ns) = netns.as_deref() {
         let links = pod_links(entry);
         pod::remove_links_together(how.runner, ns, entry.netns_id, &entry.container_id, &links);
+        cni::fault::point("del-after-links-removed");
     }
     let mut errors = Vec::new();
     for i in (0..entry.attachments.len()).rev() {
@@ -73,6 +74,7 @@ pub fn entry(
         let started = std::time::Instant::now();
         let outcome = invoke::del(&list, &t, prev.as_ref());
         tracing::debug!(network = %a.network, micros = started.elapsed().as_micros() as u64, "attachment deleted");
+        cni::fault::point("del-between-attachments");
         match outcome {
             Ok(()) => entry.attachments[i].state = State::Removed,
             // A planned attachment may or may not have been started when an ADD was
@@ -84,6 +86,7 @@ pub fn entry(
         }
     }
     if errors.is_empty() {
+        cni::fault::point("del-before-journal-remove");
         tolerate_read_only(journal.remove(lock, &entry.ifname))?;
         return Ok(Undone::All);
     }

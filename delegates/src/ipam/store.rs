@@ -126,11 +126,13 @@ impl Locked<'_> {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(io_err("create reservation file", &path)(e)),
         };
+        cni::fault::point("host-local-before-key");
         if let Err(e) = f.write_all(key(id, ifname).as_bytes()) {
             drop(f);
             let _ = fs::remove_file(&path);
             return Err(io_err("write reservation file", &path)(e));
         }
+        cni::fault::point("host-local-after-reserve");
         let last = self.store.dir.join(format!("{LAST_IP_PREFIX}{range_set}"));
         write_file(&last, ip.to_string().as_bytes())
             .map_err(io_err("write last reserved ip file", &last))?;
@@ -191,8 +193,22 @@ impl Locked<'_> {
         if !remove_matching(&entries, &full)? {
             remove_matching(&entries, id.trim())?;
         }
+        // A reservation without an owner is what a writer killed between creating the file
+        // and writing its key leaves. Every reservation is written under this lock, so none
+        // is half-way now; left alone, the address would be lost for good.
+        let orphans: Vec<(PathBuf, String)> = entries
+            .into_iter()
+            .filter(|(path, text)| text.trim().is_empty() && is_address(path))
+            .collect();
+        remove_matching(&orphans, "")?;
         Ok(())
     }
+}
+
+fn is_address(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.parse::<IpAddr>().is_ok())
 }
 
 fn remove_matching(entries: &[(PathBuf, String)], want: &str) -> Result<bool, IpamError> {
