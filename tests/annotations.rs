@@ -145,7 +145,7 @@ fn default_networks_skip_system_namespaces_compared_by_namespace() {
     call.run_json(&conf).ok();
     assert_eq!(pod.links(), ["eth0", "lo"]);
     call.with("DEL").run_json(&conf).ok();
-    // ...and a pod *named* kube-system elsewhere does get them (Multus #1205).
+    // ...and a pod *named* kube-system elsewhere does get them.
     let call = Call::new("ADD", "c-sys2", Some(&pod.path), &w).pod("default", "kube-system");
     call.run_json(&conf).ok();
     assert_eq!(pod.links(), ["eth0", "lo", "net1"]);

@@ -384,7 +384,7 @@ fn written_atomically_0600_and_not_rewritten_when_unchanged() {
     );
 }
 
-/// What the runtime puts on the plugin's stdin for a one-plugin conflist (SPEC.md §2).
+/// What the runtime puts on the plugin's stdin for a one-plugin conflist.
 fn plugin_stdin(conflist: &Value) -> Value {
     let mut p = conflist["plugins"][0].clone();
     p["name"] = conflist["name"].clone();

@@ -287,7 +287,7 @@ fn main_container_keeps_installing_and_never_removes_the_conf() {
         .join(" ");
     assert!(script.contains("plexus \"$@\""), "{script}");
     assert!(script.contains("while"), "{script}");
-    // Deleting the conf on exit is the Multus #1387 failure: pods silently lose their
+    // Deleting the conf on exit is the failure Multus has: pods silently lose their
     // secondary networks. Nothing may remove it.
     for c in pod.containers.iter().chain(inits.iter()) {
         let pre_stop = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref());

@@ -1,4 +1,4 @@
-//! `CNI_ARGS`: `KEY=VALUE` pairs separated by `;` (SPEC.md "Parameters").
+//! `CNI_ARGS`: `KEY=VALUE` pairs separated by `;` (the spec's parameters).
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ArgsError {

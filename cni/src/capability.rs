@@ -1,4 +1,5 @@
-//! `runtimeConfig` values in the spelling of CONVENTIONS.md ("Dynamic Plugin specific fields").
+//! `runtimeConfig` values in the spelling the CNI conventions give them (the dynamic, runtime-supplied
+//! fields).
 //!
 //! Runtimes written in Go fill runtimeConfig from structs without JSON tags, so containerd
 //! sends `{"HostPort": 18080, "ContainerPort": 80, ...}`, `{"IngressRate": ...}`,

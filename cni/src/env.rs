@@ -49,7 +49,7 @@ pub enum Need {
     Ignored,
 }
 
-/// The per-command rules of the CNI environment (SPEC.md "CNI operations", and what libcni
+/// The per-command rules of the CNI environment (the spec's operations, and what libcni
 /// sends); docs/cni-environment.md is the same table, walked by a test.
 pub fn need(command: Command, var: &str) -> Need {
     use Command::*;

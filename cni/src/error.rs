@@ -1,4 +1,4 @@
-//! The CNI error object (SPEC.md "Error") and the error codes Plexus uses.
+//! The CNI error object (the spec's error result) and the error codes Plexus uses.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! Running a CNI plugin binary (SPEC.md §3 "Execution Protocol"): find it on `CNI_PATH`, run it
+//! Running a CNI plugin binary (the spec's execution protocol): find it on `CNI_PATH`, run it
 //! with the `CNI_*` environment and the conf on stdin, bound its time and output, and turn its
 //! answer into bytes or an [`ExecError`].
 //!

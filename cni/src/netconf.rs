@@ -343,7 +343,7 @@ impl NetConfList {
     }
 
     /// The conf each plugin of the chain receives: the list's `name` and `cniVersion`
-    /// injected (SPEC.md §2 "Execution of Network Configurations").
+    /// injected, as the spec's execution of a network configuration list says.
     pub fn plugin_conf(&self, index: usize) -> Option<NetConf> {
         let mut c = self.plugins.get(index)?.clone();
         c.set("name", Value::String(self.name.clone()));

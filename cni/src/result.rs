@@ -4,7 +4,7 @@
 //!
 //! Reading goes through [`CniResult::project`]: a result read as version V is exactly what V
 //! can carry, so `parse(to_value(r, V), V) == project(r, V)` for every result and version.
-//! What the versions carry (SPEC.md "Result" of each tag, and libcni's converters):
+//! What the versions carry (the spec's result of each tag, and libcni's converters):
 //! - 0.1.0/0.2.0: `ip4`/`ip6` objects `{ip, gateway, routes[{dst, gw}]}` and `dns`. Only the
 //!   first v4 and the first v6 address survive, routes follow their family into `ip4`/`ip6`
 //!   and are dropped when that family has no address, interfaces are lost.

@@ -52,7 +52,7 @@ impl Version {
             .ok_or_else(|| VersionError::Unsupported(s.to_string()))
     }
 
-    /// CHECK exists from 0.4.0 on (SPEC.md "CHECK").
+    /// CHECK exists from 0.4.0 on (in the spec).
     pub fn supports_check(self) -> bool {
         self >= Version::V0_4_0
     }
@@ -75,7 +75,7 @@ impl Version {
         })
     }
 
-    /// `cniVersions` (SPEC.md §1): take the highest version in the list this crate supports.
+    /// `cniVersions` (the spec's negotiation): take the highest version in the list this crate supports.
     /// Entries it does not understand are skipped, as libcni does.
     pub fn pick_highest<'a>(candidates: impl IntoIterator<Item = &'a str>) -> Option<Version> {
         candidates

@@ -41,7 +41,7 @@ pub enum DelegateError {
         what: String,
         waited: std::time::Duration,
     },
-    /// The pod already has an interface of the requested name (SPEC.md ADD: the plugin must
+    /// The pod already has an interface of the requested name (the spec: the plugin must
     /// fail); it is kept.
     #[error("the pod already has an interface named {ifname}; it is left as it is")]
     Exists { ifname: String },

@@ -105,8 +105,8 @@ impl Request<'_> {
 
     /// The result of the ADD that CHECK verifies.
     ///
-    /// The runtime converts `prevResult` to the conf's `cniVersion` (SPEC.md "Section 4:
-    /// Plugin Delegation"), so that version, not a `cniVersion` inside `prevResult`, says how
+    /// The runtime converts `prevResult` to the conf's `cniVersion` (the spec's plugin
+    /// delegation), so that version, not a `cniVersion` inside `prevResult`, says how
     /// to read it. Only a conf without `cniVersion` falls back to the result's own.
     pub fn prev_result(&self) -> Result<CniResult, DelegateError> {
         let v = self

@@ -1,4 +1,4 @@
-//! CHECK: the container interface still matches the ADD result (SPEC.md "CHECK": the plugin
+//! CHECK: the container interface still matches the ADD result (the spec: the plugin
 //! must verify what it set up against `prevResult`).
 
 use crate::error::DelegateError;

@@ -148,7 +148,7 @@ fn find_primary_waiting(opts: &GenerateOptions) -> Result<Primary, AutoconfError
 
 /// The lexically first usable conf in `dir` (libcni's and the runtimes' order), skipping our
 /// own output and other meta plugins' confs. Unusable files are reported, never chosen: an
-/// empty or half-written primary must not become an empty Plexus conf (Multus #1155).
+/// empty or half-written primary must not become an empty Plexus conf.
 pub fn pick_primary(dir: &Path, output: &str) -> Result<Primary, AutoconfError> {
     let names = conf_files(dir).map_err(|source| AutoconfError::ReadConfDir {
         dir: dir.to_path_buf(),
@@ -229,7 +229,7 @@ fn read_candidate(dir: &Path, name: &str) -> Result<Map<String, Value>, String> 
 /// `00-plexus.conflist`: one plugin, Plexus, with the primary inline as `delegates[0]` (the
 /// Multus thin conf's shape), the primary's version(s), and the union of the capabilities
 /// its plugins declare. A conflist plugin only receives the `runtimeConfig` keys it lists
-/// under `capabilities` (SPEC.md §3), so without this union portmap would lose its
+/// under `capabilities` (the spec's capability rule), so without this union portmap would lose its
 /// `portMappings` behind Plexus.
 pub fn build_conflist(primary: Map<String, Value>, opts: &GenerateOptions) -> Map<String, Value> {
     let mut capabilities: BTreeSet<String> = NetConfList::from_map(primary.clone())

@@ -1,7 +1,7 @@
 //! `plexus install`: what the DaemonSet's init container does on every node — put the binary
 //! in the CNI bin dir, write the kubeconfig, generate the conf. Every step is idempotent and
 //! atomic, and nothing is ever removed: a pod restart or a node reboot finds the same files
-//! (no silent fallback to the primary CNI, Multus #1387).
+//! (no silent fallback to the primary CNI while the conf is missing).
 
 use super::AutoconfError;
 use super::atomic::{self, Written};
@@ -62,7 +62,7 @@ pub fn install(opts: &InstallOptions) -> Result<Installed, AutoconfError> {
 
 /// Writes `<bin_dir>/plexus` through a temp file and a rename, never by opening the target:
 /// the runtime may be executing the old binary right now, and writing into a busy text file
-/// fails with ETXTBSY (Multus #1221). The old inode lives on until its last process exits.
+/// fails with ETXTBSY. The old inode lives on until its last process exits.
 pub fn install_binary(source: &Path, bin_dir: &Path) -> Result<(PathBuf, Written), AutoconfError> {
     let content = std::fs::read(source).map_err(|e| AutoconfError::Read {
         what: "binary",

@@ -220,7 +220,7 @@ impl<'a> Target<'a> {
     }
 
     /// The netns a plugin is told about: a DEL into a namespace that no longer exists still
-    /// has to run (IPAM release must not depend on the netns, SPEC.md DEL), and the
+    /// has to run (the spec wants IPAM released even when the netns is gone), and the
     /// reference plugins take an empty `CNI_NETNS` then.
     fn netns_for(&self, command: Command) -> Option<&'a Path> {
         self.container

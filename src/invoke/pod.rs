@@ -16,7 +16,7 @@ fn netns_error(e: DelegateError) -> InvokeError {
     InvokeError::PodNetns(Box::new(e))
 }
 
-/// SPEC.md ADD: an interface that already exists in the pod is an error, and it is the pod's
+/// The CNI spec: on ADD, an interface that already exists in the pod is an error, and it is the pod's
 /// to keep. The built-ins find out themselves from the kernel's EEXIST; an exec'd plugin
 /// might not fail cleanly, and the rollback DEL that follows would then remove the pod's
 /// own interface by name. So before anything runs, the interfaces exec'd chains are to

@@ -102,7 +102,7 @@ pub fn entry(
 }
 
 /// Counts a failed DEL. A delegate whose DEL never succeeds would keep the pod from ever
-/// being deleted (Multus #948): after enough failures over enough time the entry becomes a
+/// being deleted: after enough failures over enough time the entry becomes a
 /// tombstone, which GC keeps retrying, so nothing is forgotten.
 fn count_failure(entry: &mut Entry, policy: DelPolicy) -> bool {
     let now = now_secs();

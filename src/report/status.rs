@@ -68,7 +68,7 @@ pub struct StatusInput<'a> {
 
 /// The network-status entries of a pod, in attachment order.
 ///
-/// Each attachment yields one entry per sandbox interface of its result (Multus #1314), in
+/// Each attachment yields one entry per sandbox interface of its result (a plugin may report several), in
 /// interface order. An IP goes to the entry of the interface its `interface` index names;
 /// IPs without an index go to the last sandbox interface, as nad-client does, so they are
 /// never dropped (nad-client #74); an index past the interfaces counts as none. IPs indexed

@@ -241,7 +241,8 @@ fn cluster(
 
 /// Every inline delegate after the first follows the cluster network, in every namespace
 /// (Multus attaches all of `delegates`); then `defaultNetworks`, except in system
-/// namespaces — compared by namespace, not pod name (Multus #1205 compares the name).
+/// namespaces — compared by namespace, not pod name: a pod *named* like a system namespace elsewhere
+/// is an ordinary pod.
 fn defaults(
     conf: &PlexusConf,
     store: Option<&dyn NetworkStore>,

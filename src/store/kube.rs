@@ -3,7 +3,7 @@
 //!
 //! The binary is one-shot, so every invocation reads the kubeconfig and its token (or
 //! `tokenFile`) afresh: an expiring service-account token is never held past its life
-//! (Multus #852). Each call is bounded: client timeouts, a few attempts with backoff for what
+//! (a long-lived copy fails once the kubelet rotates it). Each call is bounded: client timeouts, a few attempts with backoff for what
 //! may pass (refused connection, timeout, 429, 5xx), and a deadline over them all; then the
 //! store answers `Unavailable` (CNI code 11). TLS is always verified, whatever the kubeconfig
 //! says. Names are checked to be DNS-1123 before any URL is built from them.

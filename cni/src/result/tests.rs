@@ -109,7 +109,7 @@ fn cni_version_is_the_first_key_in_every_version() {
 
 #[test]
 fn parses_spec_example_v0_2_0() {
-    // SPEC.md at spec-v0.2.0, "Result".
+    // The spec at v0.2.0, its result.
     let value = json!({
         "cniVersion": "0.2.0",
         "ip4": {

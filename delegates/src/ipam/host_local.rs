@@ -241,7 +241,7 @@ fn allocate(
         }
         return config(ip, r);
     }
-    // SPEC.md: ADD twice for one (container, ifname) is a caller error, not a second address.
+    // The spec: ADD twice for one (container, ifname) is a caller error, not a second address.
     if let Some(ip) = pool
         .get_by_id(req.container_id, req.ifname)?
         .into_iter()
