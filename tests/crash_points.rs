@@ -5,7 +5,7 @@
 //! the node, no host-local reservation, no journal entry, temp file or lock, no process.
 //!
 //! The pod has the three kinds of attachment an ADD can make: the cluster network through
-//! the built-in bridge, a NAD through the built-in macvlan and a NAD through an exec'd
+//! the built-in bridge (masquerading), a NAD through the built-in macvlan and a NAD through an exec'd
 //! reference plugin (ptp), with the network-status written to the fake API server.
 #![allow(clippy::unwrap_used)]
 
@@ -39,8 +39,11 @@ impl Node {
                      "dataDir": w.ipam_dir.display().to_string()}
         });
         api.add_nad(nad_object("default", "green", Some(&green)));
+        // ipMasq: DEL removes the masquerade rules before the links, another window.
+        let mut cluster = w.bridge_conf("cluster", "cni-crash0", "10.88.0.0/24");
+        cluster["ipMasq"] = json!(true);
         let mut conf = w.plexus_conf(
-            &w.bridge_conf("cluster", "cni-crash0", "10.88.0.0/24"),
+            &cluster,
             json!({
                 "builtins": true,
                 "kubeconfig": api.kubeconfig(w.tmp.path()).display().to_string(),

@@ -37,6 +37,7 @@ pub const POINTS: &[Point] = &[
     p("sublink-after-configure", "ADD"),
     p("add-before-status", "ADD"),
     p("add-before-result", "ADD"),
+    p("del-after-masquerade-removed", "DEL"),
     p("del-after-links-removed", "DEL"),
     p("del-between-attachments", "DEL"),
     p("del-before-journal-remove", "DEL"),

@@ -12,6 +12,7 @@ use crate::request::Request;
 pub use crate::veth::host_veth_name;
 use crate::veth::{BridgedPort, PodVeth, configure_bridged, create_pod_veth};
 use cni::CniResult;
+use cni::netconf::NetConf;
 use cni::result::{Interface, Route};
 use ipnet::IpNet;
 use nix::libc::EEXIST;
@@ -512,6 +513,23 @@ pub fn del(req: &Request) -> Result<(), DelegateError> {
         Err(e) => errors.push(e),
     }
     DelegateError::collect(errors)
+}
+
+/// The pod's `ipMasq` rules alone, for a DEL that removes them before the pod's links: a
+/// netfilter socket's close waits for the kernel to release the deleted rule, which it does
+/// during the grace periods the link removal waits for anyway. The bridge's own DEL then
+/// finds them gone.
+pub fn remove_masquerade(
+    conf: &NetConf,
+    container_id: &str,
+    ifname: &str,
+    timeout: std::time::Duration,
+) -> Result<(), DelegateError> {
+    let k = crate::request::Keys(&conf.0);
+    if !k.bool("ipMasq")? {
+        return Ok(());
+    }
+    masq::remove(k.str("name")?.unwrap_or(""), container_id, ifname, timeout)
 }
 
 pub fn check(req: &Request) -> Result<(), DelegateError> {

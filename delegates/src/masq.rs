@@ -127,7 +127,15 @@ pub fn remove(
     let (ours, others): (Vec<_>, Vec<_>) = rules
         .iter()
         .partition(|r| r.comment.as_deref() == Some(tag.as_str()));
-    let result = if others.is_empty() {
+    // A second DEL (or the bridge's own after DEL removed the rules first) finds nothing of
+    // ours; it sends no transaction, since a refused one would hold the socket's close for a
+    // grace period. An empty table is still ours to remove.
+    let drop_table = others.is_empty()
+        && (!ours.is_empty()
+            || nft
+                .has_chain(FAMILY_INET, &table, CHAIN)
+                .map_err(failed(step.clone()))?);
+    let result = if drop_table {
         match nft.apply(FAMILY_INET, &[Op::DelTable { table: &table }]) {
             // No table: nothing of ours left (a DEL repeated, or ipMasq never reached the
             // kernel).

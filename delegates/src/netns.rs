@@ -1,11 +1,17 @@
 //! Network namespaces: opening one by path and running netlink work inside it.
 //!
-//! The rule: netlink work for a netns runs on a dedicated OS thread that `setns`es
-//! into it and builds its own current_thread runtime and rtnetlink connection. The thread dies
-//! in the target netns, so nothing ever switches back and no shared runtime worker is left in
-//! the wrong namespace.
+//! The rule: no long-lived thread ever changes its netns. A netlink socket stays bound to the
+//! netns it was created in, so a socket for another netns is made on a short-lived thread that
+//! `setns`es into it and dies there, and the work itself runs wherever the socket is driven.
+//!
+//! Inside a [`session`] (one CNI call) the calling thread keeps one current_thread runtime
+//! and one rtnetlink connection per netns for the whole call: a pod's sixteen attachments
+//! cost one thread and two sockets, not sixteen and thirty-two. Outside one, each job gets
+//! a thread of its own that `setns`es, builds its runtime and connections, and dies in the
+//! target netns.
 
 use rtnetlink::Handle;
+use std::cell::RefCell;
 use std::fs::File;
 use std::future::Future;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -175,6 +181,23 @@ impl NetNs {
         Fut: Future<Output = T>,
         T: Send,
     {
+        // Taken out while the job runs, so the cell is never borrowed across it; put back
+        // after, also when the job failed (a job that panics loses it, and the next job
+        // falls back to a thread of its own).
+        if let Some(mut session) = SESSION.with(|s| s.borrow_mut().take()) {
+            let outcome = session.run(self, job);
+            SESSION.with(|s| *s.borrow_mut() = Some(session));
+            return outcome;
+        }
+        self.on_own_thread(job)
+    }
+
+    fn on_own_thread<F, Fut, T>(&self, job: F) -> Result<T, NetNsError>
+    where
+        F: FnOnce(Handle, Handle) -> Fut + Send,
+        Fut: Future<Output = T>,
+        T: Send,
+    {
         let path = &self.path;
         let fd = self.file.as_fd();
         let timeout = self.timeout;
@@ -230,4 +253,137 @@ impl NetNs {
                 .map_err(|_| NetNsError::Panicked { path: path.clone() })?
         })
     }
+}
+
+thread_local! {
+    static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (one CNI call) with one netlink worker on the calling thread: a current_thread
+/// runtime and a connection per netns, made on first use and dropped when `f` returns, so no
+/// socket outlives the call to keep a deleted pod's netns alive. Nested sessions share the
+/// outer one. Without a runtime (the system refused its epoll or eventfd), the jobs run as
+/// outside a session.
+pub fn session<R>(f: impl FnOnce() -> R) -> R {
+    struct Ends;
+    impl Drop for Ends {
+        fn drop(&mut self) {
+            SESSION.with(|s| s.borrow_mut().take());
+        }
+    }
+    let nested = SESSION.with(|s| s.borrow().is_some());
+    if nested {
+        return f();
+    }
+    let started = Session::new().map(|session| SESSION.with(|s| *s.borrow_mut() = Some(session)));
+    if let Err(e) = started {
+        tracing::debug!(error = %e, "no netlink session; each netns job gets a thread");
+        return f();
+    }
+    let _ends = Ends;
+    f()
+}
+
+/// The calling thread's netlink worker for one call.
+struct Session {
+    rt: tokio::runtime::Runtime,
+    /// The calling thread's netns (the node's), and its connection once made.
+    here: NsId,
+    host: Option<Handle>,
+    /// Connections in other namespaces, by the namespace.
+    others: Vec<(NsId, Handle)>,
+}
+
+impl Session {
+    fn new() -> std::io::Result<Session> {
+        Ok(Session {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            here: NsId::current()?,
+            host: None,
+            others: Vec::new(),
+        })
+    }
+
+    fn run<F, Fut, T>(&mut self, ns: &NetNs, job: F) -> Result<T, NetNsError>
+    where
+        F: FnOnce(Handle, Handle) -> Fut + Send,
+        Fut: Future<Output = T>,
+        T: Send,
+    {
+        let connect_failed = |source| NetNsError::Connect {
+            path: ns.path.clone(),
+            source,
+        };
+        let host = match &self.host {
+            Some(h) => h.clone(),
+            None => {
+                let _in_rt = self.rt.enter();
+                let h = connect().map_err(connect_failed)?;
+                self.host = Some(h.clone());
+                h
+            }
+        };
+        let target = ns.id()?;
+        let pod = if target == self.here {
+            host.clone()
+        } else if let Some((_, h)) = self.others.iter().find(|(id, _)| *id == target) {
+            h.clone()
+        } else {
+            let h = self.connect_in(ns)?;
+            self.others.push((target, h.clone()));
+            h
+        };
+        match ns.timeout {
+            None => Ok(self.rt.block_on(job(host, pod))),
+            Some(after) => self
+                .rt
+                .block_on(async { tokio::time::timeout(after, job(host, pod)).await })
+                .map_err(|_| NetNsError::TimedOut {
+                    path: ns.path.clone(),
+                    after,
+                }),
+        }
+    }
+
+    /// A connection whose socket lives in `ns`: made on a thread that enters `ns` and dies
+    /// there, registered with this session's runtime.
+    fn connect_in(&self, ns: &NetNs) -> Result<Handle, NetNsError> {
+        let rt = self.rt.handle();
+        let fd = ns.file.as_fd();
+        let path = &ns.path;
+        let name = format!("netns-{}", THREAD_SEQ.fetch_add(1, Ordering::Relaxed));
+        std::thread::scope(|scope| {
+            let worker = std::thread::Builder::new()
+                .name(name)
+                .spawn_scoped(scope, move || -> Result<Handle, NetNsError> {
+                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).map_err(
+                        |source| NetNsError::Enter {
+                            path: path.clone(),
+                            source,
+                        },
+                    )?;
+                    let _in_rt = rt.enter();
+                    connect().map_err(|source| NetNsError::Connect {
+                        path: path.clone(),
+                        source,
+                    })
+                })
+                .map_err(|source| NetNsError::Thread {
+                    path: path.clone(),
+                    source,
+                })?;
+            worker
+                .join()
+                .map_err(|_| NetNsError::Panicked { path: path.clone() })?
+        })
+    }
+}
+
+/// An rtnetlink connection in the calling thread's netns, driven by the runtime entered.
+fn connect() -> std::io::Result<Handle> {
+    let (conn, handle, _) = rtnetlink::new_connection()?;
+    tokio::spawn(conn);
+    Ok(handle)
 }

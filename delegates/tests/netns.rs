@@ -164,3 +164,54 @@ fn a_bounded_job_that_does_not_finish_gives_up_with_code_11() {
     // Work that finishes in time is unaffected.
     assert_eq!(ns.run(|_h| async move { 7 }).unwrap(), 7);
 }
+
+/// The rtnetlink sockets user space holds in `ns` now (the kernel's own has port 0).
+fn route_sockets(ns: &common::TestNs) -> usize {
+    let table = std::fs::read_to_string(format!("/proc/{}/net/netlink", ns.tid())).unwrap();
+    table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.get(1) == Some(&"0") && f.get(2) != Some(&"0"))
+        .count()
+}
+
+/// A session (one CNI call) drives every job over one connection per namespace, and its
+/// sockets go when it ends: in the daemon, a socket left in a deleted pod's netns would keep
+/// that namespace alive.
+#[test]
+fn a_session_keeps_one_connection_per_netns_and_closes_them_at_its_end() {
+    let node = TestNs::new();
+    let pod = TestNs::new();
+    pod.sh("ip link add probe0 type bridge");
+    let (seen, inside, after) = node.enter(|| {
+        let (seen, inside) = delegates::netns::session(|| {
+            let ns = NetNs::open(pod.path()).unwrap();
+            let mut seen = Vec::new();
+            for _ in 0..3 {
+                seen.push(
+                    ns.run_with_host(|host, pod| async move {
+                        let on = |h: rtnetlink::Handle| async move {
+                            delegates::link::by_name(&h, "probe0")
+                                .await
+                                .unwrap()
+                                .is_some()
+                        };
+                        (on(host).await, on(pod).await)
+                    })
+                    .unwrap(),
+                );
+            }
+            (seen, (route_sockets(&node), route_sockets(&pod)))
+        });
+        // Still on the thread that ran the session: its thread-locals are alive.
+        (seen, inside, (route_sockets(&node), route_sockets(&pod)))
+    });
+    assert_eq!(
+        seen,
+        vec![(false, true); 3],
+        "each side's handle in its own netns"
+    );
+    assert_eq!(inside, (1, 1), "three jobs, one connection per netns");
+    assert_eq!(after, (0, 0), "sockets left after the session");
+}

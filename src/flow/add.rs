@@ -191,7 +191,7 @@ impl<'a> Add<'a> {
         match chain.add(&self.target(a), prev) {
             Ok(added) => {
                 let result = added.result.clone();
-                tx.done(i, added)?;
+                tx.done(i, added);
                 Ok(result)
             }
             Err(e) => {

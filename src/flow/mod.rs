@@ -215,8 +215,13 @@ fn plan(req: &Request, resolved: &crate::resolve::Resolved) -> Result<Vec<Attach
     })?)
 }
 
-/// Runs one call.
+/// Runs one call, its netlink work over one connection per netns (see
+/// [`delegates::netns::session`]).
 pub fn run(req: &Request, services: &Services) -> Result<Report, Error> {
+    delegates::netns::session(|| command(req, services))
+}
+
+fn command(req: &Request, services: &Services) -> Result<Report, Error> {
     match req.env.command {
         Command::Version => Ok(Report::version(&req.conf)),
         Command::Add => {

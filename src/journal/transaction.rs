@@ -8,17 +8,11 @@ use crate::invoke::{Added, InvokeError};
 use cni::{CniResult, Version};
 use serde_json::Value;
 
-/// The moments of an ADD at which the entry may go to disk.
-#[derive(Debug, Clone, Copy)]
-enum Step {
-    /// The plan, before any delegate runs.
-    Planned,
-    /// An attachment's result, once it is added.
-    Done(usize),
-    /// The network-status, when everything is attached.
-    Reported,
-}
-
+/// The write policy of an ADD: the entry goes to disk twice, the plan before any delegate
+/// runs and everything else with the network-status at the end. A crash in between leaves
+/// attachments journaled as `Planned`, and DEL undoes those too (by name, tag and container
+/// ID, as their delegates' own DEL would), so writing each result as it comes would buy
+/// nothing but an `fsync` per attachment.
 pub struct AddTransaction<'j> {
     journal: &'j Journal,
     lock: ContainerLock,
@@ -35,38 +29,15 @@ impl<'j> AddTransaction<'j> {
         lock: ContainerLock,
         entry: Entry,
     ) -> Result<AddTransaction<'j>, JournalError> {
-        let mut tx = AddTransaction {
+        let tx = AddTransaction {
             journal,
             lock,
             started: vec![false; entry.attachments.len()],
             entry,
         };
-        tx.checkpoint(Step::Planned)?;
+        tx.journal.write(&tx.lock, &tx.entry)?;
         tracing::debug!(attachments = tx.entry.attachments.len(), "plan journaled");
         Ok(tx)
-    }
-
-    /// The write policy of an ADD, in this one place: the plan is durable before any
-    /// delegate runs (a `Planned` attachment is DELed too, so a crash after it loses
-    /// nothing), an attachment's result goes out while more of the plan's own networks
-    /// follow, and the rest with the network-status at the end.
-    fn persists(&self, step: Step) -> bool {
-        match step {
-            Step::Planned | Step::Reported => true,
-            Step::Done(i) => self
-                .entry
-                .attachments
-                .iter()
-                .skip(i + 1)
-                .any(|r| !r.auxiliary),
-        }
-    }
-
-    fn checkpoint(&mut self, step: Step) -> Result<(), JournalError> {
-        if self.persists(step) {
-            self.journal.write(&self.lock, &self.entry)?;
-        }
-        Ok(())
     }
 
     pub fn records(&self) -> &[Record] {
@@ -82,13 +53,13 @@ impl<'j> AddTransaction<'j> {
         self.started[i] = true;
     }
 
-    /// Attachment `i` is added: its result and the links it made are recorded.
-    pub fn done(&mut self, i: usize, added: Added) -> Result<(), JournalError> {
+    /// Attachment `i` is added: its result and the links it made are recorded, in memory
+    /// until [`AddTransaction::report`] writes them with the rest.
+    pub fn done(&mut self, i: usize, added: Added) {
         let record = &mut self.entry.attachments[i];
         record.state = State::Added;
         record.links = added.links;
         record.result = Some(added.result.to_value(Version::V1_1_0));
-        self.checkpoint(Step::Done(i))
     }
 
     /// Attachment `i` failed. A chain that could not even start left nothing to undo; one
@@ -110,7 +81,7 @@ impl<'j> AddTransaction<'j> {
     /// Records the network-status with everything else the ADD did.
     pub fn report(&mut self, network_status: Option<Value>) -> Result<(), JournalError> {
         self.entry.network_status = network_status;
-        self.checkpoint(Step::Reported)
+        self.journal.write(&self.lock, &self.entry)
     }
 
     /// Ends the ADD as done; the lock goes.

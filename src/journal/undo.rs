@@ -8,6 +8,7 @@ use crate::invoke::NsId;
 use crate::invoke::pod::{self, PodLink};
 use crate::invoke::{self, Runner, Target};
 use cni::CniResult;
+use delegates::Kind;
 use std::path::{Path, PathBuf};
 
 /// How an entry is undone.
@@ -40,6 +41,7 @@ pub fn entry(
     how: &Undo,
 ) -> Result<Undone, JournalError> {
     let netns = pod_netns(how.netns, entry);
+    remove_masquerade_first(how, entry);
     if let Some(ns) = netns.as_deref() {
         let links = pod_links(entry);
         pod::remove_links_together(how.runner, ns, entry.netns_id, &entry.container_id, &links);
@@ -99,6 +101,34 @@ pub fn entry(
         },
         tombstone,
     })
+}
+
+/// The built-in bridge's `ipMasq` rules go before any link: the close of the netfilter
+/// socket that deleted them waits for the kernel to release the rules (an RCU grace period),
+/// and the link removal that follows waits for grace periods of its own, during which that
+/// release completes. Removed after the links, the rules would add a grace period to every
+/// masquerading pod's DEL. Best effort: the bridge's DEL removes what is left.
+fn remove_masquerade_first(how: &Undo, entry: &Entry) {
+    for a in entry.attachments.iter().rev() {
+        if a.state == State::Removed
+            || how.runner.builtin(a.first_plugin().unwrap_or_default()) != Some(Kind::Bridge)
+        {
+            continue;
+        }
+        let Some(conf) = a.parts().0.and_then(|list| list.plugin_conf(0)) else {
+            continue;
+        };
+        let removed = delegates::bridge::remove_masquerade(
+            &conf,
+            &entry.container_id,
+            &a.ifname,
+            how.runner.timeout,
+        );
+        if let Err(e) = removed {
+            tracing::warn!(network = %a.network, error = %e, "masquerade rules left to the bridge's DEL");
+        }
+    }
+    cni::fault::point("del-after-masquerade-removed");
 }
 
 /// Counts a failed DEL. A delegate whose DEL never succeeds would keep the pod from ever

@@ -150,15 +150,17 @@ impl Locked<'_> {
             .map(|ip| ip.to_canonical())
     }
 
-    /// Every (path, content) in the directory; files that vanish or are not text are skipped,
-    /// as the reference's `filepath.Walk` callbacks do.
+    /// Every reservation (path, content) in the directory; files that vanish or are not
+    /// text are skipped, as the reference's `filepath.Walk` callbacks do. Only files named
+    /// by an address are read: the lock and `last_reserved_ip.N` hold no owner.
     fn entries(&self) -> Result<Vec<(PathBuf, String)>, IpamError> {
         let dir = &self.store.dir;
         let rd = fs::read_dir(dir).map_err(io_err("list ipam data directory", dir))?;
         let mut out = Vec::new();
         for entry in rd {
             let entry = entry.map_err(io_err("list ipam data directory", dir))?;
-            if entry.file_type().map(|t| t.is_file()).unwrap_or(false)
+            if is_address(&entry.path())
+                && entry.file_type().map(|t| t.is_file()).unwrap_or(false)
                 && let Ok(text) = fs::read_to_string(entry.path())
             {
                 out.push((entry.path(), text));
@@ -198,7 +200,7 @@ impl Locked<'_> {
         // is half-way now; left alone, the address would be lost for good.
         let orphans: Vec<(PathBuf, String)> = entries
             .into_iter()
-            .filter(|(path, text)| text.trim().is_empty() && is_address(path))
+            .filter(|(_, text)| text.trim().is_empty())
             .collect();
         remove_matching(&orphans, "")?;
         Ok(())
