@@ -206,13 +206,29 @@ pub fn resolve(
         && let Some(annotation) = p.annotations.get(NETWORKS_ANNOTATION)
     {
         let mut devices = Devices::default();
-        for sel in selection::parse_networks(annotation, &p.namespace)? {
-            check_isolation(conf, p, &sel)?;
-            let mut network = nad_network(conf, s, sel)?;
+        let mut sels = selection::parse_networks(annotation, &p.namespace)?;
+        // The NADs are read together (one round trip to the API server, not one per network),
+        // up to the first selection that namespace isolation refuses: errors come in
+        // annotation order, as if each NAD were read in turn.
+        let refused = sels
+            .iter()
+            .position(|sel| check_isolation(conf, p, sel).is_err());
+        let allowed = refused.unwrap_or(sels.len());
+        let refs: Vec<(&str, &str)> = sels[..allowed]
+            .iter()
+            .map(|sel| (sel.namespace.as_str(), sel.name.as_str()))
+            .collect();
+        let nads = s.nads(&refs);
+        let rest = sels.split_off(allowed);
+        for (sel, nad) in sels.into_iter().zip(nads) {
+            let mut network = nad_network_from(conf, sel, nad)?;
             if let Some(id) = devices.assign(conf, p, &network.nad_annotations)? {
                 network.resolved.device_id = Some(id);
             }
             secondaries.push(network.resolved);
+        }
+        if let Some(sel) = rest.first() {
+            check_isolation(conf, p, sel)?;
         }
     }
     Ok(Resolved {
@@ -271,10 +287,18 @@ fn nad_network(
     store: &dyn NetworkStore,
     sel: NetworkSelection,
 ) -> Result<NadNetwork, crate::Error> {
+    let nad = store.nad(&sel.namespace, &sel.name);
+    nad_network_from(conf, sel, nad)
+}
+
+/// `nad_network` with the store's answer for the selection's NAD already in hand.
+fn nad_network_from(
+    conf: &PlexusConf,
+    sel: NetworkSelection,
+    nad: Result<Option<crate::store::Nad>, crate::store::StoreError>,
+) -> Result<NadNetwork, crate::Error> {
     let key = format!("{}/{}", sel.namespace, sel.name);
-    let nad = store
-        .nad(&sel.namespace, &sel.name)?
-        .ok_or_else(|| ResolveError::NadNotFound(key.clone()))?;
+    let nad = nad?.ok_or_else(|| ResolveError::NadNotFound(key.clone()))?;
     let config = nad_or_disk_config(conf, &key, &sel.name, nad.config.as_deref())?;
     Ok(NadNetwork {
         resolved: ResolvedNetwork {
