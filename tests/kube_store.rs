@@ -473,6 +473,66 @@ fn k12_a_bad_kubeconfig_is_code_7() {
 }
 
 #[test]
+fn credentials_that_would_run_a_command_or_use_a_proxy_are_code_7_naming_the_key() {
+    let n = Node::new();
+    let pod = PodNs::new();
+    let cases = [
+        (
+            "exec",
+            "exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: /bin/true\n      interactiveMode: Never",
+        ),
+        ("auth-provider", "auth-provider:\n      name: oidc"),
+        ("username/password", "username: admin\n    password: secret"),
+        ("as (impersonation)", "as: admin\n    token: t"),
+    ];
+    for (key, user) in cases {
+        let kc = n.w.tmp.path().join("refused.kubeconfig");
+        let text = std::fs::read_to_string(n.api.kubeconfig(n.w.tmp.path()))
+            .unwrap()
+            .replace(&format!("token: {}", n.api.token()), user);
+        std::fs::write(&kc, text).unwrap();
+        n.pod("web", Some("blue"));
+        let err = n
+            .call("ADD", "c-cred", &pod, "web")
+            .run_json(&n.conf_with(&kc))
+            .err(7);
+        let text = err.to_string();
+        assert!(text.contains(key), "{key}: {text}");
+        assert_nothing_created(&n, &pod);
+    }
+    assert_eq!(routes(&n.api.requests()), vec![]);
+}
+
+#[test]
+fn the_nads_of_a_pod_are_read_together() {
+    let n = Node::new();
+    for (name, subnet) in [
+        ("red", "10.89.3.0/24"),
+        ("green", "10.89.4.0/24"),
+        ("white", "10.89.5.0/24"),
+    ] {
+        n.nad(name, subnet);
+    }
+    n.pod("web", Some("blue,red,green,white"));
+    // Each NAD GET waits 300 ms: read one after the other they would take 1.2 s.
+    n.api
+        .fault_next(Route::GetNad, 4, Fault::Latency(Duration::from_millis(300)));
+    let pod = PodNs::new();
+    let conf = n.conf();
+    n.call("ADD", "c-nads", &pod, "web").run_json(&conf).ok();
+    let gets = n.api.requests_for(Route::GetNad);
+    assert_eq!(gets.len(), 4);
+    let first = gets.iter().map(|r| r.at).min().unwrap();
+    let last = gets.iter().map(|r| r.at).max().unwrap();
+    assert!(
+        last - first < Duration::from_millis(250),
+        "the last NAD GET arrived {:?} after the first",
+        last - first
+    );
+    n.call("DEL", "c-nads", &pod, "web").run_json(&conf).ok();
+}
+
+#[test]
 fn k13_a_pod_without_networks_gets_the_cluster_network_only() {
     let n = Node::new();
     n.pod("plain", None);

@@ -99,6 +99,12 @@ impl NetworkStore for Overlay {
             None => Ok(None),
         }
     }
+    fn nads(&self, refs: &[(&str, &str)]) -> Vec<Result<Option<Nad>, StoreError>> {
+        match &self.inner {
+            Some(s) => s.nads(refs),
+            None => refs.iter().map(|_| Ok(None)).collect(),
+        }
+    }
     fn kind(&self) -> &'static str {
         "command-line overlay"
     }
@@ -152,8 +158,13 @@ enum CliCommand {
     /// Install the binary (atomically), a kubeconfig, and the generated conf: the DaemonSet's init step.
     Install(Box<crate::autoconf::command::InstallArgs>),
     /// The node daemon (thick mode): warm caches of this node's pods and of NADs, a unix
-    /// socket the shim forwards CNI calls to, metrics and health (docs/daemon.md).
-    Daemon(Box<crate::daemon::DaemonArgs>),
+    /// socket the shim forwards CNI calls to, metrics and health (docs/daemon.md). Runs the
+    /// `plexus-daemon` binary installed next to this one, with these arguments.
+    #[command(disable_help_flag = true)]
+    Daemon {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -222,7 +233,7 @@ pub fn main() -> ExitCode {
         },
         CliCommand::GenerateConfig(args) => crate::autoconf::command::run_generate(&args),
         CliCommand::Install(args) => crate::autoconf::command::run_install(&args),
-        CliCommand::Daemon(args) => crate::daemon::run(*args),
+        CliCommand::Daemon { args } => crate::daemon::launch::exec_daemon(args),
         CliCommand::Demo { keep } => demo::run(keep),
         CliCommand::Exec(args) => match exec(&args) {
             Ok(()) => ExitCode::SUCCESS,

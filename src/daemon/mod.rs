@@ -9,13 +9,14 @@
 //! pod's netns on scoped threads of their own, exec'd ones are spawned from the call thread,
 //! in the host netns); one thread posts events.
 //!
-//! The one-shot path only ever touches `protocol` and `shim`: nothing here starts unless the
-//! `daemon` subcommand runs.
+//! The one-shot path only ever touches `protocol` and `shim`, and the `plexus` binary links
+//! nothing else of this module: the daemon runs as the `plexus-daemon` binary (`launch`).
 
 mod cache;
 mod call;
 mod client;
 mod confwatch;
+pub mod launch;
 mod metrics;
 pub mod protocol;
 mod reconcile;

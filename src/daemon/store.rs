@@ -86,6 +86,37 @@ impl NetworkStore for CallStore<'_> {
         d.api.nad(namespace, name)
     }
 
+    /// Cached NADs at once, the others by GETs sent together.
+    fn nads(&self, refs: &[(&str, &str)]) -> Vec<Result<Option<Nad>, StoreError>> {
+        let d = self.daemon;
+        let mut answers: Vec<Option<Result<Option<Nad>, StoreError>>> = refs
+            .iter()
+            .map(|(ns, name)| d.caches.nad(ns, name).map(|n| Ok(Some(n))))
+            .collect();
+        let missing: Vec<(&str, &str)> = refs
+            .iter()
+            .zip(&answers)
+            .filter(|(_, a)| a.is_none())
+            .map(|(r, _)| *r)
+            .collect();
+        for _ in 0..refs.len() - missing.len() {
+            d.metrics.cache_hit(Kind::Nad);
+        }
+        for _ in &missing {
+            d.metrics.cache_miss(Kind::Nad);
+        }
+        let fetched = if missing.is_empty() {
+            Vec::new()
+        } else {
+            d.api.nads(&missing)
+        };
+        let mut fetched = fetched.into_iter();
+        for answer in answers.iter_mut().filter(|a| a.is_none()) {
+            *answer = fetched.next();
+        }
+        answers.into_iter().map(|a| a.unwrap_or(Ok(None))).collect()
+    }
+
     fn kind(&self) -> &'static str {
         "kubernetes"
     }

@@ -11,7 +11,7 @@ use crate::conf::{ClusterNetwork, ConfError, PlexusConf};
 use crate::plan::ResolvedNetwork;
 use crate::pod::PodRef;
 use crate::selection::{self, NetworkSelection, SelectionError};
-use crate::store::{NetworkStore, Pod, StoreError};
+use crate::store::{Nad, NetworkStore, Pod, StoreError};
 use cni::netconf::NetConfList;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -231,7 +231,8 @@ fn cluster(
         if sel.namespace != conf.multus_namespace {
             check_isolation(conf, p, &sel)?;
         }
-        return Ok(nad_network(conf, s, sel)?.resolved);
+        let nad = s.nad(&sel.namespace, &sel.name);
+        return Ok(nad_network(conf, sel, nad)?.resolved);
     }
     match &conf.cluster_network {
         ClusterNetwork::Inline(m) => Ok(inline(m, || "cluster".to_string())),
@@ -286,13 +287,29 @@ fn secondaries(
     };
     let mut devices = Devices::default();
     let mut out = Vec::new();
-    for sel in selection::parse_networks(annotation, &pod.namespace)? {
-        check_isolation(conf, pod, &sel)?;
-        let mut network = nad_network(conf, store, sel)?;
+    let mut sels = selection::parse_networks(annotation, &pod.namespace)?;
+    // The NADs are read together (one round trip to the API server, not one per network),
+    // up to the first selection that namespace isolation refuses: errors come in
+    // annotation order, as if each NAD were read in turn.
+    let allowed = sels
+        .iter()
+        .position(|sel| check_isolation(conf, pod, sel).is_err())
+        .unwrap_or(sels.len());
+    let refused = sels.split_off(allowed);
+    let refs: Vec<(&str, &str)> = sels
+        .iter()
+        .map(|sel| (sel.namespace.as_str(), sel.name.as_str()))
+        .collect();
+    let nads = store.nads(&refs);
+    for (sel, nad) in sels.into_iter().zip(nads) {
+        let mut network = nad_network(conf, sel, nad)?;
         if let Some(id) = devices.assign(conf, pod, &network.nad_annotations)? {
             network.resolved.device_id = Some(id);
         }
         out.push(network.resolved);
+    }
+    if let Some(sel) = refused.first() {
+        check_isolation(conf, pod, sel)?;
     }
     Ok(out)
 }
@@ -342,15 +359,14 @@ struct NadNetwork {
     nad_annotations: BTreeMap<String, String>,
 }
 
+/// A selection's network, given the store's answer for its NAD.
 fn nad_network(
     conf: &PlexusConf,
-    store: &dyn NetworkStore,
     sel: NetworkSelection,
+    nad: Result<Option<Nad>, StoreError>,
 ) -> Result<NadNetwork, ResolveError> {
     let key = format!("{}/{}", sel.namespace, sel.name);
-    let nad = store
-        .nad(&sel.namespace, &sel.name)?
-        .ok_or_else(|| ResolveError::NadNotFound(key.clone()))?;
+    let nad = nad?.ok_or_else(|| ResolveError::NadNotFound(key.clone()))?;
     let config = reference::nad_or_disk_config(conf, &key, &sel.name, nad.config.as_deref())?;
     Ok(NadNetwork {
         resolved: ResolvedNetwork {

@@ -3,22 +3,37 @@
 //!
 //! The binary is one-shot, so every invocation reads the kubeconfig and its token (or
 //! `tokenFile`) afresh: an expiring service-account token is never held past its life
-//! (a long-lived copy fails once the kubelet rotates it). Each call is bounded: client timeouts, a few attempts with backoff for what
+//! (a long-lived copy fails once the kubelet rotates it). The one-shot store talks HTTP/1.1 itself (`wire`, set up from the
+//! kubeconfig by `kubeconfig`); the node daemon's store goes through its kube-rs client
+//! (`client`). Each call is bounded: client timeouts, a few attempts with backoff for what
 //! may pass (refused connection, timeout, 429, 5xx), and a deadline over them all; then the
 //! store answers `Unavailable` (CNI code 11). TLS is always verified, whatever the kubeconfig
 //! says. Names are checked to be DNS-1123 before any URL is built from them.
 //!
+//! The one-shot store posts its events when it closes, all at once and bounded by
+//! `apiTimeout`, after the network-status patch and before the process exits: an event is
+//! worth less than the round trip it would add to the ADD's critical path for each
+//! interface. Several NADs asked for together (`NetworkStore::nads`) are read at once.
+//!
 //! This module knows the API's URLs and wire shapes; it does not interpret annotations or NAD
 //! configs (that is `selection`'s and `plan`'s job).
 
+mod client;
+mod event;
+mod kubeconfig;
+mod wire;
+
 use super::{Nad, NetworkStore, Pod, PodEvent, StoreError};
-use ::kube::client::{Body, Client};
+use ::kube::client::Client;
 use ::kube::config::{Config, KubeConfigOptions, Kubeconfig};
 use ::kube::core::Request;
 use ::kube::core::params::{GetParams, ListParams, Patch, PatchParams, PostParams};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const STORE: &str = "kubernetes";
@@ -26,8 +41,6 @@ const STORE: &str = "kubernetes";
 use crate::annotations::NETWORK_STATUS as NETWORK_STATUS_ANNOTATION;
 /// Reporting component of the events Plexus records.
 pub const COMPONENT: &str = "plexus";
-/// An event message longer than this is cut: the events API rejects longer ones.
-const EVENT_MESSAGE_LIMIT: usize = 1024;
 /// A response body larger than this is not read: no pod or NAD is this big.
 const MAX_BODY_BYTES: usize = 8 << 20;
 
@@ -92,9 +105,41 @@ fn is_loopback(host: Option<&str>) -> bool {
 pub struct KubeStore {
     // Declared before the runtime so it is dropped first, while the runtime still runs the
     // tasks that own its connections.
-    client: Client,
+    transport: Box<dyn Transport>,
+    /// Events to post when the store closes (the one-shot store's); `None` when each is
+    /// posted as it comes (the daemon queues them on a thread of its own).
+    deferred: Option<Mutex<Vec<(Pod, PodEvent)>>>,
     rt: Exec,
     opts: KubeOptions,
+}
+
+/// What one exchange with the API server gave.
+struct Reply {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: Vec<u8>,
+}
+
+type Sent<'a> = Pin<Box<dyn Future<Output = Result<Reply, Failure>> + 'a>>;
+
+/// How requests reach the API server. A trait object, so that the binary that only ever
+/// builds `wire::Wire` carries no kube-rs client code.
+trait Transport: Send + Sync {
+    fn send(&self, request: http::Request<Vec<u8>>) -> Sent<'_>;
+}
+
+impl Transport for wire::Wire {
+    fn send(&self, request: http::Request<Vec<u8>>) -> Sent<'_> {
+        Box::pin(self.exchange(request))
+    }
+}
+
+struct KubeClient(Client);
+
+impl Transport for KubeClient {
+    fn send(&self, request: http::Request<Vec<u8>>) -> Sent<'_> {
+        Box::pin(client::send(&self.0, request))
+    }
 }
 
 /// Where a store's requests run.
@@ -212,21 +257,15 @@ pub fn client_error(e: ::kube::Error, origin: &str) -> StoreError {
 }
 
 impl KubeStore {
-    /// Reads `kubeconfig` (its current context) and builds a client. Nothing is sent to the
+    /// Reads `kubeconfig` (its current context) and its credentials. Nothing is sent to the
     /// API server yet, so DEL and GC can open the store with the server down.
     pub fn connect(kubeconfig: &Path, opts: KubeOptions) -> Result<KubeStore, StoreError> {
-        let rt = runtime()?;
-        let (config, origin) = rt.block_on(load_config(Some(kubeconfig)))?;
-        let config = checked_config(config, &origin, &opts)?;
-        // The client spawns its buffer worker, so it is built inside the runtime.
-        let client = {
-            let _guard = rt.enter();
-            Client::try_from(config)
-        }
-        .map_err(|e| client_error(e, &origin))?;
+        let origin = format!("kubeconfig {}", kubeconfig.display());
+        let endpoint = kubeconfig::endpoint(kubeconfig, &origin)?;
         Ok(KubeStore {
-            client,
-            rt: Exec::Own(rt),
+            transport: Box::new(wire::Wire::new(endpoint, opts.connect_timeout)),
+            deferred: Some(Mutex::new(Vec::new())),
+            rt: Exec::Own(runtime()?),
             opts,
         })
     }
@@ -235,7 +274,8 @@ impl KubeStore {
     /// its calls block on `handle`, so they must come from threads outside that runtime.
     pub fn shared(client: Client, handle: tokio::runtime::Handle, opts: KubeOptions) -> KubeStore {
         KubeStore {
-            client,
+            transport: Box::new(KubeClient(client)),
+            deferred: None,
             rt: Exec::Shared(handle),
             opts,
         }
@@ -253,7 +293,8 @@ impl KubeStore {
             make()
         };
         Ok(KubeStore {
-            client,
+            transport: Box::new(KubeClient(client)),
+            deferred: None,
             rt: Exec::Own(rt),
             opts,
         })
@@ -284,8 +325,7 @@ impl KubeStore {
             })?;
             made = attempt;
             let outcome =
-                tokio::time::timeout(per_attempt.min(left), self.send(request.map(Body::from)))
-                    .await;
+                tokio::time::timeout(per_attempt.min(left), self.transport.send(request)).await;
             let mut wait = backoff;
             match outcome {
                 Err(_) => last = format!("no answer within {:?}", per_attempt.min(left)),
@@ -293,7 +333,11 @@ impl KubeStore {
                     return Err(unavailable(what, reason, attempt));
                 }
                 Ok(Err(Failure::Transient(reason))) => last = reason,
-                Ok(Ok((status, retry_after, body))) => match status {
+                Ok(Ok(Reply {
+                    status,
+                    retry_after,
+                    body,
+                })) => match status {
                     200..=299 => return Ok(Answer::Found(body)),
                     404 => return Ok(Answer::NotFound),
                     409 if conflict_retries => last = api_reason(status, &body),
@@ -316,51 +360,14 @@ impl KubeStore {
         Err(unavailable(what, last, made))
     }
 
-    async fn send(
-        &self,
-        request: http::Request<Body>,
-    ) -> Result<(u16, Option<Duration>, Vec<u8>), Failure> {
-        let response = self.client.send(request).await.map_err(transport_failure)?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        if let Some(len) = response
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            && len > MAX_BODY_BYTES
-        {
-            return Err(Failure::Fatal(format!(
-                "response of {len} bytes is over the {MAX_BODY_BYTES}-byte limit"
-            )));
-        }
-        let body = response
-            .into_body()
-            .collect_bytes()
-            .await
-            .map_err(|e| Failure::Transient(format!("read response: {}", chain(&e))))?;
-        if body.len() > MAX_BODY_BYTES {
-            return Err(Failure::Fatal(format!(
-                "response of {} bytes is over the {MAX_BODY_BYTES}-byte limit",
-                body.len()
-            )));
-        }
-        Ok((status, retry_after, body.to_vec()))
-    }
-
-    fn get<T: for<'de> Deserialize<'de>>(
+    async fn get<T: for<'de> Deserialize<'de>>(
         &self,
         what: &str,
         path: &str,
         name: &str,
     ) -> Result<Option<T>, StoreError> {
         let build = || Request::new(path).get(name, &GetParams::default());
-        let body = match self.rt.block_on(self.call(what, false, &build))? {
+        let body = match self.call(what, false, &build).await? {
             Answer::NotFound => return Ok(None),
             Answer::Found(body) => body,
         };
@@ -403,24 +410,6 @@ fn unavailable(what: &str, reason: String, attempts: u32) -> StoreError {
         source: Box::new(std::io::Error::other(reason)),
         step,
     }
-}
-
-/// A refused or reset connection may pass; a certificate the client does not trust will not.
-fn transport_failure(e: ::kube::Error) -> Failure {
-    let text = chain(&e);
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(s) = source {
-        source = match s.downcast_ref::<std::io::Error>() {
-            // tokio-rustls reports a rejected handshake as InvalidData; hyper-rustls wraps
-            // that in another io::Error, whose `source()` skips the wrapped error itself.
-            Some(io) if io.kind() == std::io::ErrorKind::InvalidData => {
-                return Failure::Fatal(format!("TLS handshake failed: {text}"));
-            }
-            Some(io) => io.get_ref().map(|inner| inner as _),
-            None => s.source(),
-        };
-    }
-    Failure::Transient(text)
 }
 
 /// The error and its sources on one line, each message once.
@@ -498,7 +487,10 @@ impl NetworkStore for KubeStore {
         check_names("pod", namespace, name)?;
         let path = format!("/api/v1/namespaces/{namespace}/pods");
         let what = format!("GET pod {namespace}/{name}");
-        Ok(self.get::<PodObject>(&what, &path, name)?.map(|p| Pod {
+        let pod = self
+            .rt
+            .block_on(self.get::<PodObject>(&what, &path, name))?;
+        Ok(pod.map(|p| Pod {
             namespace: namespace.to_string(),
             name: name.to_string(),
             uid: p.metadata.uid,
@@ -507,17 +499,13 @@ impl NetworkStore for KubeStore {
     }
 
     fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, StoreError> {
-        check_names("NetworkAttachmentDefinition", namespace, name)?;
-        let path = format!(
-            "/apis/k8s.cni.cncf.io/v1/namespaces/{namespace}/network-attachment-definitions"
-        );
-        let what = format!("GET NetworkAttachmentDefinition {namespace}/{name}");
-        Ok(self.get::<NadObject>(&what, &path, name)?.map(|n| Nad {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            annotations: n.metadata.annotations.unwrap_or_default(),
-            config: n.spec.and_then(|s| s.config),
-        }))
+        self.rt.block_on(self.get_nad(namespace, name))
+    }
+
+    /// Every NAD at once: one request each, all in flight together.
+    fn nads(&self, refs: &[(&str, &str)]) -> Vec<Result<Option<Nad>, StoreError>> {
+        let gets = refs.iter().map(|(ns, name)| self.get_nad(ns, name));
+        self.rt.block_on(futures::future::join_all(gets))
     }
 
     fn kind(&self) -> &'static str {
@@ -566,75 +554,81 @@ impl NetworkStore for KubeStore {
         }
     }
 
+    /// The one-shot store keeps the event for `Drop`; the daemon's posts it now.
     fn event(&self, pod: &Pod, event: &PodEvent) -> Result<(), StoreError> {
         check_names("pod", &pod.namespace, &pod.name)?;
-        let body = serde_json::to_vec(&event_object(pod, event, &host_name())).map_err(|e| {
-            StoreError::Malformed {
-                origin: format!("event for pod {}/{}", pod.namespace, pod.name),
-                reason: e.to_string(),
-            }
+        if let Some(deferred) = &self.deferred {
+            deferred
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((pod.clone(), event.clone()));
+            return Ok(());
+        }
+        self.rt.block_on(self.post_event(pod, event))
+    }
+}
+
+impl KubeStore {
+    async fn get_nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, StoreError> {
+        check_names("NetworkAttachmentDefinition", namespace, name)?;
+        let path = format!(
+            "/apis/k8s.cni.cncf.io/v1/namespaces/{namespace}/network-attachment-definitions"
+        );
+        let what = format!("GET NetworkAttachmentDefinition {namespace}/{name}");
+        let nad = self.get::<NadObject>(&what, &path, name).await?;
+        Ok(nad.map(|n| Nad {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            annotations: n.metadata.annotations.unwrap_or_default(),
+            config: n.spec.and_then(|s| s.config),
+        }))
+    }
+
+    async fn post_event(&self, pod: &Pod, event: &PodEvent) -> Result<(), StoreError> {
+        let object = event::event_object(pod, event, &event::host_name());
+        let body = serde_json::to_vec(&object).map_err(|e| StoreError::Malformed {
+            origin: format!("event for pod {}/{}", pod.namespace, pod.name),
+            reason: e.to_string(),
         })?;
         let path = format!("/api/v1/namespaces/{}/events", pod.namespace);
         let what = format!("POST event on pod {}/{}", pod.namespace, pod.name);
         let build = || Request::new(&path).create(&PostParams::default(), body.clone());
-        self.rt
-            .block_on(self.call(&what, false, &build))
-            .map(|_| ())
+        self.call(&what, false, &build).await.map(|_| ())
     }
-}
 
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
-}
-
-/// A core/v1 Event about `pod`, named as kubelet's recorder names them (`<pod>.<nanos hex>`).
-fn event_object(pod: &Pod, event: &PodEvent, host: &str) -> k8s_openapi::api::core::v1::Event {
-    use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let suffix = format!(".{:x}", now.as_nanosecond());
-    let mut stem: String = pod.name.chars().take(253 - suffix.len()).collect();
-    while stem.ends_with(['.', '-']) {
-        stem.pop();
-    }
-    let mut message = event.message.clone();
-    if message.len() > EVENT_MESSAGE_LIMIT {
-        let mut cut = EVENT_MESSAGE_LIMIT;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
+    /// Posts the deferred events all at once, within one `apiTimeout` from now; any not
+    /// recorded by then is logged, never dropped silently.
+    fn post_deferred(&mut self) {
+        let events = match self.deferred.take() {
+            Some(d) => d.into_inner().unwrap_or_else(|e| e.into_inner()),
+            None => return,
+        };
+        if events.is_empty() {
+            return;
         }
-        message.truncate(cut);
+        let bound = self.opts.read_timeout;
+        let outcomes = self.rt.block_on(async {
+            // Timers belong to the runtime: made inside it.
+            let deadline = tokio::time::Instant::now() + bound;
+            let posts = events
+                .iter()
+                .map(|(pod, event)| tokio::time::timeout_at(deadline, self.post_event(pod, event)));
+            futures::future::join_all(posts).await
+        });
+        for ((pod, event), outcome) in events.iter().zip(outcomes) {
+            let error = match outcome {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("not posted within apiTimeout ({bound:?})"),
+            };
+            tracing::warn!(pod = %format!("{}/{}", pod.namespace, pod.name), reason = %event.reason, %error, "event not recorded");
+        }
     }
-    let host = (!host.is_empty()).then(|| host.to_string());
-    Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{stem}{suffix}")),
-            namespace: Some(pod.namespace.clone()),
-            ..ObjectMeta::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            namespace: Some(pod.namespace.clone()),
-            name: Some(pod.name.clone()),
-            uid: pod.uid.clone(),
-            ..ObjectReference::default()
-        },
-        reason: Some(event.reason.clone()),
-        message: Some(message),
-        type_: Some(if event.warning { "Warning" } else { "Normal" }.into()),
-        source: Some(EventSource {
-            component: Some(COMPONENT.into()),
-            host: host.clone(),
-        }),
-        reporting_component: Some(COMPONENT.into()),
-        reporting_instance: host,
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        ..Event::default()
+}
+
+impl Drop for KubeStore {
+    fn drop(&mut self) {
+        self.post_deferred();
     }
 }
 

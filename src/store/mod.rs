@@ -50,6 +50,12 @@ pub trait NetworkStore {
     fn pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, StoreError>;
     /// `Ok(None)` when the NAD does not exist; errors only when the store cannot answer.
     fn nad(&self, namespace: &str, name: &str) -> Result<Option<Nad>, StoreError>;
+    /// Several NADs (`(namespace, name)`), answered in the order asked, each as `nad` would.
+    /// One after the other here; a store whose every answer is a round trip (the API) asks
+    /// for them all at once, so a pod with N networks waits for one round trip, not N.
+    fn nads(&self, refs: &[(&str, &str)]) -> Vec<Result<Option<Nad>, StoreError>> {
+        refs.iter().map(|(ns, name)| self.nad(ns, name)).collect()
+    }
     /// Short name of the store for logs and error details ("manifests", "kubernetes").
     fn kind(&self) -> &'static str;
     /// Whether a pod this store does not find is gone (the API server) rather than merely

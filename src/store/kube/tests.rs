@@ -2,6 +2,7 @@
 //! of the API server (the binary-level tests use a real HTTPS fake: tests/kube_store.rs).
 
 use super::*;
+use ::kube::client::Body;
 use std::sync::{Arc, Mutex};
 use tower_test::mock;
 
@@ -446,13 +447,13 @@ fn event_names_and_messages_stay_within_api_limits() {
         message: "é".repeat(2000),
         warning: false,
     };
-    let e = event_object(&pod, &event, "node-1");
+    let e = event::event_object(&pod, &event, "node-1");
     let name = e.metadata.name.unwrap();
     assert!(name.len() <= 253, "{}", name.len());
     assert!(crate::pod::is_dns1123_subdomain(&name), "{name}");
     let message = e.message.unwrap();
-    assert!(message.len() <= EVENT_MESSAGE_LIMIT);
-    assert!(message.len() > EVENT_MESSAGE_LIMIT - 2);
+    assert!(message.len() <= event::EVENT_MESSAGE_LIMIT);
+    assert!(message.len() > event::EVENT_MESSAGE_LIMIT - 2);
     assert_eq!(e.type_.as_deref(), Some("Normal"));
     assert_eq!(e.source.unwrap().host.as_deref(), Some("node-1"));
 }

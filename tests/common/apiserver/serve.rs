@@ -56,6 +56,9 @@ pub(super) async fn accept_loop(
             tokio::select! {
                 acc = l.accept() => {
                     let Ok((stream, _)) = acc else { continue };
+                    // As kube-apiserver (Go sets TCP_NODELAY on every connection): otherwise
+                    // an answer written in two segments waits for the client's delayed ACK.
+                    let _ = stream.set_nodelay(true);
                     let hang = shared.lock().fault == Some(Fault::HangAccept);
                     let closed = shared.listening.subscribe();
                     tokio::spawn(serve_conn(stream, tls.clone(), shared.clone(), closed, hang));
