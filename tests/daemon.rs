@@ -713,3 +713,184 @@ fn the_gc_reconciler_removes_the_attachments_of_a_pod_gone_from_the_api() {
     drop(d);
     n.w.assert_clean(Some(&stays));
 }
+
+/// The pod's network-status as the API server holds it.
+fn network_status(n: &Node, pod: &str) -> Value {
+    n.api
+        .pod("default", pod)
+        .and_then(|p| {
+            p["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"]
+                .as_str()
+                .map(String::from)
+        })
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// (network, interface) of each entry of the pod's network-status.
+fn status_interfaces(n: &Node, pod: &str) -> Vec<(String, String)> {
+    network_status(n, pod)
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_string(),
+                s["interface"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// (network, ifname, state) of each attachment the container's journal entry records.
+fn journaled(n: &Node, cid: &str) -> Vec<(String, String, String)> {
+    let file =
+        n.w.journal_files()
+            .into_iter()
+            .find(|f| f.starts_with(cid) && f.ends_with(".json"))
+            .unwrap_or_default();
+    let Ok(bytes) = std::fs::read(n.w.cni_dir.join(file)) else {
+        return Vec::new();
+    };
+    let entry: Value = serde_json::from_slice(&bytes).unwrap();
+    entry["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["network"].as_str().unwrap().to_string(),
+                a["ifname"].as_str().unwrap().to_string(),
+                a["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Sets the pod's networks annotation as a user's `kubectl annotate` would: the rest of the
+/// pod (its network-status) stays.
+fn annotate(n: &Node, pod: &str, networks: &str) {
+    let mut p = n.api.pod("default", pod).unwrap();
+    p["metadata"]["annotations"][NETWORKS] = json!(networks);
+    n.api.update_pod(p);
+}
+
+#[test]
+fn hotplug_attaches_and_detaches_networks_of_a_running_pod_and_refuses_a_bad_annotation() {
+    let n = Node::new();
+    let green = n.w.macvlan_conf("green", "upl0", "10.89.3.0/24");
+    n.api.add_nad(nad_object("default", "green", Some(&green)));
+    let conf_dir = n.w.tmp.path().join("net.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let primary = n.w.bridge_conf("cluster", "cni-h0", "10.88.0.0/24");
+    std::fs::write(conf_dir.join("10-bridge.conf"), primary.to_string()).unwrap();
+    n.pod("hp", "blue");
+    let kubeconfig = n.kubeconfig.display().to_string();
+    let d = n
+        .daemon(&[
+            "--conf-dir",
+            conf_dir.to_str().unwrap(),
+            "--kubeconfig",
+            &kubeconfig,
+            "--gc-interval",
+            "0",
+        ])
+        .ready();
+    let list: Value =
+        serde_json::from_slice(&std::fs::read(conf_dir.join("00-plexus.conflist")).unwrap())
+            .unwrap();
+    let mut conf = list["plugins"][0].clone();
+    conf["name"] = list["name"].clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    let pod = PodNs::new();
+    n.call("ADD", "c-hp", &pod, "hp").run_json(&conf).ok();
+    assert_eq!(pod.links(), ["eth0", "lo", "net1"]);
+
+    // Added: the interface with its address, the status, the journal.
+    annotate(&n, "hp", "blue,green");
+    wait_until("net2 in the pod", || pod.links().len() == 4);
+    assert_eq!(pod.links(), ["eth0", "lo", "net1", "net2"], "{}", d.log());
+    let addrs = pod.addrs("net2");
+    assert!(addrs.iter().any(|a| a.starts_with("10.89.3.")), "{addrs:?}");
+    wait_until("green in network-status", || {
+        status_interfaces(&n, "hp").len() == 3
+    });
+    assert_eq!(
+        status_interfaces(&n, "hp"),
+        [
+            ("cluster".to_string(), "eth0".to_string()),
+            ("default/blue".into(), "net1".into()),
+            ("default/green".into(), "net2".into()),
+        ]
+    );
+    assert_eq!(
+        journaled(&n, "c-hp"),
+        [
+            (
+                "cluster".to_string(),
+                "eth0".to_string(),
+                "added".to_string()
+            ),
+            ("default/blue".into(), "net1".into(), "added".into()),
+            ("default/green".into(), "net2".into(), "added".into()),
+        ]
+    );
+    wait_until("the hot-plug event", || {
+        n.api.events().iter().any(|e| {
+            e["reason"] == "AddedInterface"
+                && e["message"].as_str().unwrap_or_default().contains("green")
+        })
+    });
+
+    // Removed: the interface and its address reservation go, the status follows.
+    let blue_reserved = |r: &Vec<String>| r.iter().any(|f| f.starts_with("blue/"));
+    assert!(
+        blue_reserved(&n.w.reservations()),
+        "{:?}",
+        n.w.reservations()
+    );
+    annotate(&n, "hp", "green");
+    wait_until("net1 gone from the pod", || pod.links().len() == 3);
+    assert_eq!(pod.links(), ["eth0", "lo", "net2"], "{}", d.log());
+    assert!(
+        !blue_reserved(&n.w.reservations()),
+        "{:?}",
+        n.w.reservations()
+    );
+    wait_until("blue gone from network-status", || {
+        status_interfaces(&n, "hp").len() == 2
+    });
+    assert_eq!(
+        status_interfaces(&n, "hp"),
+        [
+            ("cluster".to_string(), "eth0".to_string()),
+            ("default/green".into(), "net2".into()),
+        ]
+    );
+    assert_eq!(journaled(&n, "c-hp").len(), 2);
+
+    // Invalid: a Warning event, and the pod keeps what it has.
+    annotate(&n, "hp", r#"[{"name": "green""#);
+    wait_until("the Warning event", || {
+        n.api
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "NetworksRefused" && e["type"] == "Warning")
+    });
+    assert_eq!(pod.links(), ["eth0", "lo", "net2"]);
+    assert_eq!(pod.addrs("net2"), addrs);
+    assert_eq!(journaled(&n, "c-hp").len(), 2);
+    assert_eq!(status_interfaces(&n, "hp").len(), 2);
+    assert_eq!(
+        sample(
+            &scrape(),
+            "plexus_hotplug_attachments_total{outcome=\"added\"}"
+        ),
+        1.0
+    );
+
+    // The runtime's DEL removes the hot-plugged attachment with the rest.
+    n.call("DEL", "c-hp", &pod, "hp").run_json(&conf).ok();
+    drop(d);
+    n.w.assert_clean(Some(&pod));
+}
