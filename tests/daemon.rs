@@ -889,6 +889,27 @@ fn hotplug_attaches_and_detaches_networks_of_a_running_pod_and_refuses_a_bad_ann
         1.0
     );
 
+    // A network whose ADD fails (its only address is taken) leaves nothing behind, and the
+    // pod keeps the rest.
+    let mut tiny = n.w.macvlan_conf("tiny", "upl0", "10.89.4.0/24");
+    tiny["ipam"]["rangeStart"] = json!("10.89.4.10");
+    tiny["ipam"]["rangeEnd"] = json!("10.89.4.10");
+    n.api.add_nad(nad_object("default", "tiny", Some(&tiny)));
+    let taken = n.w.ipam_dir.join("tiny");
+    std::fs::create_dir_all(&taken).unwrap();
+    std::fs::write(taken.join("10.89.4.10"), "someone-else\r\neth0").unwrap();
+    annotate(&n, "hp", "green,tiny");
+    wait_until("the AttachFailed event", || {
+        n.api.events().iter().any(|e| {
+            e["reason"] == "AttachFailed"
+                && e["type"] == "Warning"
+                && e["message"].as_str().unwrap_or_default().contains("tiny")
+        })
+    });
+    assert_eq!(pod.links(), ["eth0", "lo", "net2"], "{}", d.log());
+    assert_eq!(journaled(&n, "c-hp").len(), 2);
+    std::fs::remove_dir_all(&taken).unwrap();
+
     // The runtime's DEL removes the hot-plugged attachment with the rest.
     n.call("DEL", "c-hp", &pod, "hp").run_json(&conf).ok();
     drop(d);
