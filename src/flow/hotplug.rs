@@ -101,7 +101,12 @@ pub fn hotplug(
                 && !defaults.contains(r.network.as_str())
         })
         .collect();
-    let (keep, to_add) = compare(&entry, &managed, &resolved.secondaries);
+    let (keep, to_add) = compare(
+        &entry,
+        &managed,
+        &resolved.secondaries,
+        resolved.defaults.len(),
+    );
     let to_remove: Vec<usize> = managed
         .iter()
         .copied()
@@ -169,10 +174,18 @@ pub fn hotplug(
         store,
         pod: &pod,
     };
+    // From here on the node may change: what fails is reported in the outcome, never as a
+    // refusal of the annotation.
     let mut done = Hotplugged::default();
-    ctx.remove(&mut entry, &to_remove, &mut done)?;
-    ctx.add(&mut entry, &added, &chains, &mut done)?;
-    ctx.publish(&mut entry, &done)?;
+    let applied = ctx
+        .remove(&mut entry, &to_remove, &mut done)
+        .and_then(|()| ctx.add(&mut entry, &added, &chains, &mut done))
+        .and_then(|()| ctx.publish(&mut entry, &done));
+    if let Err(e) = applied {
+        tracing::error!(error = %e, "hot-plug incomplete; the journal keeps what the pod's DEL must undo");
+        ctx.event("HotplugFailed", format!("hot-plug incomplete: {e}"), true);
+        done.failed.push(e.to_string());
+    }
     Ok(Outcome::Changed(done))
 }
 
@@ -184,6 +197,7 @@ fn compare(
     entry: &Entry,
     managed: &[usize],
     desired: &[ResolvedNetwork],
+    defaults: usize,
 ) -> (Vec<usize>, Vec<usize>) {
     let mut keep = Vec::new();
     let mut to_add = Vec::new();
@@ -209,7 +223,7 @@ fn compare(
     }
     for n in pending {
         let net = &desired[n];
-        let by_name = format!("net{}", n + 1);
+        let by_name = format!("net{}", defaults + n + 1);
         let mut candidates = managed
             .iter()
             .copied()
@@ -427,9 +441,18 @@ impl Hotplug<'_> {
     fn publish(&self, entry: &mut Entry, done: &Hotplugged) -> Result<(), Error> {
         entry.network_status = status(entry);
         self.journal.write(self.lock, entry)?;
-        if let Some(ns) = &entry.network_status {
-            self.store
-                .publish_status(&self.pod.namespace, &self.pod.name, &ns.to_string())?;
+        if let Some(ns) = &entry.network_status
+            && let Err(e) =
+                self.store
+                    .publish_status(&self.pod.namespace, &self.pod.name, &ns.to_string())
+        {
+            // The attachments are in place and journaled; the next change publishes again.
+            tracing::error!(error = %e, "publishing the hot-plugged network-status failed");
+            self.event(
+                "HotplugFailed",
+                format!("network-status not updated: {e}"),
+                true,
+            );
         }
         for what in &done.added {
             self.event("AddedInterface", format!("Add {what} (hot-plug)"), false);
@@ -479,4 +502,86 @@ fn status(entry: &Entry) -> Option<Value> {
         })
         .collect();
     serde_json::to_value(report::network_status(&inputs)).ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn desired(annotation: &str) -> Vec<ResolvedNetwork> {
+        crate::selection::parse_networks(annotation, "default")
+            .unwrap()
+            .into_iter()
+            .map(|s| ResolvedNetwork {
+                key: format!("{}/{}", s.namespace, s.name),
+                config: Map::new(),
+                selection: Some(s),
+                device_id: None,
+            })
+            .collect()
+    }
+
+    /// An entry whose attachments are (network, ifname), the cluster network first.
+    fn entry(attachments: &[(&str, &str)]) -> (Entry, Vec<usize>) {
+        let mut e = Entry::new("c", "eth0", None, "1.1.0");
+        for (i, (network, ifname)) in attachments.iter().enumerate() {
+            e.attachments.push(Record {
+                network: network.to_string(),
+                ifname: ifname.to_string(),
+                is_default: i == 0,
+                conf: Value::Null,
+                cni_args: String::new(),
+                state: State::Added,
+                result: None,
+                default_route: Vec::new(),
+                device_id: None,
+                delegate_error: None,
+                auxiliary: false,
+                links: Vec::new(),
+            });
+        }
+        (e, (1..attachments.len()).collect())
+    }
+
+    #[test]
+    fn added_and_removed_networks_are_told_apart_by_network_and_interface() {
+        let (e, managed) = entry(&[
+            ("cluster", "eth0"),
+            ("default/a", "net1"),
+            ("default/b", "net2"),
+        ]);
+        // b stays (on net2 though a fresh ADD would name it net1), a goes, c is new.
+        assert_eq!(
+            compare(&e, &managed, &desired("b,c"), 0),
+            (vec![2], vec![1])
+        );
+        // Unchanged.
+        assert_eq!(
+            compare(&e, &managed, &desired("a,b"), 0),
+            (vec![1, 2], vec![])
+        );
+        // The same network twice keeps both of its attachments, once more adds one.
+        let (e2, m2) = entry(&[
+            ("cluster", "eth0"),
+            ("default/a", "net1"),
+            ("default/a", "net2"),
+        ]);
+        assert_eq!(
+            compare(&e2, &m2, &desired("a,a,a"), 0),
+            (vec![1, 2], vec![2])
+        );
+        // A named interface matches only an attachment on it.
+        assert_eq!(
+            compare(&e, &managed, &desired("a@x,b@net2"), 0),
+            (vec![2], vec![0])
+        );
+    }
+
+    #[test]
+    fn a_fresh_name_is_free_in_the_container_and_not_asked_for_by_name() {
+        let used: BTreeSet<String> = ["eth0", "net1", "net3"].map(String::from).into();
+        assert_eq!(fresh(&used, &desired("a")).unwrap().as_str(), "net2");
+        assert_eq!(fresh(&used, &desired("a@net2,b")).unwrap().as_str(), "net4");
+    }
 }
