@@ -392,7 +392,6 @@ impl Hotplug<'_> {
             .attachments
             .extend(added.iter().map(|a| Record::planned(a, false)));
         self.journal.write(self.lock, entry)?;
-        cni::fault::point("hotplug-after-journal");
         let mut failed = Vec::new();
         for (k, (a, chain)) in added.iter().zip(chains).enumerate() {
             let i = first + k;
