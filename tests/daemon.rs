@@ -915,3 +915,56 @@ fn hotplug_attaches_and_detaches_networks_of_a_running_pod_and_refuses_a_bad_ann
     drop(d);
     n.w.assert_clean(Some(&pod));
 }
+
+#[test]
+fn a_daemon_killed_mid_hotplug_leaves_a_journal_that_the_pods_del_undoes() {
+    let n = Node::new();
+    let green = n.w.macvlan_conf("green", "upl0", "10.89.3.0/24");
+    n.api.add_nad(nad_object("default", "green", Some(&green)));
+    let started = slow(&n.w, 4);
+    n.api.add_nad(nad_object(
+        "default",
+        "sluggish",
+        Some(&json!({"cniVersion": "1.0.0", "name": "sluggish", "type": "slow"})),
+    ));
+    let conf_dir = n.w.tmp.path().join("net.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let primary = n.w.bridge_conf("cluster", "cni-k0", "10.88.0.0/24");
+    std::fs::write(conf_dir.join("10-bridge.conf"), primary.to_string()).unwrap();
+    n.pod("hk", "blue");
+    let kubeconfig = n.kubeconfig.display().to_string();
+    let mut d = n
+        .daemon(&[
+            "--conf-dir",
+            conf_dir.to_str().unwrap(),
+            "--kubeconfig",
+            &kubeconfig,
+            "--gc-cni-path",
+            n.w.bin.to_str().unwrap(),
+            "--gc-interval",
+            "0",
+        ])
+        .ready();
+    let list: Value =
+        serde_json::from_slice(&std::fs::read(conf_dir.join("00-plexus.conflist")).unwrap())
+            .unwrap();
+    let mut conf = list["plugins"][0].clone();
+    conf["name"] = list["name"].clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    let pod = PodNs::new();
+    n.call("ADD", "c-hk", &pod, "hk").run_json(&conf).ok();
+
+    annotate(&n, "hk", "blue,green,sluggish");
+    wait_for_file(&started);
+    d.kill();
+    // Both new attachments were journaled before either ran; the first one is in the pod.
+    let states: Vec<String> = journaled(&n, "c-hk").into_iter().map(|a| a.2).collect();
+    assert_eq!(states, ["added", "added", "planned", "planned"]);
+    assert_eq!(pod.links(), ["eth0", "lo", "net1", "net2"]);
+    wait_until("the orphaned stand-in to end", || {
+        n.w.stray_processes().is_empty()
+    });
+    // With the daemon down the shim runs the DEL in-process, from the journal.
+    n.call("DEL", "c-hk", &pod, "hk").run_json(&conf).ok();
+    n.w.assert_clean(Some(&pod));
+}
