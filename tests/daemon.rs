@@ -713,3 +713,258 @@ fn the_gc_reconciler_removes_the_attachments_of_a_pod_gone_from_the_api() {
     drop(d);
     n.w.assert_clean(Some(&stays));
 }
+
+/// The pod's network-status as the API server holds it.
+fn network_status(n: &Node, pod: &str) -> Value {
+    n.api
+        .pod("default", pod)
+        .and_then(|p| {
+            p["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"]
+                .as_str()
+                .map(String::from)
+        })
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// (network, interface) of each entry of the pod's network-status.
+fn status_interfaces(n: &Node, pod: &str) -> Vec<(String, String)> {
+    network_status(n, pod)
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_string(),
+                s["interface"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// (network, ifname, state) of each attachment the container's journal entry records.
+fn journaled(n: &Node, cid: &str) -> Vec<(String, String, String)> {
+    let file =
+        n.w.journal_files()
+            .into_iter()
+            .find(|f| f.starts_with(cid) && f.ends_with(".json"))
+            .unwrap_or_default();
+    let Ok(bytes) = std::fs::read(n.w.cni_dir.join(file)) else {
+        return Vec::new();
+    };
+    let entry: Value = serde_json::from_slice(&bytes).unwrap();
+    entry["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["network"].as_str().unwrap().to_string(),
+                a["ifname"].as_str().unwrap().to_string(),
+                a["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Sets the pod's networks annotation as a user's `kubectl annotate` would: the rest of the
+/// pod (its network-status) stays.
+fn annotate(n: &Node, pod: &str, networks: &str) {
+    let mut p = n.api.pod("default", pod).unwrap();
+    p["metadata"]["annotations"][NETWORKS] = json!(networks);
+    n.api.update_pod(p);
+}
+
+#[test]
+fn hotplug_attaches_and_detaches_networks_of_a_running_pod_and_refuses_a_bad_annotation() {
+    let n = Node::new();
+    let green = n.w.macvlan_conf("green", "upl0", "10.89.3.0/24");
+    n.api.add_nad(nad_object("default", "green", Some(&green)));
+    let conf_dir = n.w.tmp.path().join("net.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let primary = n.w.bridge_conf("cluster", "cni-h0", "10.88.0.0/24");
+    std::fs::write(conf_dir.join("10-bridge.conf"), primary.to_string()).unwrap();
+    n.pod("hp", "blue");
+    let kubeconfig = n.kubeconfig.display().to_string();
+    let d = n
+        .daemon(&[
+            "--conf-dir",
+            conf_dir.to_str().unwrap(),
+            "--kubeconfig",
+            &kubeconfig,
+            "--gc-interval",
+            "0",
+        ])
+        .ready();
+    let list: Value =
+        serde_json::from_slice(&std::fs::read(conf_dir.join("00-plexus.conflist")).unwrap())
+            .unwrap();
+    let mut conf = list["plugins"][0].clone();
+    conf["name"] = list["name"].clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    let pod = PodNs::new();
+    n.call("ADD", "c-hp", &pod, "hp").run_json(&conf).ok();
+    assert_eq!(pod.links(), ["eth0", "lo", "net1"]);
+
+    // Added: the interface with its address, the status, the journal.
+    annotate(&n, "hp", "blue,green");
+    wait_until("net2 in the pod", || pod.links().len() == 4);
+    assert_eq!(pod.links(), ["eth0", "lo", "net1", "net2"], "{}", d.log());
+    let addrs = pod.addrs("net2");
+    assert!(addrs.iter().any(|a| a.starts_with("10.89.3.")), "{addrs:?}");
+    wait_until("green in network-status", || {
+        status_interfaces(&n, "hp").len() == 3
+    });
+    assert_eq!(
+        status_interfaces(&n, "hp"),
+        [
+            ("cluster".to_string(), "eth0".to_string()),
+            ("default/blue".into(), "net1".into()),
+            ("default/green".into(), "net2".into()),
+        ]
+    );
+    assert_eq!(
+        journaled(&n, "c-hp"),
+        [
+            (
+                "cluster".to_string(),
+                "eth0".to_string(),
+                "added".to_string()
+            ),
+            ("default/blue".into(), "net1".into(), "added".into()),
+            ("default/green".into(), "net2".into(), "added".into()),
+        ]
+    );
+    wait_until("the hot-plug event", || {
+        n.api.events().iter().any(|e| {
+            e["reason"] == "AddedInterface"
+                && e["message"].as_str().unwrap_or_default().contains("green")
+        })
+    });
+
+    // Removed: the interface and its address reservation go, the status follows.
+    let blue_reserved = |r: &Vec<String>| r.iter().any(|f| f.starts_with("blue/"));
+    assert!(
+        blue_reserved(&n.w.reservations()),
+        "{:?}",
+        n.w.reservations()
+    );
+    annotate(&n, "hp", "green");
+    wait_until("net1 gone from the pod", || pod.links().len() == 3);
+    assert_eq!(pod.links(), ["eth0", "lo", "net2"], "{}", d.log());
+    assert!(
+        !blue_reserved(&n.w.reservations()),
+        "{:?}",
+        n.w.reservations()
+    );
+    wait_until("blue gone from network-status", || {
+        status_interfaces(&n, "hp").len() == 2
+    });
+    assert_eq!(
+        status_interfaces(&n, "hp"),
+        [
+            ("cluster".to_string(), "eth0".to_string()),
+            ("default/green".into(), "net2".into()),
+        ]
+    );
+    assert_eq!(journaled(&n, "c-hp").len(), 2);
+
+    // Invalid: a Warning event, and the pod keeps what it has.
+    annotate(&n, "hp", r#"[{"name": "green""#);
+    wait_until("the Warning event", || {
+        n.api
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "NetworksRefused" && e["type"] == "Warning")
+    });
+    assert_eq!(pod.links(), ["eth0", "lo", "net2"]);
+    assert_eq!(pod.addrs("net2"), addrs);
+    assert_eq!(journaled(&n, "c-hp").len(), 2);
+    assert_eq!(status_interfaces(&n, "hp").len(), 2);
+    assert_eq!(
+        sample(
+            &scrape(),
+            "plexus_hotplug_attachments_total{outcome=\"added\"}"
+        ),
+        1.0
+    );
+
+    // A network whose ADD fails (its only address is taken) leaves nothing behind, and the
+    // pod keeps the rest.
+    let mut tiny = n.w.macvlan_conf("tiny", "upl0", "10.89.4.0/24");
+    tiny["ipam"]["rangeStart"] = json!("10.89.4.10");
+    tiny["ipam"]["rangeEnd"] = json!("10.89.4.10");
+    n.api.add_nad(nad_object("default", "tiny", Some(&tiny)));
+    let taken = n.w.ipam_dir.join("tiny");
+    std::fs::create_dir_all(&taken).unwrap();
+    std::fs::write(taken.join("10.89.4.10"), "someone-else\r\neth0").unwrap();
+    annotate(&n, "hp", "green,tiny");
+    wait_until("the AttachFailed event", || {
+        n.api.events().iter().any(|e| {
+            e["reason"] == "AttachFailed"
+                && e["type"] == "Warning"
+                && e["message"].as_str().unwrap_or_default().contains("tiny")
+        })
+    });
+    assert_eq!(pod.links(), ["eth0", "lo", "net2"], "{}", d.log());
+    assert_eq!(journaled(&n, "c-hp").len(), 2);
+    std::fs::remove_dir_all(&taken).unwrap();
+
+    // The runtime's DEL removes the hot-plugged attachment with the rest.
+    n.call("DEL", "c-hp", &pod, "hp").run_json(&conf).ok();
+    drop(d);
+    n.w.assert_clean(Some(&pod));
+}
+
+#[test]
+fn a_daemon_killed_mid_hotplug_leaves_a_journal_that_the_pods_del_undoes() {
+    let n = Node::new();
+    let green = n.w.macvlan_conf("green", "upl0", "10.89.3.0/24");
+    n.api.add_nad(nad_object("default", "green", Some(&green)));
+    let started = slow(&n.w, 4);
+    n.api.add_nad(nad_object(
+        "default",
+        "sluggish",
+        Some(&json!({"cniVersion": "1.0.0", "name": "sluggish", "type": "slow"})),
+    ));
+    let conf_dir = n.w.tmp.path().join("net.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let primary = n.w.bridge_conf("cluster", "cni-k0", "10.88.0.0/24");
+    std::fs::write(conf_dir.join("10-bridge.conf"), primary.to_string()).unwrap();
+    n.pod("hk", "blue");
+    let kubeconfig = n.kubeconfig.display().to_string();
+    let mut d = n
+        .daemon(&[
+            "--conf-dir",
+            conf_dir.to_str().unwrap(),
+            "--kubeconfig",
+            &kubeconfig,
+            "--gc-cni-path",
+            n.w.bin.to_str().unwrap(),
+            "--gc-interval",
+            "0",
+        ])
+        .ready();
+    let list: Value =
+        serde_json::from_slice(&std::fs::read(conf_dir.join("00-plexus.conflist")).unwrap())
+            .unwrap();
+    let mut conf = list["plugins"][0].clone();
+    conf["name"] = list["name"].clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    let pod = PodNs::new();
+    n.call("ADD", "c-hk", &pod, "hk").run_json(&conf).ok();
+
+    annotate(&n, "hk", "blue,green,sluggish");
+    wait_for_file(&started);
+    d.kill();
+    // Both new attachments were journaled before either ran; the first one is in the pod.
+    let states: Vec<String> = journaled(&n, "c-hk").into_iter().map(|a| a.2).collect();
+    assert_eq!(states, ["added", "added", "planned", "planned"]);
+    assert_eq!(pod.links(), ["eth0", "lo", "net1", "net2"]);
+    wait_until("the orphaned stand-in to end", || {
+        n.w.stray_processes().is_empty()
+    });
+    // With the daemon down the shim runs the DEL in-process, from the journal.
+    n.call("DEL", "c-hk", &pod, "hk").run_json(&conf).ok();
+    n.w.assert_clean(Some(&pod));
+}

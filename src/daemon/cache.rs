@@ -59,7 +59,13 @@ pub async fn first_contact(client: &kube::Client) {
 
 impl Caches {
     /// Starts both reflectors on the current runtime; they run until the runtime stops.
-    pub fn start(client: kube::Client, node: &str, metrics: &Arc<Metrics>) -> Caches {
+    /// `changed` hears of every pod the watch adds or updates, once the cache holds it.
+    pub fn start(
+        client: kube::Client,
+        node: &str,
+        metrics: &Arc<Metrics>,
+        changed: Option<Arc<super::hotplug::Pending>>,
+    ) -> Caches {
         let (pods, pod_writer) = reflector::store();
         let (nads, nad_writer) = reflector::store();
         let pods_synced = Arc::new(AtomicBool::new(false));
@@ -77,6 +83,13 @@ impl Caches {
             Kind::Pod,
             pods_synced.clone(),
             metrics.clone(),
+            move |p: &PartialObjectMeta<ApiPod>| {
+                if let (Some(changed), Some(ns), Some(name)) =
+                    (&changed, &p.metadata.namespace, &p.metadata.name)
+                {
+                    changed.push(ns, name);
+                }
+            },
         ));
 
         let nad_api: Api<NetworkAttachmentDefinition> = Api::all(client);
@@ -89,6 +102,7 @@ impl Caches {
             Kind::Nad,
             nads_synced.clone(),
             metrics.clone(),
+            |_: &NetworkAttachmentDefinition| {},
         ));
 
         Caches {
@@ -160,8 +174,13 @@ fn trim(meta: &ObjectMeta) -> ObjectMeta {
     }
 }
 
-async fn follow<K, S>(stream: S, kind: Kind, synced: Arc<AtomicBool>, metrics: Arc<Metrics>)
-where
+async fn follow<K, S>(
+    stream: S,
+    kind: Kind,
+    synced: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    applied: impl Fn(&K),
+) where
     S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
 {
     let mut stream = std::pin::pin!(stream);
@@ -172,6 +191,7 @@ where
                     tracing::info!(kind = kind.label(), "cache synced");
                 }
             }
+            Ok(watcher::Event::Apply(k) | watcher::Event::InitApply(k)) => applied(&k),
             Ok(_) => {}
             Err(e) => {
                 metrics.watch_error(kind);

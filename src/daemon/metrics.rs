@@ -56,6 +56,11 @@ struct ByLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -84,6 +89,7 @@ pub struct Metrics {
     watch_errors: Family<KindLabels, Counter>,
     journal_entries: Gauge,
     gc_reclaimed: Family<ByLabels, Counter>,
+    hotplug: Family<OutcomeLabels, Counter>,
     event_queue_depth: Gauge,
     events_dropped: Counter,
     events_failed: Counter,
@@ -109,6 +115,7 @@ impl Metrics {
             watch_errors: Family::default(),
             journal_entries: Gauge::default(),
             gc_reclaimed: Family::default(),
+            hotplug: Family::default(),
             event_queue_depth: Gauge::default(),
             events_dropped: Counter::default(),
             events_failed: Counter::default(),
@@ -191,6 +198,11 @@ impl Metrics {
             "gc_reclaimed",
             "Journaled attachment sets removed, by CNI GC calls (by=gc) or by the GC reconciler (by=reconciler)",
             m.gc_reclaimed.clone(),
+        );
+        r.register(
+            "hotplug_attachments",
+            "Attachments hot-plugged into running pods (outcome=added), removed from them (outcome=removed), or refused or failed (outcome=failed)",
+            m.hotplug.clone(),
         );
         r.register(
             "event_queue_depth",
@@ -307,6 +319,18 @@ impl Metrics {
                 by: "reconciler".into(),
             })
             .inc_by(n as u64);
+    }
+
+    pub fn hotplugged(&self, added: usize, removed: usize, failed: usize) {
+        for (outcome, n) in [("added", added), ("removed", removed), ("failed", failed)] {
+            if n > 0 {
+                self.hotplug
+                    .get_or_create(&OutcomeLabels {
+                        outcome: outcome.into(),
+                    })
+                    .inc_by(n as u64);
+            }
+        }
     }
 
     pub fn event_queued(&self) {

@@ -16,6 +16,7 @@ mod cache;
 mod call;
 mod client;
 mod confwatch;
+mod hotplug;
 pub mod launch;
 mod metrics;
 pub mod protocol;
@@ -74,7 +75,11 @@ pub struct DaemonArgs {
     /// attachments.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub gc_grace: u64,
-    /// `CNI_PATH` of the DELs the reconciler runs (the conf's `binDir` is searched first).
+    /// Do not hot-plug: a change of a running pod's networks annotation is left alone.
+    #[arg(long)]
+    pub no_hotplug: bool,
+    /// `CNI_PATH` of the DELs the reconciler runs and of hot-plug (the conf's `binDir` is
+    /// searched first).
     #[arg(long, default_value = "/opt/cni/bin")]
     pub gc_cni_path: String,
     #[command(flatten)]
@@ -166,7 +171,15 @@ async fn serve(args: DaemonArgs) -> Result<(), DaemonError> {
     let api =
         crate::store::KubeStore::shared(client.clone(), tokio::runtime::Handle::current(), opts);
     cache::first_contact(&client).await;
-    let caches = Arc::new(cache::Caches::start(client, &args.node_name, &metrics));
+    // Hot-plug runs with the conf the daemon writes, as the reconciler does.
+    let changed =
+        (!args.no_conf && !args.no_hotplug).then(|| Arc::new(hotplug::Pending::default()));
+    let caches = Arc::new(cache::Caches::start(
+        client,
+        &args.node_name,
+        &metrics,
+        changed.clone(),
+    ));
     let events = store::EventQueue::start(args.event_queue, metrics.clone());
     let daemon = Arc::new(store::DaemonStore::new(
         caches.clone(),
@@ -190,7 +203,7 @@ async fn serve(args: DaemonArgs) -> Result<(), DaemonError> {
     if args.no_conf {
         health.conf_written.store(true, Ordering::Relaxed);
     } else {
-        start_conf(&args, &socket_dir, &daemon, &metrics, &health)?;
+        start_conf(&args, &socket_dir, &daemon, &metrics, &health, changed)?;
     }
 
     let ctx = Arc::new(server::Context {
@@ -230,16 +243,31 @@ async fn start_endpoints(address: &str, state: metrics::Endpoints) -> Result<(),
     Ok(())
 }
 
-/// The threads that keep the shim's conf written and, with a GC interval, the reconciler.
+/// The threads that keep the shim's conf written, hot-plug unless turned off, and, with a GC
+/// interval, the reconciler.
 fn start_conf(
     args: &DaemonArgs,
     socket_dir: &std::path::Path,
     daemon: &Arc<store::DaemonStore>,
     metrics: &Arc<metrics::Metrics>,
     health: &Arc<Health>,
+    changed: Option<Arc<hotplug::Pending>>,
 ) -> Result<(), DaemonError> {
     let mut opts = args.generate.options();
     opts.daemon_socket_dir = Some(socket_dir.to_path_buf());
+    if let Some(pending) = changed {
+        let hotplugger = hotplug::Hotplugger {
+            daemon: daemon.clone(),
+            metrics: metrics.clone(),
+            pending,
+            conf_file: opts.conf_dir.join(&opts.output),
+            cni_path: args.gc_cni_path.clone(),
+        };
+        std::thread::Builder::new()
+            .name("hotplug".into())
+            .spawn(move || hotplugger.run())
+            .map_err(DaemonError::Runtime)?;
+    }
     if args.gc_interval > 0 {
         let reconciler = reconcile::Reconciler {
             daemon: daemon.clone(),

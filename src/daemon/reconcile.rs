@@ -143,7 +143,7 @@ impl Reconciler {
 
 /// The plugin conf of the conflist the daemon wrote, with the list's name and version, as the
 /// runtime hands it over.
-fn conf_of(path: &std::path::Path) -> Result<Vec<u8>, String> {
+pub(super) fn conf_of(path: &std::path::Path) -> Result<Vec<u8>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
     let list =
         cni::netconf::parse_object(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;

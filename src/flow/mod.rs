@@ -12,10 +12,12 @@ mod check;
 mod del;
 mod error;
 mod gc;
+mod hotplug;
 mod status;
 
 pub use error::Error;
 pub use gc::GcFailure;
+pub use hotplug::{Hotplugged, Outcome as HotplugOutcome, Skipped as HotplugSkipped, hotplug};
 pub use status::NotReady;
 
 use crate::conf::PlexusConf;

@@ -187,7 +187,7 @@ fn tolerate_read_only(r: Result<(), JournalError>) -> Result<(), JournalError> {
 /// namespace now (a wrong `CNI_NETNS`, another pod's, the node's, a reused `/proc/<pid>`
 /// path) is not this pod's: nothing in it is touched, and the delegates get no netns, as
 /// for a pod whose netns is gone (they still release their addresses).
-fn pod_netns(given: Option<&Path>, entry: &Entry) -> Option<PathBuf> {
+pub fn pod_netns(given: Option<&Path>, entry: &Entry) -> Option<PathBuf> {
     let given = given.map(Path::to_path_buf);
     let recorded = entry.netns.as_ref().map(PathBuf::from);
     let Some(want) = entry.netns_id else {
