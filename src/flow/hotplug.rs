@@ -91,71 +91,12 @@ pub fn hotplug(
         return Ok(Outcome::Skipped(Skipped::NetnsGone));
     };
 
-    let defaults: BTreeSet<&str> = resolved.defaults.iter().map(|d| d.key.as_str()).collect();
-    let managed: Vec<usize> = (0..entry.attachments.len())
-        .filter(|&i| {
-            let r = &entry.attachments[i];
-            !r.is_default
-                && !r.auxiliary
-                && r.state == State::Added
-                && !defaults.contains(r.network.as_str())
-        })
-        .collect();
-    let (keep, to_add) = compare(
-        &entry,
-        &managed,
-        &resolved.secondaries,
-        resolved.defaults.len(),
-    );
-    let to_remove: Vec<usize> = managed
-        .iter()
-        .copied()
-        .filter(|i| !keep.contains(i))
-        .collect();
+    let (to_remove, to_add) = diff(&entry, &resolved);
     if to_add.is_empty() && to_remove.is_empty() {
         return Ok(Outcome::Unchanged);
     }
-
-    // Interface names in use once the removals are done: this entry's, the container's
-    // other entries', and every name the annotation asks for explicitly.
-    let mut used: BTreeSet<String> = journal.taken(&lock, ifname)?.into_keys().collect();
-    used.insert(entry.ifname.clone());
-    for (i, r) in entry.attachments.iter().enumerate() {
-        if r.state != State::Removed && !to_remove.contains(&i) {
-            used.insert(r.ifname.clone());
-        }
-    }
-    let mut networks = Vec::with_capacity(to_add.len());
-    for &n in &to_add {
-        let mut net = resolved.secondaries[n].clone();
-        let key = net.key.clone();
-        let Some(sel) = net.selection.as_mut() else {
-            continue;
-        };
-        if !sel.default_route.is_empty() {
-            return Err(invalid(
-                &key,
-                "default-route",
-                "cannot be added to a running pod",
-            ));
-        }
-        let name = match &sel.interface {
-            Some(asked) if used.contains(asked.as_str()) => {
-                return Err(invalid(
-                    &key,
-                    "interface",
-                    &format!("{asked} is in use in the running pod"),
-                ));
-            }
-            Some(asked) => asked.clone(),
-            None => fresh(&used, &resolved.secondaries).ok_or_else(|| {
-                invalid(&key, "interface", "no free net<N> name left for the pod")
-            })?,
-        };
-        used.insert(name.to_string());
-        sel.interface = Some(name);
-        networks.push(net);
-    }
+    let taken = journal.taken(&lock, ifname)?.into_keys();
+    let networks = name_new(&entry, taken, &resolved.secondaries, &to_add, &to_remove)?;
     let added = plan(&entry, &resolved.cluster, &networks)?;
 
     let runner = Runner::new(conf, cni_path);
@@ -187,6 +128,87 @@ pub fn hotplug(
         done.failed.push(e.to_string());
     }
     Ok(Outcome::Changed(done))
+}
+
+/// The entry's records the annotation no longer asks for, and the annotation's secondaries
+/// (indices into `resolved.secondaries`) the entry does not hold yet. Only attachments that
+/// hot-plug manages take part: not the cluster network, `defaultNetworks` or the auxiliary
+/// chain, and only attachments that were added.
+fn diff(entry: &Entry, resolved: &resolve::Resolved) -> (Vec<usize>, Vec<usize>) {
+    let defaults: BTreeSet<&str> = resolved.defaults.iter().map(|d| d.key.as_str()).collect();
+    let managed: Vec<usize> = (0..entry.attachments.len())
+        .filter(|&i| {
+            let r = &entry.attachments[i];
+            !r.is_default
+                && !r.auxiliary
+                && r.state == State::Added
+                && !defaults.contains(r.network.as_str())
+        })
+        .collect();
+    let (keep, to_add) = compare(
+        entry,
+        &managed,
+        &resolved.secondaries,
+        resolved.defaults.len(),
+    );
+    let to_remove = managed
+        .iter()
+        .copied()
+        .filter(|i| !keep.contains(i))
+        .collect();
+    (to_remove, to_add)
+}
+
+/// The networks to add, each with the interface it will get: the one its selection names,
+/// unless that is in use, or the first free `net<N>`. In use, once the removals are done:
+/// this entry's names, the container's other entries' (`taken`), and every name the
+/// annotation asks for explicitly. A new network may not move the pod's default route.
+fn name_new(
+    entry: &Entry,
+    taken: impl Iterator<Item = String>,
+    secondaries: &[ResolvedNetwork],
+    to_add: &[usize],
+    to_remove: &[usize],
+) -> Result<Vec<ResolvedNetwork>, Error> {
+    let mut used: BTreeSet<String> = taken.collect();
+    used.insert(entry.ifname.clone());
+    for (i, r) in entry.attachments.iter().enumerate() {
+        if r.state != State::Removed && !to_remove.contains(&i) {
+            used.insert(r.ifname.clone());
+        }
+    }
+    let mut networks = Vec::with_capacity(to_add.len());
+    for &n in to_add {
+        let mut net = secondaries[n].clone();
+        let key = net.key.clone();
+        let Some(sel) = net.selection.as_mut() else {
+            continue;
+        };
+        if !sel.default_route.is_empty() {
+            return Err(invalid(
+                &key,
+                "default-route",
+                "cannot be added to a running pod",
+            ));
+        }
+        let name = match &sel.interface {
+            Some(asked) if used.contains(asked.as_str()) => {
+                return Err(invalid(
+                    &key,
+                    "interface",
+                    &format!("{asked} is in use in the running pod"),
+                ));
+            }
+            Some(asked) => asked.clone(),
+            None => fresh(&used, secondaries).ok_or_else(|| {
+                invalid(&key, "interface", "no free net<N> name left for the pod")
+            })?,
+        };
+        used.insert(name.to_string());
+        sel.interface = Some(name);
+        networks.push(net);
+    }
+    Ok(networks)
 }
 
 /// Which managed records the desired secondaries keep (indices into the entry), and which

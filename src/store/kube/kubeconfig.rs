@@ -44,10 +44,7 @@ pub(super) struct Tls {
 
 /// Reads `path` (its current context). `origin` names it in errors.
 pub(super) fn endpoint(path: &Path, origin: &str) -> Result<Endpoint, StoreError> {
-    let malformed = |reason: String| StoreError::Malformed {
-        origin: origin.to_string(),
-        reason,
-    };
+    let malformed = |reason: String| malformed(origin, reason);
     let kc = Kubeconfig::read_from(path).map_err(|e| match e {
         // Not there (yet): the DaemonSet may be about to write it.
         KubeconfigError::ReadConfig(source, _) => StoreError::Unavailable {
@@ -57,63 +54,8 @@ pub(super) fn endpoint(path: &Path, origin: &str) -> Result<Endpoint, StoreError
         },
         other => malformed(other.to_string()),
     })?;
-    let context_name = kc
-        .current_context
-        .as_deref()
-        .ok_or_else(|| malformed("no current-context".into()))?;
-    let context = kc
-        .contexts
-        .iter()
-        .find(|c| c.name == context_name)
-        .and_then(|c| c.context.as_ref())
-        .ok_or_else(|| malformed(format!("context {context_name:?} is not defined")))?;
-    let cluster = kc
-        .clusters
-        .iter()
-        .find(|c| c.name == context.cluster)
-        .and_then(|c| c.cluster.as_ref())
-        .ok_or_else(|| malformed(format!("cluster {:?} is not defined", context.cluster)))?;
-    let user = match &context.user {
-        Some(name) => Some(
-            kc.auth_infos
-                .iter()
-                .find(|u| &u.name == name)
-                .and_then(|u| u.auth_info.as_ref())
-                .ok_or_else(|| malformed(format!("user {name:?} is not defined")))?,
-        ),
-        None => None,
-    };
-
-    let server = cluster
-        .server
-        .as_deref()
-        .ok_or_else(|| malformed(format!("cluster {:?} has no server", context.cluster)))?;
-    let url: http::Uri = server
-        .parse()
-        .map_err(|e| malformed(format!("server {server:?}: {e}")))?;
-    let https = match url.scheme_str() {
-        Some("https") => true,
-        // `kubectl proxy` on the node serves plain HTTP on loopback and adds the
-        // credentials itself; nothing leaves the machine.
-        Some("http") if is_loopback(url.host()) => false,
-        _ => {
-            return Err(malformed(format!(
-                "server {url} is not https: plain http is accepted only for a loopback \
-                 server (127.0.0.0/8, ::1, localhost, e.g. kubectl proxy), because the \
-                 bearer token and pod data would otherwise cross the network in clear text"
-            )));
-        }
-    };
-    let authority = url
-        .authority()
-        .cloned()
-        .ok_or_else(|| malformed(format!("server {server:?} has no host")))?;
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let (context, cluster, user) = current(&kc).map_err(&malformed)?;
+    let server = Server::of(cluster, &context.cluster).map_err(&malformed)?;
     if cluster.proxy_url.is_some() {
         return Err(malformed(
             "proxy-url is not supported: the CNI binary talks to the API server directly".into(),
@@ -122,92 +64,207 @@ pub(super) fn endpoint(path: &Path, origin: &str) -> Result<Endpoint, StoreError
     if cluster.insecure_skip_tls_verify == Some(true) {
         tracing::warn!(%origin, "insecure-skip-tls-verify is ignored: the API server's certificate is always verified");
     }
-
-    let mut authorization = None;
-    let mut identity = None;
-    if let Some(user) = user {
-        let refused = [
-            (user.exec.is_some(), "exec"),
-            (user.auth_provider.is_some(), "auth-provider"),
-            (
-                user.username.is_some() || user.password.is_some(),
-                "username/password",
-            ),
-            (
-                user.impersonate.is_some()
-                    || user.impersonate_uid.is_some()
-                    || user.impersonate_groups.is_some()
-                    || user.impersonate_user_extra.is_some(),
-                "as (impersonation)",
-            ),
-        ];
-        if let Some((_, key)) = refused.iter().find(|(set, _)| *set) {
-            return Err(malformed(format!(
-                "user {:?}: {key} credentials are not supported by the CNI binary; use token, \
-                 tokenFile or a client certificate",
-                context.user.as_deref().unwrap_or_default()
-            )));
-        }
-        let token = match (&user.token, &user.token_file) {
-            (Some(t), _) => Some(t.expose_secret().to_string()),
-            (None, Some(file)) => Some(read_token_file(file, origin)?),
-            (None, None) => None,
-        };
-        if let Some(token) = token {
-            let token = token.trim();
-            let mut value = http::HeaderValue::try_from(format!("Bearer {token}"))
-                .map_err(|_| malformed("the token is not a valid HTTP header value".into()))?;
-            value.set_sensitive(true);
-            authorization = Some(value);
-        }
-        let cert = data_or_file(
-            user.client_certificate_data.as_deref(),
-            user.client_certificate.as_deref(),
-            "client-certificate",
-        )
-        .map_err(&malformed)?;
-        let key = data_or_file(
-            user.client_key_data.as_ref().map(|k| k.expose_secret()),
-            user.client_key.as_deref(),
-            "client-key",
-        )
-        .map_err(&malformed)?;
-        identity = match (cert, key) {
-            (Some(cert), Some(key)) => Some(client_identity(&cert, &key).map_err(&malformed)?),
-            (None, None) => None,
-            _ => {
-                return Err(malformed(
-                    "a client certificate needs both client-certificate and client-key".into(),
-                ));
-            }
-        };
-    }
-
-    let tls = if https {
-        let ca = data_or_file(
-            cluster.certificate_authority_data.as_deref(),
-            cluster.certificate_authority.as_deref(),
-            "certificate-authority",
-        )
-        .map_err(&malformed)?;
-        let server_name = cluster.tls_server_name.as_deref().unwrap_or(&host);
-        let server_name = ServerName::try_from(server_name.to_string())
-            .map_err(|e| malformed(format!("server name {server_name:?}: {e}")))?;
-        Some(Tls {
-            has_ca: ca.is_some(),
-            config: Arc::new(client_config(ca.as_deref(), identity).map_err(&malformed)?),
-            server_name,
-        })
+    let (authorization, identity) = match user {
+        Some(user) => credentials(user, context.user.as_deref().unwrap_or_default(), origin)?,
+        None => (None, None),
+    };
+    let tls = if server.https {
+        Some(tls(cluster, &server.host, identity).map_err(&malformed)?)
     } else {
         None
     };
     Ok(Endpoint {
-        authority,
-        host,
-        port,
-        base_path: url.path().trim_end_matches('/').to_string(),
+        authority: server.authority,
+        host: server.host,
+        port: server.port,
+        base_path: server.url.path().trim_end_matches('/').to_string(),
         tls,
         authorization,
+    })
+}
+
+fn malformed(origin: &str, reason: String) -> StoreError {
+    StoreError::Malformed {
+        origin: origin.to_string(),
+        reason,
+    }
+}
+
+/// The current context, its cluster and its user (if it names one).
+fn current(
+    kc: &Kubeconfig,
+) -> Result<
+    (
+        &::kube::config::Context,
+        &::kube::config::Cluster,
+        Option<&::kube::config::AuthInfo>,
+    ),
+    String,
+> {
+    let context_name = kc
+        .current_context
+        .as_deref()
+        .ok_or_else(|| "no current-context".to_string())?;
+    let context = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == context_name)
+        .and_then(|c| c.context.as_ref())
+        .ok_or_else(|| format!("context {context_name:?} is not defined"))?;
+    let cluster = kc
+        .clusters
+        .iter()
+        .find(|c| c.name == context.cluster)
+        .and_then(|c| c.cluster.as_ref())
+        .ok_or_else(|| format!("cluster {:?} is not defined", context.cluster))?;
+    let user = match &context.user {
+        Some(name) => Some(
+            kc.auth_infos
+                .iter()
+                .find(|u| &u.name == name)
+                .and_then(|u| u.auth_info.as_ref())
+                .ok_or_else(|| format!("user {name:?} is not defined"))?,
+        ),
+        None => None,
+    };
+    Ok((context, cluster, user))
+}
+
+/// The API server's address as the cluster's `server` gives it.
+struct Server {
+    url: http::Uri,
+    authority: http::uri::Authority,
+    host: String,
+    port: u16,
+    https: bool,
+}
+
+impl Server {
+    fn of(cluster: &::kube::config::Cluster, name: &str) -> Result<Server, String> {
+        let server = cluster
+            .server
+            .as_deref()
+            .ok_or_else(|| format!("cluster {name:?} has no server"))?;
+        let url: http::Uri = server
+            .parse()
+            .map_err(|e| format!("server {server:?}: {e}"))?;
+        let https = match url.scheme_str() {
+            Some("https") => true,
+            // `kubectl proxy` on the node serves plain HTTP on loopback and adds the
+            // credentials itself; nothing leaves the machine.
+            Some("http") if is_loopback(url.host()) => false,
+            _ => {
+                return Err(format!(
+                    "server {url} is not https: plain http is accepted only for a loopback \
+                     server (127.0.0.0/8, ::1, localhost, e.g. kubectl proxy), because the \
+                     bearer token and pod data would otherwise cross the network in clear text"
+                ));
+            }
+        };
+        let authority = url
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("server {server:?} has no host"))?;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        Ok(Server {
+            url,
+            authority,
+            host,
+            port,
+            https,
+        })
+    }
+}
+
+/// The `Authorization` header (a bearer token) and the client identity (certificate and
+/// key) of `user`; credentials a CNI call must not use are refused naming their key.
+fn credentials(
+    user: &::kube::config::AuthInfo,
+    user_name: &str,
+    origin: &str,
+) -> Result<(Option<http::HeaderValue>, Option<Identity>), StoreError> {
+    let malformed = |reason: String| malformed(origin, reason);
+    let refused = [
+        (user.exec.is_some(), "exec"),
+        (user.auth_provider.is_some(), "auth-provider"),
+        (
+            user.username.is_some() || user.password.is_some(),
+            "username/password",
+        ),
+        (
+            user.impersonate.is_some()
+                || user.impersonate_uid.is_some()
+                || user.impersonate_groups.is_some()
+                || user.impersonate_user_extra.is_some(),
+            "as (impersonation)",
+        ),
+    ];
+    if let Some((_, key)) = refused.iter().find(|(set, _)| *set) {
+        return Err(malformed(format!(
+            "user {user_name:?}: {key} credentials are not supported by the CNI binary; use \
+             token, tokenFile or a client certificate"
+        )));
+    }
+    let token = match (&user.token, &user.token_file) {
+        (Some(t), _) => Some(t.expose_secret().to_string()),
+        (None, Some(file)) => Some(read_token_file(file, origin)?),
+        (None, None) => None,
+    };
+    let mut authorization = None;
+    if let Some(token) = token {
+        let token = token.trim();
+        let mut value = http::HeaderValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| malformed("the token is not a valid HTTP header value".into()))?;
+        value.set_sensitive(true);
+        authorization = Some(value);
+    }
+    let cert = data_or_file(
+        user.client_certificate_data.as_deref(),
+        user.client_certificate.as_deref(),
+        "client-certificate",
+    )
+    .map_err(&malformed)?;
+    let key = data_or_file(
+        user.client_key_data.as_ref().map(|k| k.expose_secret()),
+        user.client_key.as_deref(),
+        "client-key",
+    )
+    .map_err(&malformed)?;
+    let identity = match (cert, key) {
+        (Some(cert), Some(key)) => Some(client_identity(&cert, &key).map_err(&malformed)?),
+        (None, None) => None,
+        _ => {
+            return Err(malformed(
+                "a client certificate needs both client-certificate and client-key".into(),
+            ));
+        }
+    };
+    Ok((authorization, identity))
+}
+
+/// TLS towards the server: the kubeconfig's CA only, the server name it names (or the host).
+fn tls(
+    cluster: &::kube::config::Cluster,
+    host: &str,
+    identity: Option<Identity>,
+) -> Result<Tls, String> {
+    let ca = data_or_file(
+        cluster.certificate_authority_data.as_deref(),
+        cluster.certificate_authority.as_deref(),
+        "certificate-authority",
+    )?;
+    let server_name = cluster.tls_server_name.as_deref().unwrap_or(host);
+    let server_name = ServerName::try_from(server_name.to_string())
+        .map_err(|e| format!("server name {server_name:?}: {e}"))?;
+    Ok(Tls {
+        has_ca: ca.is_some(),
+        config: Arc::new(client_config(ca.as_deref(), identity)?),
+        server_name,
     })
 }
 
