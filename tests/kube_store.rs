@@ -716,3 +716,21 @@ fn network_status_of_a_rich_pod() {
     n.call("DEL", "c-rich", &pod, "rich").run_json(&conf).ok();
     n.w.assert_clean(Some(&pod));
 }
+
+/// A response announcing more than the body cap is refused from its headers, once (not
+/// retried: a bigger answer will not shrink), as code 11 naming the cap; nothing is created.
+#[test]
+fn a_response_over_the_body_cap_is_refused_without_a_retry() {
+    let n = Node::new();
+    n.pod("web", Some("blue"));
+    let conf = n.conf();
+    n.api.fault_next(Route::GetPod, 1, Fault::HugeBody(9 << 20));
+    let pod = PodNs::new();
+    let err = n.call("ADD", "c-huge", &pod, "web").run_json(&conf).err(11);
+    assert!(
+        err.to_string().contains("byte limit"),
+        "the error does not name the cap: {err}"
+    );
+    assert_eq!(count(&n.api.requests(), Route::GetPod), 1, "retried");
+    assert_nothing_created(&n, &pod);
+}

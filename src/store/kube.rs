@@ -403,6 +403,30 @@ enum Failure {
     Fatal(String),
 }
 
+fn too_large(len: usize) -> Failure {
+    Failure::Fatal(format!(
+        "response of {len} bytes is over the {MAX_BODY_BYTES}-byte limit"
+    ))
+}
+
+/// What both clients read from a response's headers before its body: the server's
+/// `Retry-After` (seconds), and a refusal when `Content-Length` announces more than the cap.
+fn response_head(headers: &http::HeaderMap) -> Result<Option<Duration>, Failure> {
+    let value = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+    };
+    if let Some(len) = value(http::header::CONTENT_LENGTH).and_then(|v| v.parse::<usize>().ok())
+        && len > MAX_BODY_BYTES
+    {
+        return Err(too_large(len));
+    }
+    Ok(value(http::header::RETRY_AFTER)
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs))
+}
+
 fn unavailable(what: &str, reason: String, attempts: u32) -> StoreError {
     let step = format!("{what}: {reason} (after {attempts} attempt(s))");
     StoreError::Unavailable {

@@ -2,9 +2,8 @@
 //! its reflectors) and the unit tests' scripted mocks. The one-shot binary never builds one
 //! (it uses `wire`), so none of this is in its code.
 
-use super::{Failure, MAX_BODY_BYTES, Reply, chain};
+use super::{Failure, MAX_BODY_BYTES, Reply, chain, response_head};
 use ::kube::client::{Body, Client};
-use std::time::Duration;
 
 pub(super) async fn send(
     client: &Client,
@@ -15,23 +14,7 @@ pub(super) async fn send(
         .await
         .map_err(transport_failure)?;
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    if let Some(len) = response
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        && len > MAX_BODY_BYTES
-    {
-        return Err(Failure::Fatal(format!(
-            "response of {len} bytes is over the {MAX_BODY_BYTES}-byte limit"
-        )));
-    }
+    let retry_after = response_head(response.headers())?;
     let body = response
         .into_body()
         .collect_bytes()

@@ -12,7 +12,7 @@
 //! blocking pool, so the connect timeout bounds it).
 
 use super::kubeconfig::Endpoint;
-use super::{Failure, MAX_BODY_BYTES, Reply, chain};
+use super::{Failure, MAX_BODY_BYTES, Reply, chain, response_head, too_large};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
@@ -67,21 +67,7 @@ impl Wire {
         }
         .map_err(|e| Failure::Transient(format!("send the request: {}", chain(&e))))?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        if let Some(len) = response
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            && len > MAX_BODY_BYTES
-        {
-            return Err(too_large(len));
-        }
+        let retry_after = response_head(response.headers())?;
         let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
             .collect()
             .await
@@ -225,10 +211,4 @@ fn tls_failure(e: std::io::Error, has_ca: bool) -> Failure {
         " (the kubeconfig names no certificate-authority, and only its CA is trusted)"
     };
     Failure::Fatal(format!("TLS handshake failed: {e}{why}"))
-}
-
-fn too_large(len: usize) -> Failure {
-    Failure::Fatal(format!(
-        "response of {len} bytes is over the {MAX_BODY_BYTES}-byte limit"
-    ))
 }
