@@ -491,6 +491,18 @@ pub fn del(req: &Request) -> Result<(), DelegateError> {
     // A conf ADD refused left nothing to remove, but what needs no conf is still done.
     let conf = parse(req);
     let mut errors = Vec::new();
+    // The rules go first and their socket closes last, after the links (see masq::remove).
+    let mut masq_socket = None;
+    match &conf {
+        Ok(c) if c.ip_masq => {
+            match masq::remove(c.network, req.container_id, req.ifname, req.timeout) {
+                Ok(nft) => masq_socket = Some(nft),
+                Err(e) => errors.push(e),
+            }
+        }
+        Ok(_) => {}
+        Err(_) => {}
+    }
     if let Err(e) = req.ipam_del() {
         errors.push(e);
     }
@@ -503,33 +515,27 @@ pub fn del(req: &Request) -> Result<(), DelegateError> {
     if let Err(e) = owned::remove_node_links(req, &[bridge]) {
         errors.push(e);
     }
-    match conf {
-        Ok(c) if c.ip_masq => {
-            if let Err(e) = masq::remove(c.network, req.container_id, req.ifname, req.timeout) {
-                errors.push(e);
-            }
-        }
-        Ok(_) => {}
-        Err(e) => errors.push(e),
+    if let Err(e) = conf {
+        errors.push(e);
     }
+    drop(masq_socket);
     DelegateError::collect(errors)
 }
 
-/// The pod's `ipMasq` rules alone, for a DEL that removes them before the pod's links: a
-/// netfilter socket's close waits for the kernel to release the deleted rule, which it does
-/// during the grace periods the link removal waits for anyway. The bridge's own DEL then
-/// finds them gone.
+/// The pod's `ipMasq` rules alone, for a DEL that removes them before the pod's links; the
+/// socket comes back to be closed after those (see masq::remove). The bridge's own DEL then
+/// finds the rules gone.
 pub fn remove_masquerade(
     conf: &NetConf,
     container_id: &str,
     ifname: &str,
     timeout: std::time::Duration,
-) -> Result<(), DelegateError> {
+) -> Result<Option<crate::nftables::Nft>, DelegateError> {
     let k = crate::request::Keys(&conf.0);
     if !k.bool("ipMasq")? {
-        return Ok(());
+        return Ok(None);
     }
-    masq::remove(k.str("name")?.unwrap_or(""), container_id, ifname, timeout)
+    masq::remove(k.str("name")?.unwrap_or(""), container_id, ifname, timeout).map(Some)
 }
 
 pub fn check(req: &Request) -> Result<(), DelegateError> {

@@ -110,12 +110,18 @@ pub fn add(
     r.map_err(failed(step))
 }
 
+/// Removes the pod's rules (and the table with the network's last one) and hands back the
+/// socket that did it. Closing a netfilter socket waits until the kernel has released what a
+/// transaction deleted (an RCU grace period) and holds the node netns's nf_tables commit mutex
+/// meanwhile, which the removal of any link of that netns needs too. So a caller that removes
+/// links next closes the socket after them, when the release is long done, and neither waits
+/// for the other.
 pub fn remove(
     network: &str,
     container_id: &str,
     ifname: &str,
     timeout: Duration,
-) -> Result<(), DelegateError> {
+) -> Result<Nft, DelegateError> {
     let _guard = lock(network, timeout)?;
     let table = table_name(network);
     let step = format!("remove masquerade rules from inet {table}");
@@ -153,6 +159,6 @@ pub fn remove(
             .collect();
         nft.apply(FAMILY_INET, &ops)
     };
-    nft.close_detached();
-    result.map_err(failed(step))
+    result.map_err(failed(step))?;
+    Ok(nft)
 }

@@ -41,7 +41,8 @@ pub fn entry(
     how: &Undo,
 ) -> Result<Undone, JournalError> {
     let netns = pod_netns(how.netns, entry);
-    remove_masquerade_first(how, entry);
+    // Closed when this returns, after the links and the delegates' DELs.
+    let _masq_sockets = remove_masquerade_first(how, entry);
     if let Some(ns) = netns.as_deref() {
         let links = pod_links(entry);
         pod::remove_links_together(how.runner, ns, entry.netns_id, &entry.container_id, &links);
@@ -103,12 +104,14 @@ pub fn entry(
     })
 }
 
-/// The built-in bridge's `ipMasq` rules go before any link: the close of the netfilter
-/// socket that deleted them waits for the kernel to release the rules (an RCU grace period),
-/// and the link removal that follows waits for grace periods of its own, during which that
-/// release completes. Removed after the links, the rules would add a grace period to every
-/// masquerading pod's DEL. Best effort: the bridge's DEL removes what is left.
-fn remove_masquerade_first(how: &Undo, entry: &Entry) {
+/// The built-in bridge's `ipMasq` rules go before any link, and the sockets that removed them
+/// are closed after the links. Such a close waits for the kernel to release the rules (an
+/// RCU grace period) while holding the node's nf_tables commit mutex, which the removal of the
+/// pod's veth needs too; the link removal waits for grace periods of its own, during which the
+/// release completes, so the close at the end costs nothing. Any other order adds a grace
+/// period to every masquerading pod's DEL. Best effort: the bridge's DEL removes what is left.
+fn remove_masquerade_first(how: &Undo, entry: &Entry) -> Vec<delegates::nftables::Nft> {
+    let mut sockets = Vec::new();
     for a in entry.attachments.iter().rev() {
         if a.state == State::Removed
             || how.runner.builtin(a.first_plugin().unwrap_or_default()) != Some(Kind::Bridge)
@@ -124,11 +127,15 @@ fn remove_masquerade_first(how: &Undo, entry: &Entry) {
             &a.ifname,
             how.runner.timeout,
         );
-        if let Err(e) = removed {
-            tracing::warn!(network = %a.network, error = %e, "masquerade rules left to the bridge's DEL");
+        match removed {
+            Ok(socket) => sockets.extend(socket),
+            Err(e) => {
+                tracing::warn!(network = %a.network, error = %e, "masquerade rules left to the bridge's DEL")
+            }
         }
     }
     cni::fault::point("del-after-masquerade-removed");
+    sockets
 }
 
 /// Counts a failed DEL. A delegate whose DEL never succeeds would keep the pod from ever
