@@ -85,6 +85,29 @@ fn round_robin_continues_after_the_last_reserved_address() {
     );
 }
 
+/// `last_reserved_ip.N` is overwritten in place: a shorter address after a longer one must
+/// leave exactly the new text, as the reference's truncate-and-write does.
+#[test]
+fn last_reserved_ip_holds_exactly_the_last_address() {
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/24");
+    let a = CniArgs::default();
+    let last = dir.path().join(NETWORK).join("last_reserved_ip.0");
+    let mut c100 = c.clone();
+    c100.set("args", json!({"cni": {"ips": ["10.9.0.100"]}}));
+    ipam::add(&req("long", "eth0", &c100, &a)).unwrap();
+    assert_eq!(std::fs::read_to_string(&last).unwrap(), "10.9.0.100");
+    let mut c7 = c.clone();
+    c7.set("args", json!({"cni": {"ips": ["10.9.0.7"]}}));
+    ipam::add(&req("short", "eth0", &c7, &a)).unwrap();
+    assert_eq!(std::fs::read_to_string(&last).unwrap(), "10.9.0.7");
+    // The allocation that follows starts after it.
+    assert_eq!(
+        addrs(&ipam::add(&req("next", "eth0", &c, &a)).unwrap()),
+        ["10.9.0.8/24"]
+    );
+}
+
 #[test]
 fn requested_addresses_from_runtime_config_args_and_cni_args() {
     let dir = TempDir::new().unwrap();
