@@ -22,8 +22,18 @@ pub fn is_gone(e: &rtnetlink::Error) -> bool {
     matches!(errno(e), Some(ENODEV | ENOENT | ESRCH))
 }
 
+/// A link query without the link's counters, which nothing here reads: they are a fifth of
+/// the answer (1.5 KiB → 1.2 KiB for a macvlan), and every attachment makes a lookup.
+fn get(h: &Handle) -> rtnetlink::LinkGetRequest {
+    use rtnetlink::packet_route::AddressFamily;
+    use rtnetlink::packet_route::link::LinkExtentMask;
+    h.link()
+        .get()
+        .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
+}
+
 pub async fn by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>, rtnetlink::Error> {
-    match h.link().get().match_name(name).execute().try_next().await {
+    match get(h).match_name(name).execute().try_next().await {
         Ok(link) => Ok(link),
         Err(e) if is_gone(&e) => Ok(None),
         Err(e) => Err(e),
@@ -31,7 +41,7 @@ pub async fn by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>, rtne
 }
 
 pub async fn by_index(h: &Handle, index: u32) -> Result<Option<LinkMessage>, rtnetlink::Error> {
-    match h.link().get().match_index(index).execute().try_next().await {
+    match get(h).match_index(index).execute().try_next().await {
         Ok(link) => Ok(link),
         Err(e) if is_gone(&e) => Ok(None),
         Err(e) => Err(e),

@@ -6,6 +6,7 @@
 use crate::error::{DelegateError, errno};
 use crate::kind::Delegate;
 use crate::link;
+use crate::netns::{self, NsId};
 use crate::owned::{self, Added, Side};
 use crate::request::Request;
 use cni::result::Interface;
@@ -168,15 +169,22 @@ pub(crate) fn add_sublink(req: &Request, spec: &SubLink) -> Result<Added, Delega
     let pod_fd = netns.fd();
     let sandbox = netns.path().display().to_string();
     let to_configure = result.clone();
+    let master_key = netns::session_seq().map(|session| MasterKey {
+        session,
+        pod: spec.link_in_container.then_some(pod_ns),
+        name: spec.master.map(str::to_string),
+    });
+    let cached = master_key.as_ref().and_then(cached_master);
     let created = netns.run_with_host(|host, pod| async move {
         let parent = if spec.link_in_container { &pod } else { &host };
-        let master = match spec.master {
-            Some(name) => link::by_name(parent, name)
+        let master = match (cached, spec.master) {
+            (Some(index), _) => index,
+            (None, Some(name)) => link::by_name(parent, name)
                 .await
                 .map_err(|e| DelegateError::netlink(format!("look up master {name}"), e))?
                 .map(|l| l.header.index)
                 .ok_or_else(|| DelegateError::config("master", format!("link {name} not found")))?,
-            None => default_route_link(parent).await?.ok_or_else(|| {
+            (None, None) => default_route_link(parent).await?.ok_or_else(|| {
                 DelegateError::config(
                     "master",
                     "not set and there is no default route to take it from",
@@ -218,10 +226,14 @@ pub(crate) fn add_sublink(req: &Request, spec: &SubLink) -> Result<Added, Delega
                 ..Default::default()
             },
             owned::record(Side::Pod, &pod_link, pod_ns),
+            master,
         ))
     });
     match created {
-        Ok(Ok((iface, owned))) => {
+        Ok(Ok((iface, owned, master))) => {
+            if let Some(key) = master_key {
+                remember_master(key, master);
+            }
             result.interfaces = vec![iface];
             for ip in &mut result.ips {
                 ip.interface = Some(0);
@@ -240,6 +252,36 @@ pub(crate) fn add_sublink(req: &Request, spec: &SubLink) -> Result<Added, Delega
             Err(e.into())
         }
     }
+}
+
+/// A master looked up in this call: a pod with many attachments on one master (the usual
+/// shape) looks it up once, not once per attachment. Kept for the session only, so a master
+/// renamed or replaced between calls is looked up afresh.
+#[derive(PartialEq)]
+struct MasterKey {
+    session: u64,
+    /// The pod's netns for a master inside it; `None` for the node's.
+    pod: Option<NsId>,
+    /// `None`: the default route's interface.
+    name: Option<String>,
+}
+
+thread_local! {
+    static MASTERS: std::cell::RefCell<Vec<(MasterKey, u32)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn cached_master(key: &MasterKey) -> Option<u32> {
+    MASTERS.with(|m| m.borrow().iter().find(|(k, _)| k == key).map(|(_, i)| *i))
+}
+
+fn remember_master(key: MasterKey, index: u32) {
+    MASTERS.with(|m| {
+        let mut m = m.borrow_mut();
+        // Entries of earlier sessions are of no use any more.
+        m.retain(|(k, _)| k.session == key.session);
+        m.push((key, index));
+    });
 }
 
 pub(crate) fn del_sublink(req: &Request) -> Result<(), DelegateError> {

@@ -284,8 +284,17 @@ pub fn session<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+static SESSION_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// The calling thread's session, as a number no other session of this process had: what a
+/// cache of one call's lookups is keyed by. `None` outside a session.
+pub fn session_seq() -> Option<u64> {
+    SESSION.with(|s| s.borrow().as_ref().map(|s| s.seq))
+}
+
 /// The calling thread's netlink worker for one call.
 struct Session {
+    seq: u64,
     rt: tokio::runtime::Runtime,
     /// The calling thread's netns (the node's), and its connection once made.
     here: NsId,
@@ -297,6 +306,7 @@ struct Session {
 impl Session {
     fn new() -> std::io::Result<Session> {
         Ok(Session {
+            seq: SESSION_SEQ.fetch_add(1, Ordering::Relaxed),
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?,

@@ -151,6 +151,28 @@ fn master_defaults_to_the_default_route_interface() {
     });
 }
 
+/// One call looks a master up once for all its attachments; the next call looks again, so an
+/// uplink replaced between two calls (a new index under the same name) is the one it uses.
+#[test]
+fn master_is_looked_up_once_per_call_not_across_calls() {
+    let node = node();
+    let pods = [TestNs::new(), TestNs::new(), TestNs::new()];
+    let n = net(json!({}));
+    // Both calls on one thread, as a daemon's worker makes them.
+    let (first, second) = node.enter(|| {
+        delegates::netns::session(|| {
+            add(&n, "c-1", pods[0].path()).unwrap();
+            add(&n, "c-2", pods[1].path()).unwrap();
+        });
+        let first = ifindex(&node, "up0");
+        node.sh("ip link del up0 && ip link add up0 type veth peer name up1 && ip link set up0 up && ip link set up1 up");
+        delegates::netns::session(|| add(&n, "c-3", pods[2].path()).unwrap());
+        (first, ifindex(&node, "up0"))
+    });
+    assert_ne!(first, second);
+    assert_eq!(link(&pods[2], "eth0")["link_index"], second);
+}
+
 #[test]
 fn no_master_and_no_default_route_is_a_config_error() {
     let node = node();
