@@ -21,7 +21,11 @@
 //! masquerade table with its last rule, which a busy node rarely sees.
 //!
 //! `cargo bench --bench cycle` (as root, with netavark installed). `PLEXUS_BENCH_ROUNDS` sets
-//! the rounds (15), `PLEXUS_BENCH_N` the attachment counts (`1,4,16`).
+//! the rounds (15), `PLEXUS_BENCH_N` the attachment counts (`1,4,16`), `PLEXUS_BENCH_ONLY` a
+//! comma-separated subset of the variants (for profiling), `PLEXUS_BENCH_LOG_DIR` a folder for
+//! each Plexus variant's debug log, `PLEXUS_BENCH_BASELINE` the path of another plexus build
+//! to run as a seventh variant (`baseline built-in`, the built-in conf) for a before/after
+//! comparison in one run.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/common/mod.rs"]
@@ -32,7 +36,7 @@ mod netavark;
 use common::*;
 use netavark::Netavark;
 use serde_json::{Value, json};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -44,18 +48,32 @@ enum Variant {
     Direct,
     Netavark,
     NetavarkMasq,
+    Baseline,
 }
 
-const VARIANTS: [Variant; 6] = [
+const VARIANTS: [Variant; 7] = [
     Variant::Builtin,
     Variant::BuiltinMasq,
     Variant::Exec,
     Variant::Direct,
     Variant::Netavark,
     Variant::NetavarkMasq,
+    Variant::Baseline,
 ];
 
 impl Variant {
+    fn key(self) -> &'static str {
+        match self {
+            Variant::Builtin => "builtin",
+            Variant::BuiltinMasq => "builtin-masq",
+            Variant::Exec => "exec",
+            Variant::Direct => "direct",
+            Variant::Netavark => "netavark",
+            Variant::NetavarkMasq => "netavark-masq",
+            Variant::Baseline => "baseline",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Variant::Builtin => "plexus built-in",
@@ -64,6 +82,7 @@ impl Variant {
             Variant::Direct => "reference direct",
             Variant::Netavark => "netavark",
             Variant::NetavarkMasq => "netavark +masq",
+            Variant::Baseline => "baseline built-in",
         }
     }
 }
@@ -76,6 +95,9 @@ struct Bench {
     builtin_masq: Value,
     exec: Value,
     netavark: Netavark,
+    /// `PLEXUS_BENCH_BASELINE`: another build of plexus, run like `plexus built-in`, to
+    /// compare two builds in one run.
+    baseline: Option<PathBuf>,
 }
 
 fn exec_plugin(plugin: &str, command: &str, cid: &str, netns: &Path, ifname: &str, conf: &Value) {
@@ -108,11 +130,29 @@ impl Bench {
             let networks: Vec<String> = (1..=n).map(|i| format!("m{i}")).collect();
             w.pod("default", &format!("p{n}"), &networks.join(","));
         }
+        // A per-step breakdown: each Plexus variant's debug log, with a timestamp per step,
+        // in a file of its own. Logging costs time, so the medians of such a run are not the
+        // ones to report.
+        let log = |name: &str| match std::env::var("PLEXUS_BENCH_LOG_DIR") {
+            Ok(dir) => json!({"logLevel": "debug", "logFile": format!("{dir}/{name}.log")}),
+            Err(_) => json!({}),
+        };
+        let with = |a: Value, b: Value| match (a, b) {
+            (Value::Object(mut a), Value::Object(b)) => {
+                a.extend(b);
+                Value::Object(a)
+            }
+            (a, _) => a,
+        };
         Bench {
-            builtin: w.plexus_conf(&cluster, json!({"builtins": true})),
-            builtin_masq: w.plexus_conf(&masq_cluster, json!({"builtins": true})),
-            exec: w.plexus_conf(&cluster, json!({})),
+            builtin: w.plexus_conf(&cluster, with(json!({"builtins": true}), log("builtin"))),
+            builtin_masq: w.plexus_conf(
+                &masq_cluster,
+                with(json!({"builtins": true}), log("builtin-masq")),
+            ),
+            exec: w.plexus_conf(&cluster, log("exec")),
             netavark: Netavark::new(w.tmp.path()),
+            baseline: std::env::var_os("PLEXUS_BENCH_BASELINE").map(PathBuf::from),
             cluster,
             secondaries,
             w,
@@ -129,6 +169,11 @@ impl Bench {
         };
         match v {
             Variant::Builtin => plexus(&self.builtin),
+            Variant::Baseline => {
+                let mut call = self.plexus_call(command, pod, n, cid);
+                call.program = self.baseline.clone();
+                call.run_json(&self.builtin).ok();
+            }
             Variant::BuiltinMasq => plexus(&self.builtin_masq),
             Variant::Exec => plexus(&self.exec),
             Variant::Direct => {
@@ -189,7 +234,8 @@ impl Bench {
 
 fn median(mut v: Vec<Duration>) -> f64 {
     v.sort();
-    v[v.len() / 2].as_secs_f64() * 1000.0
+    v.get(v.len() / 2)
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
 }
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -209,6 +255,10 @@ fn main() {
         .filter_map(|n| n.trim().parse().ok())
         .filter(|n| (1..=16).contains(n))
         .collect();
+    // For a profile of one variant: `PLEXUS_BENCH_ONLY=builtin` (the keys below); the
+    // ratios of such a run are NaN.
+    let only_var = std::env::var("PLEXUS_BENCH_ONLY").unwrap_or_default();
+    let only: Vec<&str> = only_var.split(',').filter(|k| !k.is_empty()).collect();
     let b = Bench::new();
 
     // Peak RSS of plexus itself: the largest child reaped so far, read before anything else
@@ -243,6 +293,11 @@ fn main() {
         for round in 0..rounds {
             for k in 0..VARIANTS.len() {
                 let i = (round + k) % VARIANTS.len();
+                let skip = (!only.is_empty() && !only.contains(&VARIANTS[i].key()))
+                    || (VARIANTS[i] == Variant::Baseline && b.baseline.is_none());
+                if skip {
+                    continue;
+                }
                 let (a, d) = b.cycle(VARIANTS[i], n, &format!("c-{n}-{round}-{i}"));
                 add[i].push(a);
                 del[i].push(d);
@@ -255,6 +310,9 @@ fn main() {
         println!("\nN = {n}");
         println!("{:<24}{:>8}{:>8}{:>8}", "", "ADD", "DEL", "cycle");
         for (i, v) in VARIANTS.iter().enumerate() {
+            if add[i].is_nan() {
+                continue;
+            }
             println!(
                 "{:<24}{:>8.1}{:>8.1}{:>8.1}",
                 v.name(),
@@ -296,6 +354,12 @@ fn main() {
             add[m] - add[p],
             del[m] - del[p]
         );
+        if b.baseline.is_some() {
+            println!(
+                "  plexus built-in vs baseline built-in:      {}",
+                ratio(Variant::Builtin, Variant::Baseline)
+            );
+        }
     }
     println!(
         "\npeak RSS of plexus (built-in, N=16): {:.1} MiB",

@@ -213,6 +213,7 @@ fn version_with_libcni_placeholders_answers() {
         path: "dummy".into(),
         extra_env: Vec::new(),
         unset: Vec::new(),
+        program: None,
     };
     let out = call.run(br#"{"cniVersion":"1.0.0","name":"x","type":"plexus"}"#);
     out.ok();

@@ -649,6 +649,8 @@ pub struct Call {
     pub path: String,
     pub extra_env: Vec<(String, String)>,
     pub unset: Vec<String>,
+    /// Another plexus binary than this build's (the bench's baseline build).
+    pub program: Option<PathBuf>,
 }
 
 impl Call {
@@ -664,6 +666,7 @@ impl Call {
             path: w.cni_path(),
             extra_env: Vec::new(),
             unset: Vec::new(),
+            program: None,
         }
     }
 
@@ -682,7 +685,11 @@ impl Call {
 
     /// The plexus command with this call's environment, stdio not set yet.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plexus"));
+        let program = self
+            .program
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_plexus")));
+        let mut cmd = Command::new(program);
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", &self.command)
