@@ -18,7 +18,8 @@
 //! `PLEXUS_BENCH_N` the attachment counts (`1,4,16`), `PLEXUS_BENCH_BURSTS` the rounds of 64
 //! concurrent pods (2), `PLEXUS_BENCH_CHURN` the daemon's ADD/DEL cycles for the RSS figure
 //! (1000; `10000` for the figure in docs/daemon.md, about two more minutes),
-//! `PLEXUS_BENCH_PAUSE_MS` the pause after each cycle (50).
+//! `PLEXUS_BENCH_PAUSE_MS` the pause after each cycle (50), `PLEXUS_BENCH_DAEMON_LOG` the
+//! daemon's log level (`warn`).
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/common/mod.rs"]
@@ -144,7 +145,13 @@ impl Bench {
         let child = Command::new(env!("CARGO_BIN_EXE_plexus"))
             .arg("daemon")
             .args(["--node-name", "node-1", "--metrics-address", METRICS])
-            .args(["--log-level", "warn", "--no-conf", "--max-calls", "16"])
+            // `PLEXUS_BENCH_DAEMON_LOG=debug`: a timestamp per step in `daemon.log` of the
+            // bench's temporary directory (kept with `PLEXUS_BENCH_SERVE`); not for figures.
+            .args([
+                "--log-level",
+                &env_or("PLEXUS_BENCH_DAEMON_LOG", "warn".to_string()),
+            ])
+            .args(["--no-conf", "--max-calls", "16"])
             .arg("--api-kubeconfig")
             .arg(self.w.tmp.path().join("kubeconfig"))
             .arg("--daemon-socket-dir")
