@@ -32,10 +32,13 @@
 mod common;
 #[path = "support/netavark.rs"]
 mod netavark;
+#[path = "support/stats.rs"]
+mod stats;
 
 use common::*;
 use netavark::Netavark;
 use serde_json::{Value, json};
+use stats::{env_or, median};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -232,29 +235,11 @@ impl Bench {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> f64 {
-    v.sort();
-    v.get(v.len() / 2)
-        .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
-}
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     enter_node_netns();
     let rounds: usize = env_or("PLEXUS_BENCH_ROUNDS", 15);
     let pause = Duration::from_millis(env_or("PLEXUS_BENCH_PAUSE_MS", 50));
-    let counts: Vec<usize> = std::env::var("PLEXUS_BENCH_N")
-        .unwrap_or_else(|_| "1,4,16".into())
-        .split(',')
-        .filter_map(|n| n.trim().parse().ok())
-        .filter(|n| (1..=16).contains(n))
-        .collect();
+    let counts = stats::counts();
     // For a profile of one variant: `PLEXUS_BENCH_ONLY=builtin` (the keys below); the
     // ratios of such a run are NaN.
     let only_var = std::env::var("PLEXUS_BENCH_ONLY").unwrap_or_default();
@@ -305,7 +290,7 @@ fn main() {
                 std::thread::sleep(pause);
             }
         }
-        let med = |v: &Vec<Vec<Duration>>| -> Vec<f64> { v.iter().cloned().map(median).collect() };
+        let med = |v: &Vec<Vec<Duration>>| -> Vec<f64> { v.iter().map(|s| median(s)).collect() };
         let (add, del, cycle) = (med(&add), med(&del), med(&cycle));
         println!("\nN = {n}");
         println!("{:<24}{:>8}{:>8}{:>8}", "", "ADD", "DEL", "cycle");

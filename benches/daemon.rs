@@ -24,10 +24,13 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/stats.rs"]
+mod stats;
 
 use common::apiserver::{FakeApi, FakeOptions, Logged, Route, nad_object, pod_object};
 use common::*;
 use serde_json::{Value, json};
+use stats::{env_or, median, percentile};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -346,30 +349,6 @@ fn http_get(addr: &str, path: &str) -> Option<u16> {
     text.split(' ').nth(1)?.parse().ok()
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn percentile(v: &[Duration], p: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort();
-    let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
-    ms(v[i])
-}
-
-fn median(v: &[Duration]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort();
-    ms(v[v.len() / 2])
-}
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Requests by kind, as `GET pod 1, GET NAD 4, PATCH status 1, POST event 5`.
 fn tally(requests: &[Logged]) -> String {
     let kinds = [
@@ -401,12 +380,7 @@ fn main() {
     let bursts: usize = env_or("PLEXUS_BENCH_BURSTS", 2);
     let churn: usize = env_or("PLEXUS_BENCH_CHURN", 1000);
     let pause = Duration::from_millis(env_or("PLEXUS_BENCH_PAUSE_MS", 50));
-    let counts: Vec<usize> = std::env::var("PLEXUS_BENCH_N")
-        .unwrap_or_else(|_| "1,4,16".into())
-        .split(',')
-        .filter_map(|n| n.trim().parse().ok())
-        .filter(|n| (1..=16).contains(n))
-        .collect();
+    let counts = stats::counts();
     let b = Bench::new();
     if let Some(secs) = std::env::var("PLEXUS_BENCH_SERVE")
         .ok()
