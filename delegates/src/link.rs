@@ -209,6 +209,16 @@ pub async fn configure(
     result: &CniResult,
 ) -> Result<(), DelegateError> {
     set_up(h, index, ifname, tag).await?;
+    configure_addresses(h, index, ifname, result).await
+}
+
+/// The result's addresses and routes on a link that is up.
+pub async fn configure_addresses(
+    h: &Handle,
+    index: u32,
+    ifname: &str,
+    result: &CniResult,
+) -> Result<(), DelegateError> {
     for ip in &result.ips {
         add_address(h, index, ip.address).await.map_err(|e| {
             DelegateError::netlink(format!("add address {} to {ifname}", ip.address), e)

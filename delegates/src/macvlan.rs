@@ -6,7 +6,7 @@
 use crate::error::{DelegateError, errno};
 use crate::kind::Delegate;
 use crate::link;
-use crate::netns::{self, NsId};
+use crate::netns::{self, NetNs, NsId};
 use crate::owned::{self, Added, Side};
 use crate::request::Request;
 use cni::result::Interface;
@@ -158,24 +158,76 @@ async fn default_route_link(h: &Handle) -> Result<Option<u32>, DelegateError> {
     Ok(None)
 }
 
+/// The link is created before IPAM runs, as the reference plugins order it: an exec'd IPAM
+/// such as dhcp runs its client on the interface, so the interface must exist by then.
 pub(crate) fn add_sublink(req: &Request, spec: &SubLink) -> Result<Added, DelegateError> {
     let netns = req.open_netns(req.netns_required()?)?;
     let pod_ns = netns.id()?;
-    let mut result = req.ipam_add()?;
-    cni::fault::point("sublink-after-ipam");
-    let ifname = req.ifname;
-    let tag = req.tag();
-    let tag = tag.as_str();
-    let pod_fd = netns.fd();
-    let sandbox = netns.path().display().to_string();
-    let to_configure = result.clone();
     let master_key = netns::session_seq().map(|session| MasterKey {
         session,
         pod: spec.link_in_container.then_some(pod_ns),
         name: spec.master.map(str::to_string),
     });
     let cached = master_key.as_ref().and_then(cached_master);
-    let created = netns.run_with_host(|host, pod| async move {
+    let (pod_link, master) = create_sublink(&netns, req, spec, cached)?;
+    let idx = pod_link.header.index;
+    let undo_link = || {
+        let _ = netns.run(|pod| async move { link::delete(&pod, idx).await });
+    };
+    let mut result = match req.ipam_add() {
+        Ok(r) => r,
+        Err(e) => {
+            undo_link();
+            return Err(e);
+        }
+    };
+    cni::fault::point("sublink-after-ipam");
+    let ifname = req.ifname;
+    let configured = netns
+        .run(|pod| {
+            let result = &result;
+            async move { link::configure_addresses(&pod, idx, ifname, result).await }
+        })
+        .map_err(DelegateError::from)
+        .and_then(|r| r);
+    if let Err(e) = configured {
+        undo_link();
+        let _ = req.ipam_del();
+        return Err(e);
+    }
+    cni::fault::point("sublink-after-configure");
+    if let Some(key) = master_key {
+        remember_master(key, master);
+    }
+    result.interfaces = vec![Interface {
+        name: req.ifname.to_string(),
+        mac: link::mac(&pod_link),
+        sandbox: Some(netns.path().display().to_string()),
+        ..Default::default()
+    }];
+    for ip in &mut result.ips {
+        ip.interface = Some(0);
+    }
+    Ok(Added {
+        result,
+        links: vec![owned::record(Side::Pod, &pod_link, pod_ns)],
+    })
+}
+
+/// Creates the link straight into the pod under its final name, reads it back there and
+/// tags it and sets it up in one change (from then on DEL can tell it from a namesake). A
+/// link made but not tagged is removed again.
+fn create_sublink(
+    netns: &NetNs,
+    req: &Request,
+    spec: &SubLink,
+    cached: Option<u32>,
+) -> Result<(LinkMessage, u32), DelegateError> {
+    let ifname = req.ifname;
+    let tag = req.tag();
+    let tag = tag.as_str();
+    let pod_fd = netns.fd();
+    netns.run_with_host(|host, pod| async move {
         let parent = if spec.link_in_container { &pod } else { &host };
         let master = match (cached, spec.master) {
             (Some(index), _) => index,
@@ -212,46 +264,12 @@ pub(crate) fn add_sublink(req: &Request, spec: &SubLink) -> Result<Added, Delega
             })?;
         let pod_link = link::require(&pod, ifname, "read the new interface").await?;
         let idx = pod_link.header.index;
-        // Tagged in its first change: from then on DEL can tell it from a namesake.
-        if let Err(e) = link::configure(&pod, idx, ifname, tag, &to_configure).await {
+        if let Err(e) = link::set_up(&pod, idx, ifname, tag).await {
             let _ = link::delete(&pod, idx).await;
             return Err(e);
         }
-        cni::fault::point("sublink-after-configure");
-        Ok::<_, DelegateError>((
-            Interface {
-                name: ifname.to_string(),
-                mac: link::mac(&pod_link),
-                sandbox: Some(sandbox),
-                ..Default::default()
-            },
-            owned::record(Side::Pod, &pod_link, pod_ns),
-            master,
-        ))
-    });
-    match created {
-        Ok(Ok((iface, owned, master))) => {
-            if let Some(key) = master_key {
-                remember_master(key, master);
-            }
-            result.interfaces = vec![iface];
-            for ip in &mut result.ips {
-                ip.interface = Some(0);
-            }
-            Ok(Added {
-                result,
-                links: vec![owned],
-            })
-        }
-        Ok(Err(e)) => {
-            let _ = req.ipam_del();
-            Err(e)
-        }
-        Err(e) => {
-            let _ = req.ipam_del();
-            Err(e.into())
-        }
-    }
+        Ok::<_, DelegateError>((pod_link, master))
+    })?
 }
 
 /// A master looked up in this call: a pod with many attachments on one master (the usual

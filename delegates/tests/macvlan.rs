@@ -262,6 +262,11 @@ fn bad_mode_is_a_config_error_before_any_allocation() {
 }
 
 fn reference(command: &str, n: &Net, cid: &str, pod: &Path) -> Value {
+    reference_in("/usr/lib/cni", command, n, cid, pod)
+}
+
+/// The reference macvlan with `cni_path` as its `CNI_PATH` (where it finds its IPAM).
+fn reference_in(cni_path: &str, command: &str, n: &Net, cid: &str, pod: &Path) -> Value {
     use std::io::Write;
     let mut child = std::process::Command::new("/usr/lib/cni/macvlan")
         .env_clear()
@@ -269,7 +274,8 @@ fn reference(command: &str, n: &Net, cid: &str, pod: &Path) -> Value {
         .env("CNI_CONTAINERID", cid)
         .env("CNI_NETNS", pod)
         .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
+        .env("CNI_PATH", cni_path)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -331,4 +337,47 @@ fn same_outcome_as_the_reference_macvlan() {
             .status
             .success()
     );
+}
+
+/// An exec'd IPAM runs once the interface is in the pod, as under the reference macvlan: dhcp
+/// runs its client on the interface. The stand-in answers only if it can see `CNI_IFNAME` in
+/// `CNI_NETNS` when it runs.
+#[test]
+fn exec_ipam_runs_once_the_interface_exists_as_under_the_reference() {
+    let node = node();
+    let dir = tempfile::tempdir().unwrap();
+    common::write_executable(
+        &dir.path().join("needs-link"),
+        r#"#!/bin/sh
+[ "$CNI_COMMAND" = ADD ] || exit 0
+if nsenter --net="$CNI_NETNS" ip link show dev "$CNI_IFNAME" >/dev/null 2>&1; then
+  printf '{"cniVersion":"1.0.0","ips":[{"address":"10.79.0.50/24","gateway":"10.79.0.254"}]}'
+else
+  printf '{"cniVersion":"1.0.0","code":11,"msg":"no %s in the pod yet"}' "$CNI_IFNAME"
+  exit 1
+fi
+"#,
+    );
+    let n = net(json!({"ipam": {"type": "needs-link"}}));
+    let (ours, theirs) = (TestNs::new(), TestNs::new());
+    let cni_path = dir.path().display().to_string();
+    node.enter(|| {
+        let ipam = delegates::exec_ipam::ExecIpam {
+            container_id: "c-nl".into(),
+            netns: Some(ours.path().to_path_buf()),
+            ifname: "eth0".into(),
+            cni_path: cni_path.clone(),
+            cni_args: None,
+            timeout: std::time::Duration::from_secs(10),
+        };
+        let r = delegates::add(Kind::Macvlan, &req(&n, "c-nl", Some(ours.path()), &ipam))
+            .unwrap()
+            .result;
+        assert_eq!(r.ips[0].address.to_string(), "10.79.0.50/24");
+        let v = reference_in(&cni_path, "ADD", &n, "c-nl-ref", theirs.path());
+        assert_eq!(v["ips"][0]["address"], "10.79.0.50/24");
+    });
+    // The IPv4 address as the reference configures it (the link-local ones follow the MACs).
+    let addrs = |ns: &TestNs| ns.json("ip -j -4 addr show dev eth0")[0]["addr_info"].clone();
+    assert_eq!(addrs(&ours), addrs(&theirs));
 }
