@@ -28,10 +28,10 @@ const fn p(name: &'static str, during: &'static str) -> Point {
 pub const POINTS: &[Point] = &[
     p("journal-before-rename", "ADD"),
     p("add-after-journal", "ADD"),
-    p("bridge-after-ipam", "ADD"),
+    p("bridge-after-veth", "ADD"),
     p("host-local-before-key", "ADD"),
     p("host-local-after-reserve", "ADD"),
-    p("bridge-after-veth", "ADD"),
+    p("bridge-after-ipam", "ADD"),
     p("add-between-attachments", "ADD"),
     p("sublink-after-ipam", "ADD"),
     p("sublink-after-configure", "ADD"),

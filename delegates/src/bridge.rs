@@ -13,7 +13,7 @@ pub use crate::veth::host_veth_name;
 use crate::veth::{BridgedPort, PodVeth, configure_bridged, create_pod_veth};
 use cni::CniResult;
 use cni::netconf::NetConf;
-use cni::result::{Interface, Route};
+use cni::result::Route;
 use ipnet::IpNet;
 use nix::libc::EEXIST;
 use rtnetlink::packet_route::link::BridgeVlanInfoFlags;
@@ -128,31 +128,48 @@ fn first_host(net: IpNet) -> Option<IpAddr> {
     }
 }
 
+/// The pair is made and bridged before IPAM runs, as the reference bridge plugin orders it:
+/// an exec'd IPAM such as dhcp runs its client on the pod's interface.
 pub fn add(req: &Request) -> Result<Added, DelegateError> {
     let conf = parse(req)?;
     let netns = req.open_netns(req.netns_required()?)?;
-    let mut result = req.ipam_add()?;
+    let made = make_port(req, &conf, &netns)?;
+    let mut result = match req.ipam_add() {
+        Ok(r) => r,
+        Err(e) => {
+            undo_links(req, &made.links);
+            return Err(e);
+        }
+    };
     cni::fault::point("bridge-after-ipam");
     apply_gateways(&conf, &mut result);
-    match setup(req, &conf, &netns, &mut result) {
-        Ok(links) => Ok(Added { result, links }),
+    match configure(req, &conf, &netns, &made, &mut result) {
+        Ok(()) => Ok(Added {
+            result,
+            links: made.links,
+        }),
         Err(e) => {
-            // setup undid the links it made; masquerade rules are added in one nft
-            // transaction as its last step, so none exist. The addresses go last.
+            // Masquerade rules are added in one nft transaction as the last step, so none
+            // exist; the pair goes, then the addresses.
+            undo_links(req, &made.links);
             let _ = req.ipam_del();
             Err(e)
         }
     }
 }
 
-/// Everything after IPAM; on failure nothing it created is left (the bridge and its gateway
-/// address, shared with other pods, stay as the reference plugin leaves them).
-fn setup(
-    req: &Request,
-    conf: &Conf,
-    netns: &NetNs,
-    result: &mut CniResult,
-) -> Result<Vec<OwnedLink>, DelegateError> {
+/// What [`make_port`] made: the bridge as found or created, the pair's host end, and both
+/// ends as the attachment records them.
+struct Made {
+    bridge: rtnetlink::packet_route::link::LinkMessage,
+    host_link: rtnetlink::packet_route::link::LinkMessage,
+    links: Vec<OwnedLink>,
+}
+
+/// The bridge, the veth pair with its host end on it (hairpin, VLAN), and the pod end tagged
+/// and up. A failure leaves nothing of the pair (the bridge, shared with other pods, stays
+/// as the reference plugin leaves it).
+fn make_port(req: &Request, conf: &Conf, netns: &NetNs) -> Result<Made, DelegateError> {
     let (container_id, ifname) = (req.container_id, req.ifname);
     let tag = req.tag();
     let tag = tag.as_str();
@@ -164,19 +181,14 @@ fn setup(
         })?,
     );
     let pod_fd = netns.fd();
-    let to_configure = result.clone();
-    let sandbox = netns.path().display().to_string();
-    let (interfaces, links) = netns.run_with_host(|host, pod| async move {
-        let br = ensure_bridge(&host, conf).await?;
-        if conf.is_gateway {
-            ensure_gateways(&host, &br, conf, &to_configure).await?;
-        }
+    netns.run_with_host(|host, pod| async move {
+        let bridge = ensure_bridge(&host, conf).await?;
         let veth = PodVeth {
             container_id,
             ifname,
             tag,
             pod_fd,
-            controller: br.header.index,
+            controller: bridge.header.index,
             controller_name: conf.bridge,
             mtu: conf.mtu,
             mac: conf.mac.as_deref(),
@@ -184,37 +196,59 @@ fn setup(
         let host_link = create_pod_veth(&host, &pod, &veth).await?;
         // From here on the pair is ours: a failure removes it (its host end takes the pod end).
         cni::fault::point("bridge-after-veth");
-        let port = BridgedPort {
-            bridge: conf.bridge,
-            host_link: &host_link,
-            ifname,
-            tag,
-            sandbox,
-            mtu: None,
-        };
-        match configure_port(&host, &pod, conf, port, &to_configure).await {
-            Ok((interfaces, pod_link)) => Ok((
-                interfaces,
-                vec![
+        match configure_port(&host, &pod, conf, &host_link, ifname, tag).await {
+            Ok(pod_link) => Ok(Made {
+                links: vec![
                     owned::record(Side::Pod, &pod_link, pod_ns),
                     owned::record(Side::Node, &host_link, node_ns),
                 ],
-            )),
+                bridge,
+                host_link,
+            }),
             Err(e) => {
                 let _ = link::delete(&host, host_link.header.index).await;
                 Err(e)
             }
         }
+    })?
+}
+
+/// After IPAM: the gateways on the bridge, the pod end's addresses and routes, then what the
+/// node needs beyond links. The result's interfaces are the bridge's, the host end's and the
+/// pod end's.
+fn configure(
+    req: &Request,
+    conf: &Conf,
+    netns: &NetNs,
+    made: &Made,
+    result: &mut CniResult,
+) -> Result<(), DelegateError> {
+    let to_configure = result.clone();
+    let sandbox = netns.path().display().to_string();
+    let (ifname, tag) = (req.ifname, req.tag());
+    let tag = tag.as_str();
+    let interfaces = netns.run_with_host(|host, pod| async move {
+        if conf.is_gateway {
+            ensure_gateways(&host, &made.bridge, conf, &to_configure).await?;
+        }
+        let port = BridgedPort {
+            bridge: conf.bridge,
+            host_link: &made.host_link,
+            ifname,
+            tag,
+            sandbox,
+            mtu: None,
+        };
+        configure_bridged(&host, &pod, port, &to_configure)
+            .await
+            .map(|(interfaces, _)| interfaces)
     })??;
-    if let Err(e) = node_side(req, conf, &result.ips) {
-        undo_links(req, &links);
-        return Err(e);
-    }
+    node_side(req, conf, &result.ips)?;
     result.interfaces = interfaces;
     for ip in &mut result.ips {
         ip.interface = Some(2);
     }
-    Ok(links)
+    Ok(())
 }
 
 /// Each IPAM gateway as an address of the bridge (`isGateway`).
@@ -234,16 +268,17 @@ async fn ensure_gateways(
     Ok(())
 }
 
-/// The bridge port of a new pair (hairpin, VLAN) and the pod end's addresses and routes.
+/// The bridge port of a new pair (hairpin, VLAN), and the pod end read back, tagged and up.
 async fn configure_port(
     host: &Handle,
     pod: &Handle,
     conf: &Conf<'_>,
-    port: BridgedPort<'_>,
-    result: &CniResult,
-) -> Result<(Vec<Interface>, rtnetlink::packet_route::link::LinkMessage), DelegateError> {
-    let hidx = port.host_link.header.index;
-    let host_name = owned::name(port.host_link).unwrap_or_default();
+    host_link: &rtnetlink::packet_route::link::LinkMessage,
+    ifname: &str,
+    tag: &str,
+) -> Result<rtnetlink::packet_route::link::LinkMessage, DelegateError> {
+    let hidx = host_link.header.index;
+    let host_name = owned::name(host_link).unwrap_or_default();
     if conf.hairpin {
         host.link()
             .set_port(LinkBridgePort::new(hidx).hairpin(true).build())
@@ -254,7 +289,9 @@ async fn configure_port(
     if let Some(vid) = conf.vlan {
         set_port_vlan(host, hidx, host_name, vid).await?;
     }
-    configure_bridged(host, pod, port, result).await
+    let pod_link = link::require(pod, ifname, "read the container interface").await?;
+    link::set_up(pod, pod_link.header.index, ifname, tag).await?;
+    Ok(pod_link)
 }
 
 /// What the node needs beyond links: forwarding for a gateway, masquerading for `ipMasq`.

@@ -518,6 +518,18 @@ fn bad_config_names_the_key_with_code_7() {
 
 /// Runs the reference bridge plugin the way a runtime would, from the calling thread.
 fn reference(command: &str, n: &Net, cid: &str, pod: &Path, ifname: &str) -> Value {
+    reference_in("/usr/lib/cni", command, n, cid, pod, ifname)
+}
+
+/// The reference bridge with `cni_path` as its `CNI_PATH` (where it finds its IPAM).
+fn reference_in(
+    cni_path: &str,
+    command: &str,
+    n: &Net,
+    cid: &str,
+    pod: &Path,
+    ifname: &str,
+) -> Value {
     use std::io::Write;
     let mut child = std::process::Command::new("/usr/lib/cni/bridge")
         .env_clear()
@@ -525,7 +537,8 @@ fn reference(command: &str, n: &Net, cid: &str, pod: &Path, ifname: &str) -> Val
         .env("CNI_CONTAINERID", cid)
         .env("CNI_NETNS", pod)
         .env("CNI_IFNAME", ifname)
-        .env("CNI_PATH", "/usr/lib/cni")
+        .env("CNI_PATH", cni_path)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -632,4 +645,43 @@ fn concurrent_adds_share_a_new_bridge() {
         }
     });
     assert!(reservations(n.data.path(), "brnet").is_empty());
+}
+
+/// An exec'd IPAM runs once the pod's interface exists, as under the reference bridge: dhcp
+/// runs its client on it (the stand-in: `common::write_needs_link_ipam`).
+#[test]
+fn exec_ipam_runs_once_the_interface_exists_as_under_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_needs_link_ipam(dir.path());
+    let cni_path = dir.path().display().to_string();
+    let extra = json!({"ipam": {"type": "needs-link"}});
+    let (ours_net, ref_net) = (net(extra.clone(), v4()), net(extra, v4()));
+    let (ours_node, ref_node) = (TestNs::new(), TestNs::new());
+    let (ours_pod, ref_pod) = (TestNs::new(), TestNs::new());
+    let ours = ours_node.enter(|| {
+        let ipam = delegates::exec_ipam::ExecIpam {
+            container_id: "c-nl".into(),
+            netns: Some(ours_pod.path().to_path_buf()),
+            ifname: "eth0".into(),
+            cni_path: cni_path.clone(),
+            cni_args: None,
+            timeout: std::time::Duration::from_secs(10),
+        };
+        let req = Request {
+            container_id: "c-nl",
+            netns: Some(ours_pod.path()),
+            ifname: "eth0",
+            conf: &ours_net.conf,
+            ipam: &ipam,
+            timeout: std::time::Duration::from_secs(10),
+            owned: &[],
+        };
+        delegates::add(Kind::Bridge, &req).unwrap().result
+    });
+    let theirs =
+        ref_node.enter(|| reference_in(&cni_path, "ADD", &ref_net, "c-nl", ref_pod.path(), "eth0"));
+    assert_eq!(ours.ips[0].address.to_string(), "10.79.0.50/24");
+    assert_eq!(theirs["ips"][0]["address"], "10.79.0.50/24");
+    assert_eq!(addrs(&ours_pod, "eth0"), addrs(&ref_pod, "eth0"));
+    assert_eq!(addrs(&ours_node, "brtest0"), addrs(&ref_node, "brtest0"));
 }

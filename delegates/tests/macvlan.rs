@@ -346,18 +346,7 @@ fn same_outcome_as_the_reference_macvlan() {
 fn exec_ipam_runs_once_the_interface_exists_as_under_the_reference() {
     let node = node();
     let dir = tempfile::tempdir().unwrap();
-    common::write_executable(
-        &dir.path().join("needs-link"),
-        r#"#!/bin/sh
-[ "$CNI_COMMAND" = ADD ] || exit 0
-if nsenter --net="$CNI_NETNS" ip link show dev "$CNI_IFNAME" >/dev/null 2>&1; then
-  printf '{"cniVersion":"1.0.0","ips":[{"address":"10.79.0.50/24","gateway":"10.79.0.254"}]}'
-else
-  printf '{"cniVersion":"1.0.0","code":11,"msg":"no %s in the pod yet"}' "$CNI_IFNAME"
-  exit 1
-fi
-"#,
-    );
+    common::write_needs_link_ipam(dir.path());
     let n = net(json!({"ipam": {"type": "needs-link"}}));
     let (ours, theirs) = (TestNs::new(), TestNs::new());
     let cni_path = dir.path().display().to_string();

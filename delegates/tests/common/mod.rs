@@ -224,3 +224,21 @@ pub fn anywhere() -> &'static [std::path::PathBuf] {
         std::sync::LazyLock::new(|| vec![std::path::PathBuf::from("/")]);
     &ROOT
 }
+
+/// Writes `needs-link` into `dir`: an IPAM plugin that answers ADD only if it can see
+/// `CNI_IFNAME` in `CNI_NETNS` when it runs, as the dhcp plugin needs the interface to run its
+/// client on. The address it hands out is 10.79.0.50/24 (gateway .254).
+pub fn write_needs_link_ipam(dir: &std::path::Path) {
+    write_executable(
+        &dir.join("needs-link"),
+        r#"#!/bin/sh
+[ "$CNI_COMMAND" = ADD ] || exit 0
+if nsenter --net="$CNI_NETNS" ip link show dev "$CNI_IFNAME" >/dev/null 2>&1; then
+  printf '{"cniVersion":"1.0.0","ips":[{"address":"10.79.0.50/24","gateway":"10.79.0.254"}]}'
+else
+  printf '{"cniVersion":"1.0.0","code":11,"msg":"no %s in the pod yet"}' "$CNI_IFNAME"
+  exit 1
+fi
+"#,
+    );
+}
