@@ -10,7 +10,7 @@ use crate::netns::{NetNs, NsId};
 use crate::owned::{self, Added, Expected, OwnedLink, Side};
 use crate::request::Request;
 pub use crate::veth::host_veth_name;
-use crate::veth::{BridgedPort, PodVeth, configure_bridged, create_pod_veth};
+use crate::veth::{BridgedPort, PodVeth, configure_bridged, create_pod_veth, ready_pod_end};
 use cni::CniResult;
 use cni::netconf::NetConf;
 use cni::result::Route;
@@ -163,6 +163,7 @@ pub fn add(req: &Request) -> Result<Added, DelegateError> {
 struct Made {
     bridge: rtnetlink::packet_route::link::LinkMessage,
     host_link: rtnetlink::packet_route::link::LinkMessage,
+    pod_link: rtnetlink::packet_route::link::LinkMessage,
     links: Vec<OwnedLink>,
 }
 
@@ -204,6 +205,7 @@ fn make_port(req: &Request, conf: &Conf, netns: &NetNs) -> Result<Made, Delegate
                 ],
                 bridge,
                 host_link,
+                pod_link,
             }),
             Err(e) => {
                 let _ = link::delete(&host, host_link.header.index).await;
@@ -225,8 +227,7 @@ fn configure(
 ) -> Result<(), DelegateError> {
     let to_configure = result.clone();
     let sandbox = netns.path().display().to_string();
-    let (ifname, tag) = (req.ifname, req.tag());
-    let tag = tag.as_str();
+    let ifname = req.ifname;
     let interfaces = netns.run_with_host(|host, pod| async move {
         if conf.is_gateway {
             ensure_gateways(&host, &made.bridge, conf, &to_configure).await?;
@@ -235,13 +236,10 @@ fn configure(
             bridge: conf.bridge,
             host_link: &made.host_link,
             ifname,
-            tag,
             sandbox,
             mtu: None,
         };
-        configure_bridged(&host, &pod, port, &to_configure)
-            .await
-            .map(|(interfaces, _)| interfaces)
+        configure_bridged(&host, &pod, port, &made.pod_link, &to_configure).await
     })??;
     node_side(req, conf, &result.ips)?;
     result.interfaces = interfaces;
@@ -289,9 +287,7 @@ async fn configure_port(
     if let Some(vid) = conf.vlan {
         set_port_vlan(host, hidx, host_name, vid).await?;
     }
-    let pod_link = link::require(pod, ifname, "read the container interface").await?;
-    link::set_up(pod, pod_link.header.index, ifname, tag).await?;
-    Ok(pod_link)
+    ready_pod_end(pod, ifname, tag).await
 }
 
 /// What the node needs beyond links: forwarding for a gateway, masquerading for `ipMasq`.

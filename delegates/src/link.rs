@@ -198,21 +198,9 @@ pub fn route_message(
     Ok(msg)
 }
 
-/// Puts the IPAM result on a pod interface the way the reference plugins' `ConfigureIface`
-/// does: link up (and tagged), addresses, then routes (a route's gateway defaults to the
-/// gateway of an address of the same family).
-pub async fn configure(
-    h: &Handle,
-    index: u32,
-    ifname: &str,
-    tag: &str,
-    result: &CniResult,
-) -> Result<(), DelegateError> {
-    set_up(h, index, ifname, tag).await?;
-    configure_addresses(h, index, ifname, result).await
-}
-
-/// The result's addresses and routes on a link that is up.
+/// Puts the IPAM result on a pod interface that is up, the way the reference plugins'
+/// `ConfigureIface` does: addresses, then routes (a route's gateway defaults to the gateway of
+/// an address of the same family).
 pub async fn configure_addresses(
     h: &Handle,
     index: u32,

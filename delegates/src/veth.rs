@@ -137,24 +137,34 @@ pub(crate) struct BridgedPort<'a> {
     pub bridge: &'a str,
     pub host_link: &'a LinkMessage,
     pub ifname: &'a str,
-    pub tag: &'a str,
     pub sandbox: String,
     pub mtu: Option<u32>,
 }
 
-/// Puts the IPAM result on the pod end (tagging it), then reports the bridge, the host end
-/// and the pod end, in that order (the reference bridge plugin's), with the pod end's link.
-/// The bridge's MAC may change as ports join, so it is read last.
+/// The pod end of a new pair, read back in the pod, then tagged and set up in one change.
+pub(crate) async fn ready_pod_end(
+    pod: &Handle,
+    ifname: &str,
+    tag: &str,
+) -> Result<LinkMessage, DelegateError> {
+    let pod_link = link::require(pod, ifname, "read the container interface").await?;
+    link::set_up(pod, pod_link.header.index, ifname, tag).await?;
+    Ok(pod_link)
+}
+
+/// Puts the IPAM result on the pod end (made ready by [`ready_pod_end`]), then reports the
+/// bridge, the host end and the pod end, in that order (the reference bridge plugin's). The
+/// bridge's MAC may change as ports join, so it is read last.
 pub(crate) async fn configure_bridged(
     host: &Handle,
     pod: &Handle,
     port: BridgedPort<'_>,
+    pod_link: &LinkMessage,
     result: &CniResult,
-) -> Result<(Vec<Interface>, LinkMessage), DelegateError> {
-    let pod_link = link::require(pod, port.ifname, "read the container interface").await?;
-    link::configure(pod, pod_link.header.index, port.ifname, port.tag, result).await?;
+) -> Result<Vec<Interface>, DelegateError> {
+    link::configure_addresses(pod, pod_link.header.index, port.ifname, result).await?;
     let bridge = link::require(host, port.bridge, "read the bridge").await?;
-    let interfaces = vec![
+    Ok(vec![
         Interface {
             name: port.bridge.to_string(),
             mac: link::mac(&bridge),
@@ -169,13 +179,12 @@ pub(crate) async fn configure_bridged(
         },
         Interface {
             name: port.ifname.to_string(),
-            mac: link::mac(&pod_link),
+            mac: link::mac(pod_link),
             mtu: port.mtu,
             sandbox: Some(port.sandbox),
             ..Default::default()
         },
-    ];
-    Ok((interfaces, pod_link))
+    ])
 }
 
 #[cfg(test)]

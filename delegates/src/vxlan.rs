@@ -17,7 +17,7 @@ use crate::link;
 use crate::netns::{NetNs, NsId};
 use crate::owned::{self, Added, OwnedLink, Side};
 use crate::request::Request;
-use crate::veth::{BridgedPort, PodVeth, configure_bridged, create_pod_veth};
+use crate::veth::{BridgedPort, PodVeth, configure_bridged, create_pod_veth, ready_pod_end};
 use cni::CniResult;
 use cni::result::Interface;
 use futures::{StreamExt, TryStreamExt};
@@ -250,11 +250,15 @@ fn plug(
             bridge: &c.bridge,
             host_link: &host_link,
             ifname,
-            tag,
             sandbox,
             mtu: Some(mtu),
         };
-        match configure_bridged(&host, &pod, port, result).await {
+        let configured = async {
+            let pod_link = ready_pod_end(&pod, ifname, tag).await?;
+            let interfaces = configure_bridged(&host, &pod, port, &pod_link, result).await?;
+            Ok::<_, DelegateError>((interfaces, pod_link))
+        };
+        match configured.await {
             Ok((interfaces, pod_link)) => Ok((
                 interfaces,
                 vec![
