@@ -496,6 +496,32 @@ fn failed_link_setup_releases_ipam_and_leaves_no_host_veth() {
     });
 }
 
+/// IPAM runs after the pair is made: when it fails (its one address is taken), the pair goes
+/// again and nothing of this pod is reserved.
+#[test]
+fn an_ipam_failure_removes_the_new_pair() {
+    let node = TestNs::new();
+    let pod = TestNs::new();
+    let n = net(
+        json!({}),
+        json!([[{"subnet": "10.77.0.0/24", "rangeStart": "10.77.0.5", "rangeEnd": "10.77.0.5"}]]),
+    );
+    std::fs::create_dir_all(n.data.path().join("brnet")).unwrap();
+    std::fs::write(
+        n.data.path().join("brnet/10.77.0.5"),
+        "someone-else\r\neth0",
+    )
+    .unwrap();
+    node.enter(|| {
+        let e = add(&n, "c-ipf", pod.path(), "eth0").unwrap_err();
+        assert!(matches!(e, delegates::DelegateError::Ipam(_)), "{e}");
+        let host = delegates::veth::host_veth_name("c-ipf", "eth0");
+        assert!(!link_exists(&node, &host), "host end left");
+        assert!(!link_exists(&pod, "eth0"), "pod end left");
+        assert_eq!(reservations(n.data.path(), "brnet"), ["10.77.0.5"]);
+    });
+}
+
 #[test]
 fn bad_config_names_the_key_with_code_7() {
     let node = TestNs::new();
@@ -659,14 +685,7 @@ fn exec_ipam_runs_once_the_interface_exists_as_under_the_reference() {
     let (ours_node, ref_node) = (TestNs::new(), TestNs::new());
     let (ours_pod, ref_pod) = (TestNs::new(), TestNs::new());
     let ours = ours_node.enter(|| {
-        let ipam = delegates::exec_ipam::ExecIpam {
-            container_id: "c-nl".into(),
-            netns: Some(ours_pod.path().to_path_buf()),
-            ifname: "eth0".into(),
-            cni_path: cni_path.clone(),
-            cni_args: None,
-            timeout: std::time::Duration::from_secs(10),
-        };
+        let ipam = common::exec_ipam_from(&cni_path, "c-nl", Some(ours_pod.path()), "eth0");
         let req = Request {
             container_id: "c-nl",
             netns: Some(ours_pod.path()),

@@ -173,6 +173,34 @@ fn master_is_looked_up_once_per_call_not_across_calls() {
     assert_eq!(link(&pods[2], "eth0")["link_index"], second);
 }
 
+/// IPAM runs after the link is made: when it fails (its one address is taken), the link goes
+/// again and nothing of this pod is reserved.
+#[test]
+fn an_ipam_failure_removes_the_new_link() {
+    let node = node();
+    let pod = TestNs::new();
+    let mut n = net(json!({}));
+    let data = n.data.path().to_path_buf();
+    n.conf.set(
+        "ipam",
+        json!({"type": "host-local", "dataDir": data,
+            "ranges": [[{"subnet": "10.79.0.0/24", "rangeStart": "10.79.0.5", "rangeEnd": "10.79.0.5"}]]}),
+    );
+    std::fs::create_dir_all(data.join("mvnet")).unwrap();
+    std::fs::write(data.join("mvnet/10.79.0.5"), "someone-else\r\neth0").unwrap();
+    node.enter(|| {
+        let e = add(&n, "c-ipf", pod.path()).unwrap_err();
+        assert!(matches!(e, delegates::DelegateError::Ipam(_)), "{e}");
+    });
+    assert!(
+        !pod.exec(&["ip", "link", "show", "dev", "eth0"])
+            .status
+            .success(),
+        "the new link is left in the pod"
+    );
+    assert_eq!(reservations(&data, "mvnet"), ["10.79.0.5"]);
+}
+
 #[test]
 fn no_master_and_no_default_route_is_a_config_error() {
     let node = node();
@@ -351,14 +379,7 @@ fn exec_ipam_runs_once_the_interface_exists_as_under_the_reference() {
     let (ours, theirs) = (TestNs::new(), TestNs::new());
     let cni_path = dir.path().display().to_string();
     node.enter(|| {
-        let ipam = delegates::exec_ipam::ExecIpam {
-            container_id: "c-nl".into(),
-            netns: Some(ours.path().to_path_buf()),
-            ifname: "eth0".into(),
-            cni_path: cni_path.clone(),
-            cni_args: None,
-            timeout: std::time::Duration::from_secs(10),
-        };
+        let ipam = common::exec_ipam_from(&cni_path, "c-nl", Some(ours.path()), "eth0");
         let r = delegates::add(Kind::Macvlan, &req(&n, "c-nl", Some(ours.path()), &ipam))
             .unwrap()
             .result;

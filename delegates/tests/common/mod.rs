@@ -175,11 +175,21 @@ pub fn conf(v: serde_json::Value) -> NetConf {
 }
 
 pub fn host_local(container_id: &str, netns: Option<&Path>, ifname: &str) -> ExecIpam {
+    exec_ipam_from("/usr/lib/cni", container_id, netns, ifname)
+}
+
+/// An exec'd IPAM looked up in `cni_path`.
+pub fn exec_ipam_from(
+    cni_path: &str,
+    container_id: &str,
+    netns: Option<&Path>,
+    ifname: &str,
+) -> ExecIpam {
     ExecIpam {
         container_id: container_id.to_string(),
         netns: netns.map(Path::to_path_buf),
         ifname: ifname.to_string(),
-        cni_path: "/usr/lib/cni".to_string(),
+        cni_path: cni_path.to_string(),
         cni_args: None,
         timeout: std::time::Duration::from_secs(30),
     }
