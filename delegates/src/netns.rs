@@ -201,56 +201,41 @@ impl NetNs {
         let path = &self.path;
         let fd = self.file.as_fd();
         let timeout = self.timeout;
-        let name = format!("netns-{}", THREAD_SEQ.fetch_add(1, Ordering::Relaxed));
-        std::thread::scope(|scope| {
-            let worker = std::thread::Builder::new()
-                .name(name)
-                .spawn_scoped(scope, move || -> Result<T, NetNsError> {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .map_err(|source| NetNsError::Runtime {
-                            path: path.clone(),
-                            source,
-                        })?;
-                    rt.block_on(async move {
-                        let connect = || {
-                            rtnetlink::new_connection()
-                                .map(|(conn, handle, _)| {
-                                    tokio::spawn(conn);
-                                    handle
-                                })
-                                .map_err(|source| NetNsError::Connect {
-                                    path: path.clone(),
-                                    source,
-                                })
-                        };
-                        let host = connect()?;
-                        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).map_err(
-                            |source| NetNsError::Enter {
-                                path: path.clone(),
-                                source,
-                            },
-                        )?;
-                        let pod = connect()?;
-                        match timeout {
-                            None => Ok(job(host, pod).await),
-                            Some(after) => tokio::time::timeout(after, job(host, pod))
-                                .await
-                                .map_err(|_| NetNsError::TimedOut {
-                                    path: path.clone(),
-                                    after,
-                                }),
-                        }
-                    })
-                })
-                .map_err(|source| NetNsError::Thread {
+        on_fresh_thread(path, move || -> Result<T, NetNsError> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| NetNsError::Runtime {
                     path: path.clone(),
                     source,
                 })?;
-            worker
-                .join()
-                .map_err(|_| NetNsError::Panicked { path: path.clone() })?
+            rt.block_on(async move {
+                let connect_here = || {
+                    connect().map_err(|source| NetNsError::Connect {
+                        path: path.clone(),
+                        source,
+                    })
+                };
+                let host = connect_here()?;
+                nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| {
+                    NetNsError::Enter {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                let pod = connect_here()?;
+                match timeout {
+                    None => Ok(job(host, pod).await),
+                    Some(after) => {
+                        tokio::time::timeout(after, job(host, pod))
+                            .await
+                            .map_err(|_| NetNsError::TimedOut {
+                                path: path.clone(),
+                                after,
+                            })
+                    }
+                }
+            })
         })
     }
 }
@@ -363,32 +348,42 @@ impl Session {
         let rt = self.rt.handle();
         let fd = ns.file.as_fd();
         let path = &ns.path;
-        let name = format!("netns-{}", THREAD_SEQ.fetch_add(1, Ordering::Relaxed));
-        std::thread::scope(|scope| {
-            let worker = std::thread::Builder::new()
-                .name(name)
-                .spawn_scoped(scope, move || -> Result<Handle, NetNsError> {
-                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).map_err(
-                        |source| NetNsError::Enter {
-                            path: path.clone(),
-                            source,
-                        },
-                    )?;
-                    let _in_rt = rt.enter();
-                    connect().map_err(|source| NetNsError::Connect {
-                        path: path.clone(),
-                        source,
-                    })
-                })
-                .map_err(|source| NetNsError::Thread {
+        on_fresh_thread(path, move || -> Result<Handle, NetNsError> {
+            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| {
+                NetNsError::Enter {
                     path: path.clone(),
                     source,
-                })?;
-            worker
-                .join()
-                .map_err(|_| NetNsError::Panicked { path: path.clone() })?
+                }
+            })?;
+            let _in_rt = rt.enter();
+            connect().map_err(|source| NetNsError::Connect {
+                path: path.clone(),
+                source,
+            })
         })
     }
+}
+
+/// Runs `job` on a thread of its own, for work that `setns`es: that thread dies in the
+/// namespace it entered, so no other work ever runs in a netns it did not ask for.
+fn on_fresh_thread<T: Send>(
+    path: &Path,
+    job: impl FnOnce() -> Result<T, NetNsError> + Send,
+) -> Result<T, NetNsError> {
+    let name = format!("netns-{}", THREAD_SEQ.fetch_add(1, Ordering::Relaxed));
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name(name)
+            .spawn_scoped(scope, job)
+            .map_err(|source| NetNsError::Thread {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .join()
+            .map_err(|_| NetNsError::Panicked {
+                path: path.to_path_buf(),
+            })?
+    })
 }
 
 /// An rtnetlink connection in the calling thread's netns, driven by the runtime entered.
