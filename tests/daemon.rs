@@ -651,34 +651,38 @@ fn a_daemon_killed_mid_add_leaves_a_journal_that_del_through_a_new_daemon_undoes
     n.w.assert_clean(Some(&pod));
 }
 
-#[test]
-fn the_gc_reconciler_removes_the_attachments_of_a_pod_gone_from_the_api() {
-    let n = Node::new();
+/// A daemon that writes its conf into a conf dir next to a primary bridge conf on `bridge`,
+/// and the conf a plugin call gets from that conflist (its first plugin with the list's name
+/// and version), as a runtime would read it.
+fn daemon_writing_conf(n: &Node, bridge: &str, extra: &[&str]) -> (Daemon, Value) {
     let conf_dir = n.w.tmp.path().join("net.d");
     std::fs::create_dir_all(&conf_dir).unwrap();
-    let primary = n.w.bridge_conf("cluster", "cni-g0", "10.88.0.0/24");
+    let primary = n.w.bridge_conf("cluster", bridge, "10.88.0.0/24");
     std::fs::write(conf_dir.join("10-bridge.conf"), primary.to_string()).unwrap();
-    n.pod("gone", "blue");
-    n.pod("stays", "blue");
     let kubeconfig = n.kubeconfig.display().to_string();
-    let d = n
-        .daemon(&[
-            "--conf-dir",
-            conf_dir.to_str().unwrap(),
-            "--kubeconfig",
-            &kubeconfig,
-            "--gc-interval",
-            "1",
-            "--gc-grace",
-            "1",
-        ])
-        .ready();
+    let mut args = vec![
+        "--conf-dir",
+        conf_dir.to_str().unwrap(),
+        "--kubeconfig",
+        &kubeconfig,
+    ];
+    args.extend_from_slice(extra);
+    let d = n.daemon(&args).ready();
     let list: Value =
         serde_json::from_slice(&std::fs::read(conf_dir.join("00-plexus.conflist")).unwrap())
             .unwrap();
     let mut conf = list["plugins"][0].clone();
     conf["name"] = list["name"].clone();
     conf["cniVersion"] = list["cniVersion"].clone();
+    (d, conf)
+}
+
+#[test]
+fn the_gc_reconciler_removes_the_attachments_of_a_pod_gone_from_the_api() {
+    let n = Node::new();
+    n.pod("gone", "blue");
+    n.pod("stays", "blue");
+    let (d, conf) = daemon_writing_conf(&n, "cni-g0", &["--gc-interval", "1", "--gc-grace", "1"]);
     let (gone, stays) = (PodNs::new(), PodNs::new());
     n.call("ADD", "c-gone", &gone, "gone").run_json(&conf).ok();
     n.call("ADD", "c-stays", &stays, "stays")
@@ -780,28 +784,8 @@ fn hotplug_attaches_and_detaches_networks_of_a_running_pod_and_refuses_a_bad_ann
     let n = Node::new();
     let green = n.w.macvlan_conf("green", "upl0", "10.89.3.0/24");
     n.api.add_nad(nad_object("default", "green", Some(&green)));
-    let conf_dir = n.w.tmp.path().join("net.d");
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    let primary = n.w.bridge_conf("cluster", "cni-h0", "10.88.0.0/24");
-    std::fs::write(conf_dir.join("10-bridge.conf"), primary.to_string()).unwrap();
     n.pod("hp", "blue");
-    let kubeconfig = n.kubeconfig.display().to_string();
-    let d = n
-        .daemon(&[
-            "--conf-dir",
-            conf_dir.to_str().unwrap(),
-            "--kubeconfig",
-            &kubeconfig,
-            "--gc-interval",
-            "0",
-        ])
-        .ready();
-    let list: Value =
-        serde_json::from_slice(&std::fs::read(conf_dir.join("00-plexus.conflist")).unwrap())
-            .unwrap();
-    let mut conf = list["plugins"][0].clone();
-    conf["name"] = list["name"].clone();
-    conf["cniVersion"] = list["cniVersion"].clone();
+    let (d, conf) = daemon_writing_conf(&n, "cni-h0", &["--gc-interval", "0"]);
     let pod = PodNs::new();
     n.call("ADD", "c-hp", &pod, "hp").run_json(&conf).ok();
     assert_eq!(pod.links(), ["eth0", "lo", "net1"]);
@@ -927,30 +911,17 @@ fn a_daemon_killed_mid_hotplug_leaves_a_journal_that_the_pods_del_undoes() {
         "sluggish",
         Some(&json!({"cniVersion": "1.0.0", "name": "sluggish", "type": "slow"})),
     ));
-    let conf_dir = n.w.tmp.path().join("net.d");
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    let primary = n.w.bridge_conf("cluster", "cni-k0", "10.88.0.0/24");
-    std::fs::write(conf_dir.join("10-bridge.conf"), primary.to_string()).unwrap();
     n.pod("hk", "blue");
-    let kubeconfig = n.kubeconfig.display().to_string();
-    let mut d = n
-        .daemon(&[
-            "--conf-dir",
-            conf_dir.to_str().unwrap(),
-            "--kubeconfig",
-            &kubeconfig,
+    let (mut d, conf) = daemon_writing_conf(
+        &n,
+        "cni-k0",
+        &[
             "--gc-cni-path",
             n.w.bin.to_str().unwrap(),
             "--gc-interval",
             "0",
-        ])
-        .ready();
-    let list: Value =
-        serde_json::from_slice(&std::fs::read(conf_dir.join("00-plexus.conflist")).unwrap())
-            .unwrap();
-    let mut conf = list["plugins"][0].clone();
-    conf["name"] = list["name"].clone();
-    conf["cniVersion"] = list["cniVersion"].clone();
+        ],
+    );
     let pod = PodNs::new();
     n.call("ADD", "c-hk", &pod, "hk").run_json(&conf).ok();
 
