@@ -286,13 +286,7 @@ fn device_plugin_resources_reach_the_delegate_and_the_status() {
     call.run_json(&conf).ok();
     let got: Value = serde_json::from_slice(&std::fs::read(&seen).unwrap()).unwrap();
     assert_eq!(got["runtimeConfig"]["deviceID"], "0000:18:02.5", "{got}");
-    let entry = w
-        .journal_files()
-        .into_iter()
-        .find(|f| f.ends_with(".json"))
-        .unwrap();
-    let journal: Value =
-        serde_json::from_slice(&std::fs::read(w.cni_dir.join(entry)).unwrap()).unwrap();
+    let journal = w.journal_entry();
     let status = &journal["networkStatus"][1];
     assert_eq!(status["name"], "default/sriov");
     assert_eq!(

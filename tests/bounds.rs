@@ -101,8 +101,8 @@ fn a_held_pool_or_container_lock_costs_the_timeout_then_code_11() {
     assert_eq!(a.link_table(), a_links);
     drop(held);
     // The container's own lock (an operation on it that never ends) costs the same.
-    let held = std::fs::File::open(w.cni_dir.join("c-first.lock")).unwrap();
-    held.lock().unwrap();
+    let journal = plexus::journal::Journal::open(&w.cni_dir).unwrap();
+    let held = journal.lock("c-first", Duration::ZERO).unwrap();
     let started = Instant::now();
     add(&w, &a, "c-first").with("DEL").run_json(&c).err(11);
     let took = started.elapsed();

@@ -753,10 +753,9 @@ fn journaled(n: &Node, cid: &str) -> Vec<(String, String, String)> {
             .into_iter()
             .find(|f| f.starts_with(cid) && f.ends_with(".json"))
             .unwrap_or_default();
-    let Ok(bytes) = std::fs::read(n.w.cni_dir.join(file)) else {
+    let Some(entry) = common::journal_record(&n.w.cni_dir.join(file)) else {
         return Vec::new();
     };
-    let entry: Value = serde_json::from_slice(&bytes).unwrap();
     entry["attachments"]
         .as_array()
         .unwrap()

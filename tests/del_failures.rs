@@ -56,12 +56,7 @@ fn count(path: &std::path::Path) -> usize {
 }
 
 fn entry(w: &World) -> Value {
-    let name = w
-        .journal_files()
-        .into_iter()
-        .find(|f| f.ends_with(".json"))
-        .unwrap();
-    serde_json::from_slice(&std::fs::read(w.cni_dir.join(name)).unwrap()).unwrap()
+    w.journal_entry()
 }
 
 #[test]

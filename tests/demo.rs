@@ -153,11 +153,8 @@ fn demo_attaches_pings_and_leaves_nothing() {
         Vec::<PathBuf>::new(),
         "IP reservations left"
     );
-    let journal: Vec<String> = std::fs::read_dir(work.join("state"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .collect();
+    assert!(work.join("state").is_dir());
+    let journal = common::journal_files(&work.join("state"));
     assert_eq!(journal, Vec::<String>::new(), "journal files left");
     drop(_cleanup);
 

@@ -103,7 +103,7 @@ fn an_unreadable_entry_still_has_what_it_recorded_removed() {
         .find(|f| f.ends_with(".json"))
         .unwrap();
     let path = w.cni_dir.join(entry);
-    let mut v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut v = w.journal_entry();
     v["format"] = json!(99);
     v["containerID"] = json!(["not", "a", "string"]);
     std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();

@@ -400,6 +400,7 @@ fn leftovers(demo: &Demo) -> Result<Vec<String>, DemoError> {
     if let Ok(rd) = std::fs::read_dir(demo.work.join("state")) {
         left.extend(
             rd.flatten()
+                .filter(|e| e.file_name() != crate::journal::LOCK_FILE)
                 .map(|e| format!("journal {}", e.file_name().to_string_lossy())),
         );
     }

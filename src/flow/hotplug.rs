@@ -379,7 +379,7 @@ impl Hotplug<'_> {
             i += 1;
             !gone.contains(&(i - 1))
         });
-        self.journal.write(self.lock, entry)?;
+        self.journal.update(self.lock, entry)?;
         Ok(())
     }
 
@@ -461,7 +461,7 @@ impl Hotplug<'_> {
     /// pod, and an event per change.
     fn publish(&self, entry: &mut Entry, done: &Hotplugged) -> Result<(), Error> {
         entry.network_status = status(entry);
-        self.journal.write(self.lock, entry)?;
+        self.journal.update(self.lock, entry)?;
         if let Some(ns) = &entry.network_status
             && let Err(e) =
                 self.store

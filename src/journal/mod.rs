@@ -10,11 +10,13 @@
 //! runs delegates only through `invoke`.
 
 mod files;
+mod lock;
 mod record;
 mod transaction;
 pub mod undo;
 
-pub use files::{ContainerLock, Journal, Lookup, MAX_CONTAINER_ID};
+pub use files::{Journal, Lookup, MAX_CONTAINER_ID};
+pub use lock::{ContainerLock, LOCK_FILE};
 pub use record::{Entry, Record, State, now_secs};
 pub use transaction::AddTransaction;
 

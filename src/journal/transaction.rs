@@ -8,11 +8,13 @@ use crate::invoke::{Added, InvokeError};
 use cni::{CniResult, Version};
 use serde_json::Value;
 
-/// The write policy of an ADD: the entry goes to disk twice, the plan before any delegate
-/// runs and everything else with the network-status at the end. A crash in between leaves
-/// attachments journaled as `Planned`, and DEL undoes those too (by name, tag and container
-/// ID, as their delegates' own DEL would), so writing each result as it comes would buy
-/// nothing but an `fsync` per attachment.
+/// The write policy of an ADD: the entry is written twice, the plan before any delegate runs
+/// (on disk, `fsync`ed, before the node is touched) and everything else with the
+/// network-status at the end, appended without waiting for the disk. A crash in between, or a
+/// power cut before the end reached the disk, leaves attachments journaled as `Planned`, and
+/// DEL undoes those too (by name, tag and container ID, as their delegates' own DEL would), so
+/// writing each result as it comes, or waiting for the last write, would buy nothing but
+/// `fsync`s.
 pub struct AddTransaction<'j> {
     journal: &'j Journal,
     lock: ContainerLock,
@@ -81,7 +83,7 @@ impl<'j> AddTransaction<'j> {
     /// Records the network-status with everything else the ADD did.
     pub fn report(&mut self, network_status: Option<Value>) -> Result<(), JournalError> {
         self.entry.network_status = network_status;
-        self.journal.write(&self.lock, &self.entry)
+        self.journal.update(&self.lock, &self.entry)
     }
 
     /// Ends the ADD as done; the lock goes.

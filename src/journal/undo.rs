@@ -94,7 +94,7 @@ pub fn entry(
         return Ok(Undone::All);
     }
     let tombstone = count_failure(entry, how.policy);
-    tolerate_read_only(journal.write(lock, entry))?;
+    tolerate_read_only(journal.update(lock, entry))?;
     Ok(Undone::Partly {
         error: JournalError::Left {
             container_id: entry.container_id.clone(),

@@ -447,14 +447,19 @@ impl World {
 
     /// Everything left in the journal dir (empty when the dir is gone).
     pub fn journal_files(&self) -> Vec<String> {
-        let mut out: Vec<String> = std::fs::read_dir(&self.cni_dir)
+        journal_files(&self.cni_dir)
+    }
+
+    /// The version in force of the (one) journal entry: an entry is a sequence of JSON
+    /// records, one per line, and the last one that parses whole counts.
+    pub fn journal_entry(&self) -> Value {
+        let name = self
+            .journal_files()
             .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().to_string())
-            .collect();
-        out.sort();
-        out
+            .find(|f| f.ends_with(".json"))
+            .expect("a journal entry");
+        journal_record(&self.cni_dir.join(&name))
+            .unwrap_or_else(|| panic!("no whole record in {name}"))
     }
 
     /// Processes this world started through plexus and that are still there: every process
@@ -809,4 +814,30 @@ pub fn finish(command: &str, child: std::process::Child) -> (Option<u64>, Value)
     let code = assert_answered(command, &out);
     let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (code, v)
+}
+
+/// Everything in a journal dir but the one lock file all containers share (`.locks`), which
+/// is never removed; it counts too if anything was ever written into it (locks never write).
+pub fn journal_files(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name() != plexus::journal::LOCK_FILE
+                || e.metadata().map_or(true, |m| !m.is_file() || m.len() > 0)
+        })
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The version in force of a journal entry file: the last of its one-per-line JSON records
+/// that parses whole. `None` when the file is missing or holds no whole record.
+pub fn journal_record(path: &Path) -> Option<Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
 }
