@@ -1,12 +1,23 @@
-//! A journal entry as DEL reads it after a crash, a full disk or a hand edit: the entry, and
-//! each attachment's conflist and cached result. An entry that reads must also write and
-//! read back unchanged.
+//! A journal entry as DEL reads it after a crash, a full disk or a hand edit: the file's
+//! versions (the last whole one in force), the entry, and each attachment's conflist and
+//! cached result. An entry that reads must also write and read back unchanged, and a version
+//! appended after whatever the file holds must be the one read.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use plexus::journal::Entry;
+use plexus::journal::{Entry, Lookup};
 
 fuzz_target!(|data: &[u8]| {
+    if let Lookup::Found(last) = plexus::journal::parse(data) {
+        let mut appended = data.to_vec();
+        appended.push(b'\n');
+        appended.extend(serde_json::to_vec(&*last).unwrap_or_default());
+        appended.push(b'\n');
+        match plexus::journal::parse(&appended) {
+            Lookup::Found(again) => assert_eq!(again, last),
+            other => panic!("an appended version is not the one read: {other:?}"),
+        }
+    }
     let Ok(entry) = serde_json::from_slice::<Entry>(data) else {
         return;
     };

@@ -141,13 +141,7 @@ impl Journal {
         file.take(MAX_ENTRY_BYTES + 1)
             .read_to_end(&mut buf)
             .map_err(io("read", path))?;
-        let (records, first_error) = records::<Entry>(&buf);
-        match (records.into_iter().last(), first_error) {
-            (Some(e), _) if e.format == FORMAT => Ok(Lookup::Found(Box::new(e))),
-            (Some(e), _) => Ok(Lookup::Corrupt(format!("unknown format {}", e.format))),
-            (None, Some(e)) => Ok(Lookup::Corrupt(e.to_string())),
-            (None, None) => Ok(Lookup::Corrupt("entry is empty".into())),
-        }
+        Ok(parse(&buf))
     }
 
     /// Records `entry` so that it survives a power cut once this returns: the plan before any
@@ -438,6 +432,17 @@ fn tmp_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_os_string();
     s.push(format!("{TMP_MARK}{}", std::process::id()));
     PathBuf::from(s)
+}
+
+/// An entry's bytes as DEL reads them: the last version that parses whole, if any.
+pub fn parse(buf: &[u8]) -> Lookup {
+    let (records, first_error) = records::<Entry>(buf);
+    match (records.into_iter().next_back(), first_error) {
+        (Some(e), _) if e.format == FORMAT => Lookup::Found(Box::new(e)),
+        (Some(e), _) => Lookup::Corrupt(format!("unknown format {}", e.format)),
+        (None, Some(e)) => Lookup::Corrupt(e.to_string()),
+        (None, None) => Lookup::Corrupt("entry is empty".into()),
+    }
 }
 
 /// Every record of an entry that parses as a `T`, in order, and the first error met. A

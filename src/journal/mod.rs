@@ -15,7 +15,7 @@ mod record;
 mod transaction;
 pub mod undo;
 
-pub use files::{Journal, Lookup, MAX_CONTAINER_ID};
+pub use files::{Journal, Lookup, MAX_CONTAINER_ID, parse};
 pub use lock::{ContainerLock, LOCK_FILE};
 pub use record::{Entry, Record, State, now_secs};
 pub use transaction::AddTransaction;
