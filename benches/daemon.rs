@@ -19,7 +19,9 @@
 //! concurrent pods (2), `PLEXUS_BENCH_CHURN` the daemon's ADD/DEL cycles for the RSS figure
 //! (1000; `10000` for the figure in docs/daemon.md, about two more minutes),
 //! `PLEXUS_BENCH_PAUSE_MS` the pause after each cycle (50), `PLEXUS_BENCH_DAEMON_LOG` the
-//! daemon's log level (`warn`).
+//! daemon's log level (`warn`), `PLEXUS_BENCH_BASELINE` the path of another plexus build:
+//! its daemon and shim become a third variant of the timed rounds (before/after in one run,
+//! which this machine's run-to-run spread makes the only fair comparison).
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/common/mod.rs"]
@@ -38,6 +40,7 @@ use std::time::{Duration, Instant};
 const UID: &str = "0b1e4a1c-3f5d-4c1e-9a7b-2d6f8e9a0b1c";
 const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 const METRICS: &str = "127.0.0.1:9091";
+const BASELINE_METRICS: &str = "127.0.0.1:9092";
 /// Pods ADDed at once in the burst.
 const BURST: usize = 64;
 /// Networks of each burst pod.
@@ -47,6 +50,8 @@ const BURST_N: usize = 4;
 enum Variant {
     Shim,
     OneShot,
+    /// `PLEXUS_BENCH_BASELINE`'s shim and daemon; only in the timed rounds.
+    BaselineShim,
 }
 
 const VARIANTS: [Variant; 2] = [Variant::Shim, Variant::OneShot];
@@ -56,6 +61,7 @@ impl Variant {
         match self {
             Variant::Shim => "shim + warm daemon",
             Variant::OneShot => "one-shot binary",
+            Variant::BaselineShim => "baseline shim + daemon",
         }
     }
 }
@@ -66,6 +72,8 @@ struct Bench {
     shim: Value,
     oneshot: Value,
     socket_dir: PathBuf,
+    baseline: Option<PathBuf>,
+    baseline_shim: Value,
 }
 
 /// `plexus daemon` for the whole run; killed when dropped.
@@ -133,21 +141,47 @@ impl Bench {
         oneshot.as_object_mut().unwrap().remove("manifests");
         let mut shim = oneshot.clone();
         shim["daemonSocketDir"] = json!(socket_dir.display().to_string());
+        let mut baseline_shim = oneshot.clone();
+        baseline_shim["daemonSocketDir"] =
+            json!(w.tmp.path().join("run-baseline").display().to_string());
         Bench {
             w,
             api,
             shim,
             oneshot,
             socket_dir,
+            baseline: std::env::var_os("PLEXUS_BENCH_BASELINE").map(PathBuf::from),
+            baseline_shim,
         }
     }
 
     fn daemon(&self) -> Daemon {
-        let log = self.w.tmp.path().join("daemon.log");
+        self.daemon_of(
+            Path::new(env!("CARGO_BIN_EXE_plexus")),
+            &self.socket_dir,
+            METRICS,
+            "daemon.log",
+        )
+    }
+
+    /// The baseline build's daemon, on a socket and a metrics address of its own.
+    fn baseline_daemon(&self) -> Option<Daemon> {
+        let program = self.baseline.as_ref()?;
+        let dir = self.baseline_shim["daemonSocketDir"].as_str().unwrap();
+        Some(self.daemon_of(
+            program,
+            Path::new(dir),
+            BASELINE_METRICS,
+            "baseline-daemon.log",
+        ))
+    }
+
+    fn daemon_of(&self, program: &Path, socket_dir: &Path, metrics: &str, log: &str) -> Daemon {
+        let log = self.w.tmp.path().join(log);
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_plexus"))
+        let child = Command::new(program)
             .arg("daemon")
-            .args(["--node-name", "node-1", "--metrics-address", METRICS])
+            .args(["--node-name", "node-1", "--metrics-address", metrics])
             // `PLEXUS_BENCH_DAEMON_LOG=debug`: a timestamp per step in `daemon.log` of the
             // bench's temporary directory (kept with `PLEXUS_BENCH_SERVE`); not for figures.
             .args([
@@ -158,7 +192,7 @@ impl Bench {
             .arg("--api-kubeconfig")
             .arg(self.w.tmp.path().join("kubeconfig"))
             .arg("--daemon-socket-dir")
-            .arg(&self.socket_dir)
+            .arg(socket_dir)
             .arg("--cni-dir")
             .arg(&self.w.cni_dir)
             .stdin(Stdio::null())
@@ -168,7 +202,7 @@ impl Bench {
             .unwrap();
         let d = Daemon { child, log };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !matches!(http_get(METRICS, "/readyz"), Some(200)) {
+        while !matches!(http_get(metrics, "/readyz"), Some(200)) {
             assert!(
                 Instant::now() < deadline,
                 "daemon not ready:\n{}",
@@ -185,16 +219,27 @@ impl Bench {
         c
     }
 
+    fn call_as(&self, v: Variant, command: &str, cid: &str, pod: &Path, name: &str) -> Call {
+        let mut c = self.call(command, cid, pod, name);
+        if v == Variant::BaselineShim {
+            c.program = self.baseline.clone();
+        }
+        c
+    }
+
     fn conf(&self, v: Variant) -> &Value {
         match v {
             Variant::Shim => &self.shim,
             Variant::OneShot => &self.oneshot,
+            Variant::BaselineShim => &self.baseline_shim,
         }
     }
 
     /// One call; panics unless it succeeded.
     fn run(&self, v: Variant, command: &str, cid: &str, pod: &Path, name: &str) {
-        let run = self.call(command, cid, pod, name).run_json(self.conf(v));
+        let run = self
+            .call_as(v, command, cid, pod, name)
+            .run_json(self.conf(v));
         assert_eq!(
             run.code,
             0,
@@ -399,20 +444,27 @@ fn main() {
             .unwrap_or(0);
 
     let daemon = b.daemon();
-    // Warm-up: the first call through the daemon opens its connections.
-    b.cycle(Variant::Shim, 1, "warm");
+    let baseline_daemon = b.baseline_daemon();
+    let mut timed = VARIANTS.to_vec();
+    if baseline_daemon.is_some() {
+        timed.push(Variant::BaselineShim);
+    }
+    // Warm-up: the first call through a daemon opens its connections.
+    for &v in &timed {
+        b.cycle(v, 1, "warm");
+    }
 
     let first: Vec<Duration> = (0..rounds).map(|_| b.time_to_first_request()).collect();
 
     println!("median of {rounds} interleaved rounds, ms; fresh pod netns per cycle");
     for &n in &counts {
-        let mut add = vec![Vec::new(); VARIANTS.len()];
-        let mut del = vec![Vec::new(); VARIANTS.len()];
-        let mut cycle = vec![Vec::new(); VARIANTS.len()];
+        let mut add = vec![Vec::new(); timed.len()];
+        let mut del = vec![Vec::new(); timed.len()];
+        let mut cycle = vec![Vec::new(); timed.len()];
         for round in 0..rounds {
-            for k in 0..VARIANTS.len() {
-                let i = (round + k) % VARIANTS.len();
-                let (a, d) = b.cycle(VARIANTS[i], n, &format!("c-{n}-{round}-{i}"));
+            for k in 0..timed.len() {
+                let i = (round + k) % timed.len();
+                let (a, d) = b.cycle(timed[i], n, &format!("c-{n}-{round}-{i}"));
                 add[i].push(a);
                 del[i].push(d);
                 cycle[i].push(a + d);
@@ -421,13 +473,21 @@ fn main() {
         }
         println!("\nN = {n}");
         println!("{:<24}{:>8}{:>8}{:>8}", "", "ADD", "DEL", "cycle");
-        for (i, v) in VARIANTS.iter().enumerate() {
+        for (i, v) in timed.iter().enumerate() {
             println!(
                 "{:<24}{:>8.1}{:>8.1}{:>8.1}",
                 v.name(),
                 median(&add[i]),
                 median(&del[i]),
                 median(&cycle[i])
+            );
+        }
+        if let Some(j) = timed.iter().position(|v| *v == Variant::BaselineShim) {
+            println!(
+                "  shim vs baseline shim: ADD {:.2} / DEL {:.2} / cycle {:.2}",
+                median(&add[0]) / median(&add[j]),
+                median(&del[0]) / median(&del[j]),
+                median(&cycle[0]) / median(&cycle[j])
             );
         }
     }
