@@ -556,5 +556,6 @@ fn main() {
     );
     drop(pod);
     drop(daemon);
+    drop(baseline_daemon);
     b.w.assert_clean(None);
 }
