@@ -130,7 +130,12 @@ fn read_limited(path: &Path) -> Result<String, StoreError> {
         source,
     };
     let file = fs::File::open(path).map_err(io_err)?;
-    let mut bytes = Vec::new();
+    // Sized from the stat, so a manifest is read in one call rather than in doubling chunks
+    // from 32 bytes (read_to_end's probing without a size hint): a store read opens them all.
+    let hint = file
+        .metadata()
+        .map_or(0, |m| m.len().min(MAX_MANIFEST_BYTES + 1));
+    let mut bytes = Vec::with_capacity(hint as usize);
     // Read one byte past the limit instead of trusting the earlier stat: the file may grow.
     file.take(MAX_MANIFEST_BYTES + 1)
         .read_to_end(&mut bytes)
