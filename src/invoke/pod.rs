@@ -120,9 +120,17 @@ pub fn apply_default_routes(
 /// Plugin types whose pod interface is a virtual link the kernel can delete, and whose DEL
 /// still does the rest of its work when that link is gone: each built-in kind says so of
 /// itself (whether it runs in-process or as the reference binary of the same name), and the
-/// reference `ptp` makes a veth pair.
-pub fn removable_together(plugin_type: &str) -> bool {
-    Kind::of(plugin_type).is_some_and(Kind::virtual_link) || plugin_type == "ptp"
+/// reference `ptp` makes a veth pair. Their IPAM must not need the link either: host-local,
+/// static and whereabouts release from their own stores, but dhcp's DEL sends a DHCPRELEASE
+/// from the pod's interface (without it the server keeps the lease until it expires), and an
+/// IPAM Plexus does not know may do the same.
+pub fn removable_together(plugin_type: &str, ipam_type: Option<&str>) -> bool {
+    let link = Kind::of(plugin_type).is_some_and(Kind::virtual_link) || plugin_type == "ptp";
+    let ipam = matches!(
+        ipam_type,
+        None | Some("host-local" | "static" | "whereabouts")
+    );
+    link && ipam
 }
 
 /// One of the pod's interfaces as its journal recorded it.
@@ -130,6 +138,8 @@ pub struct PodLink<'a> {
     pub ifname: &'a str,
     /// The type of the chain's first plugin, which made the interface.
     pub plugin: &'a str,
+    /// That plugin's IPAM type, if it has IPAM.
+    pub ipam: Option<&'a str>,
     /// The links the attachment's built-ins created.
     pub links: &'a [OwnedLink],
     /// The MAC the attachment's cached result reports for the interface.
@@ -160,7 +170,7 @@ pub fn remove_links_together(
     }
     let known: Vec<Known> = links
         .iter()
-        .filter(|l| removable_together(l.plugin))
+        .filter(|l| removable_together(l.plugin, l.ipam))
         .filter_map(|l| {
             let journaled = l
                 .links

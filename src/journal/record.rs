@@ -134,11 +134,21 @@ impl Record {
 
     /// The type of the chain's first plugin, the one that makes the pod's interface.
     pub fn first_plugin(&self) -> Option<&str> {
-        self.conf
-            .get("plugins")
-            .and_then(|p| p.get(0))
+        self.first_plugin_conf()
             .and_then(|p| p.get("type"))
             .and_then(Value::as_str)
+    }
+
+    /// The IPAM type of the chain's first plugin, if it has IPAM.
+    pub fn first_plugin_ipam(&self) -> Option<&str> {
+        self.first_plugin_conf()
+            .and_then(|p| p.get("ipam"))
+            .and_then(|i| i.get("type"))
+            .and_then(Value::as_str)
+    }
+
+    fn first_plugin_conf(&self) -> Option<&Value> {
+        self.conf.get("plugins").and_then(|p| p.get(0))
     }
 }
 

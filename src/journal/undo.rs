@@ -170,6 +170,7 @@ fn pod_links(entry: &Entry) -> Vec<PodLink<'_>> {
             Some(PodLink {
                 ifname: &a.ifname,
                 plugin: a.first_plugin()?,
+                ipam: a.first_plugin_ipam(),
                 links: &a.links,
                 mac,
             })
