@@ -222,3 +222,25 @@ pub fn remove_recorded(
     let tag = delegates::owned::tag(container_id, ifname);
     delegates::owned::remove_recorded(netns, links, &tag, timeout)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::removable_together;
+
+    #[test]
+    fn a_link_whose_ipam_needs_it_at_del_is_not_removed_with_the_others() {
+        for ipam in [
+            None,
+            Some("host-local"),
+            Some("static"),
+            Some("whereabouts"),
+        ] {
+            assert!(removable_together("macvlan", ipam), "{ipam:?}");
+            assert!(removable_together("ptp", ipam), "{ipam:?}");
+        }
+        for ipam in [Some("dhcp"), Some("someone-elses-ipam")] {
+            assert!(!removable_together("bridge", ipam), "{ipam:?}");
+        }
+        assert!(!removable_together("tuning", None), "not a link maker");
+    }
+}
