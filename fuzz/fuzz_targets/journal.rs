@@ -9,12 +9,19 @@ use plexus::journal::{Entry, Lookup};
 
 fuzz_target!(|data: &[u8]| {
     if let Lookup::Found(last) = plexus::journal::parse(data) {
+        // Another version than the last, so that a reader ignoring appends is caught.
+        let mut next = *last;
+        next.created = next.created.wrapping_add(1);
+        let encoded = match serde_json::to_vec(&next) {
+            Ok(b) => b,
+            Err(e) => panic!("an entry that reads does not write: {e}"),
+        };
         let mut appended = data.to_vec();
         appended.push(b'\n');
-        appended.extend(serde_json::to_vec(&*last).unwrap_or_default());
+        appended.extend(encoded);
         appended.push(b'\n');
         match plexus::journal::parse(&appended) {
-            Lookup::Found(again) => assert_eq!(again, last),
+            Lookup::Found(again) => assert_eq!(*again, next),
             other => panic!("an appended version is not the one read: {other:?}"),
         }
     }

@@ -124,8 +124,12 @@ mod tests {
     #[test]
     fn a_lock_excludes_another_process() {
         if let Some(dir) = std::env::var_os("PLEXUS_LOCK_PROBE") {
-            let got = take(Path::new(&dir), "c1", Duration::from_millis(30));
-            println!("probe: {}", if got.is_ok() { "free" } else { "held" });
+            let answer = match take(Path::new(&dir), "c1", Duration::from_millis(30)) {
+                Ok(_) => "free".to_string(),
+                Err(JournalError::LockTimeout { .. }) => "held".to_string(),
+                Err(e) => format!("failed:{}", e.to_string().replace(' ', "_")),
+            };
+            println!("probe: {answer}");
             return;
         }
         let t = tempfile::tempdir().unwrap();
@@ -152,6 +156,26 @@ mod tests {
         assert_eq!(probe(), "held");
         drop(held);
         assert_eq!(probe(), "free");
+    }
+
+    #[test]
+    fn a_lock_file_that_is_not_a_plain_file_is_refused_at_once() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join(LOCK_FILE);
+        let target = t.path().join("elsewhere");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let started = Instant::now();
+        let err = take(t.path(), "c1", Duration::from_secs(5)).err().unwrap();
+        assert_eq!(err.code(), 5, "{err}");
+        assert!(!target.exists(), "the symlink was not followed");
+        std::fs::remove_file(&path).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = take(t.path(), "c1", Duration::from_secs(5)).err().unwrap();
+        assert_eq!(err.code(), 5, "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "neither waited for the bound nor hung on the FIFO"
+        );
     }
 
     #[test]

@@ -450,8 +450,7 @@ impl World {
         journal_files(&self.cni_dir)
     }
 
-    /// The version in force of the (one) journal entry: an entry is a sequence of JSON
-    /// records, one per line, and the last one that parses whole counts.
+    /// The version in force of the (one) journal entry, as DEL reads it.
     pub fn journal_entry(&self) -> Value {
         let name = self
             .journal_files()
@@ -833,11 +832,12 @@ pub fn journal_files(dir: &Path) -> Vec<String> {
     out
 }
 
-/// The version in force of a journal entry file: the last of its one-per-line JSON records
-/// that parses whole. `None` when the file is missing or holds no whole record.
+/// The version in force of a journal entry file, read as DEL reads it
+/// (`plexus::journal::parse`), as JSON. `None` when the file is missing or holds no entry.
 pub fn journal_record(path: &Path) -> Option<Value> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+    let bytes = std::fs::read(path).ok()?;
+    match plexus::journal::parse(&bytes) {
+        plexus::journal::Lookup::Found(entry) => serde_json::to_value(*entry).ok(),
+        _ => None,
+    }
 }
