@@ -146,8 +146,8 @@ impl Journal {
 
     /// Records `entry` so that it survives a power cut once this returns: the plan before any
     /// delegate runs, the attachments a hot-plug is about to make. A new entry goes to a temp
-    /// file (O_EXCL, 0600), is fsynced, renamed into place, and the directory fsynced; a
-    /// later version is appended and fsynced.
+    /// file (O_EXCL, 0600), is renamed into place, and the file and the directory are
+    /// fsynced; a later version is appended and fsynced.
     pub fn write(&self, lock: &ContainerLock, entry: &Entry) -> Result<(), JournalError> {
         self.put(lock, entry, true)
     }
@@ -203,13 +203,24 @@ impl Journal {
         Ok(())
     }
 
-    /// The whole entry replaced by one record: temp file, fsync, rename; the directory is
-    /// fsynced when the entry is new, so the plan is on disk before any delegate runs. A
-    /// rewrite (an entry grown past [`COMPACT_AT`]) whose rename is lost in a crash leaves the
-    /// previous version, as a lost append does.
+    /// The whole entry replaced by one record, through a temp file renamed into place.
+    ///
+    /// A new entry (the plan, before any delegate runs) is renamed first and then fsynced,
+    /// file and directory: once both return the plan is on disk whatever the order, and on a
+    /// journaled file system the file's fsync then commits the creation and the rename
+    /// together, so the directory's finds nothing left to do (one journal commit, not two:
+    /// 0.76 against 1.37 ms on ext4 here). The price is the window before they return: a power
+    /// cut there may leave the entry's name on a torn plan, which DEL reads as corrupt and
+    /// handles the careful way (quarantine, then DEL of every network the pod resolves to),
+    /// while nothing had run. A kill of the process leaves a whole file or only the temp one.
+    ///
+    /// A rewrite (an entry grown past [`COMPACT_AT`]) is fsynced before its rename, so a
+    /// crash leaves either version whole; its lost rename leaves the previous version, as a
+    /// lost append does.
     fn replace(&self, path: &Path, bytes: &[u8], creating: bool) -> Result<(), JournalError> {
         let tmp = tmp_path(path);
         let _ = std::fs::remove_file(&tmp);
+        let mut renamed = false;
         let result = (|| {
             let mut f = OpenOptions::new()
                 .write(true)
@@ -219,13 +230,23 @@ impl Journal {
                 .open(&tmp)
                 .map_err(io("create", &tmp))?;
             f.write_all(bytes).map_err(io("write", &tmp))?;
-            f.sync_all().map_err(io("fsync", &tmp))?;
+            if !creating {
+                f.sync_all().map_err(io("fsync", &tmp))?;
+            }
             cni::fault::point("journal-before-rename");
             std::fs::rename(&tmp, path).map_err(io("rename", path))?;
-            if creating { self.sync_dir() } else { Ok(()) }
+            renamed = true;
+            if creating {
+                f.sync_all().map_err(io("fsync", path))?;
+                self.sync_dir()?;
+            }
+            Ok(())
         })();
         if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+            // A new entry that failed to reach the disk goes: the caller fails the ADD
+            // before any delegate runs. A rewrite's rename is its last step, so a failure
+            // leaves the previous version in place.
+            let _ = std::fs::remove_file(if renamed { path } else { &tmp });
         }
         result
     }
