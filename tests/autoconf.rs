@@ -583,6 +583,53 @@ fn install_replaces_a_binary_that_is_running() {
     assert_eq!(std::fs::metadata(&target).unwrap().ino(), ino);
 }
 
+/// The runtime execs the installed binary on the node, under the node's libc, whatever it is
+/// (an older glibc, musl, none): the binary must bring its own. Run here inside a root that
+/// holds nothing but what `install` put there, so no dynamic loader or shared library exists.
+#[test]
+fn the_installed_binary_runs_in_a_root_with_no_libc() {
+    let root = tempfile::tempdir().unwrap();
+    let bin = root.path().join("opt/cni/bin");
+    let conf_dir = root.path().join("etc/cni/net.d");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    write(&conf_dir, "10-flannel.conflist", &flannel().to_string());
+    let out = plexus(&[
+        "install",
+        "--bin-dir",
+        &bin.display().to_string(),
+        "--conf-dir",
+        &conf_dir.display().to_string(),
+    ]);
+    assert_ok(&out);
+    let mut call = Command::new("/usr/sbin/chroot")
+        .arg(root.path())
+        .arg("/opt/cni/bin/plexus")
+        .env_clear()
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let conf = json!({"cniVersion": "1.1.0", "name": "plexus", "type": "plexus"});
+        let mut stdin = call.stdin.take().unwrap();
+        stdin.write_all(conf.to_string().as_bytes()).unwrap();
+    }
+    let version = call.wait_with_output().unwrap();
+    assert_ok(&version);
+    let answer: Value = serde_json::from_slice(&version.stdout).unwrap();
+    assert_eq!(answer["cniVersion"], "1.1.0", "{answer}");
+    assert!(
+        answer["supportedVersions"]
+            .as_array()
+            .is_some_and(|v| v.contains(&json!("1.1.0"))),
+        "{answer}"
+    );
+}
+
 #[test]
 fn install_writes_a_token_file_kubeconfig_and_points_the_conf_at_it() {
     let d = tempfile::tempdir().unwrap();
