@@ -352,3 +352,46 @@ printf '{"code":7,"msg":"refused\\nFAKE ERROR line\\u001b[31m"}'; exit 1"#,
     assert!(!text.lines().any(|l| l.starts_with("FAKE")), "{text}");
     w.assert_clean(Some(&pod));
 }
+
+/// A power cut between a new entry's rename and its `fsync` can leave the entry's name on a
+/// torn plan, written before any delegate ran. A runtime that forgot the container never DELs
+/// it, so GC sets it aside once the container is no longer listed; while listed it stays, and
+/// an unreadable entry that still names attachments stays for DEL to undo them.
+#[test]
+fn gc_sets_aside_a_torn_plan_once_the_runtime_no_longer_lists_it() {
+    enter_node_netns();
+    let w = World::new();
+    let conf = setup(&w, "cni-j9", "10.88.39.0/24");
+    let journal = plexus::journal::Journal::open(&w.cni_dir).unwrap();
+    let torn = journal.entry_path("c-torn", "eth0");
+    std::fs::write(&torn, br#"{"format":1,"containerID":"c-to"#).unwrap();
+    let named = journal.entry_path("c-named", "eth0");
+    std::fs::write(
+        &named,
+        br#"{"format": 99, "attachments": [{"network": "n1", "ifname": "net1", "isDefault": false, "conf": {}, "cniArgs": "", "state": "added"}]}"#,
+    )
+    .unwrap();
+
+    let mut gc = conf.clone();
+    gc["gcGracePeriod"] = json!(0);
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "c-torn", "ifname": "eth0"}]);
+    let mut g = Call::new("GC", "", None, &w);
+    g.unset = vec!["CNI_CONTAINERID".into(), "CNI_IFNAME".into()];
+    g.run_json(&gc).ok();
+    assert!(torn.exists(), "a listed container's entry stays");
+
+    gc["cni.dev/valid-attachments"] = json!([]);
+    g.run_json(&gc).ok();
+    assert!(!torn.exists(), "the torn plan is set aside");
+    assert!(named.exists(), "an entry naming attachments stays for DEL");
+    let quarantined: Vec<String> = std::fs::read_dir(w.cni_dir.join("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(quarantined.len(), 1);
+    assert!(
+        quarantined[0].starts_with(&torn.file_name().unwrap().to_string_lossy().to_string()),
+        "{quarantined:?}"
+    );
+    std::fs::remove_file(&named).unwrap();
+}

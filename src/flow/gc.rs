@@ -72,8 +72,13 @@ fn collect(
         let Ok(lock) = journal.lock(&cid, Duration::from_millis(100)) else {
             continue;
         };
-        let Ok(Lookup::Found(mut entry)) = journal.read_path(&path) else {
-            continue;
+        let mut entry = match journal.read_path(&path) {
+            Ok(Lookup::Found(entry)) => entry,
+            Ok(Lookup::Corrupt(reason)) => {
+                set_aside(journal, &lock, &cid, &path, &reason, valid, conf.gc_grace);
+                continue;
+            }
+            _ => continue,
         };
         let is_valid = valid.contains(&(entry.container_id.clone(), entry.ifname.clone()));
         let young = now.saturating_sub(entry.created) < conf.gc_grace.as_secs();
@@ -99,6 +104,39 @@ fn collect(
         cni::fault::point("gc-between-entries");
     }
     Ok(live)
+}
+
+/// An entry that does not read as a whole and names no attachment (what a power cut between
+/// a plan's rename and its `fsync` can leave) is quarantined once the runtime no longer lists
+/// it and it is older than the grace period: no delegate ran for it, and a runtime that
+/// forgot the container will never DEL it. One that still names attachments stays for DEL,
+/// which can undo them from the salvaged record.
+fn set_aside(
+    journal: &Journal,
+    lock: &crate::journal::ContainerLock,
+    container_id: &str,
+    path: &std::path::Path,
+    reason: &str,
+    valid: &HashSet<(String, String)>,
+    grace: Duration,
+) {
+    let listed = valid
+        .iter()
+        .any(|(cid, ifname)| cid == container_id && journal.entry_path(cid, ifname) == path);
+    let old = std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age >= grace);
+    if listed || !old || journal.names_attachments(lock, path) {
+        return;
+    }
+    match journal.quarantine_entry(lock, path) {
+        Ok(moved) => {
+            tracing::warn!(%reason, quarantined = %moved.display(), "GC: journal entry unreadable and naming no attachment; set aside")
+        }
+        Err(e) => tracing::warn!(error = %e, "GC: could not set an unreadable journal entry aside"),
+    }
 }
 
 /// `cni.dev/valid-attachments` (the 1.1.0 tag's `cni.dev/attachments` too), strictly read:

@@ -1,13 +1,13 @@
 //! The journal's files: one entry per attachment set, the per-container lock, and the
-//! atomic write that keeps a crash from ever leaving half an entry.
+//! writes that keep a crash from leaving half an entry that a delegate's work depends on.
 //!
 //! Layout under `cniDir` (0700): `<containerID>-<hash(ifname)>.json` (0600) per attachment set
 //! and `.locks` for the per-container locks (see `lock.rs`). File names come only from a
 //! validated container ID and a hash, never from raw input; nothing follows symlinks.
 //!
 //! An entry is a sequence of records, one compact JSON [`Entry`] per line, the last whole one
-//! in force. The first is written to a temp file, fsynced, renamed into place and the
-//! directory fsynced; later versions are appended. A crash mid-append leaves a torn last line,
+//! in force. The first is written to a temp file, renamed into place, and then the file and the
+//! directory are fsynced; later versions are appended. A crash mid-append leaves a torn last line,
 //! which reads as if the append never happened. Entries written before records existed are
 //! one pretty-printed JSON document, read the same way.
 
@@ -169,16 +169,20 @@ impl Journal {
             source: std::io::Error::other(e),
         })?;
         bytes.push(b'\n');
+        // Only a missing entry is a new one: any other failure to stat it must not send an
+        // existing entry down the path that removes it again when its fsync fails.
         let existing = match std::fs::symlink_metadata(&path) {
             Ok(md) if md.is_file() => Some(md.len()),
-            _ => None,
+            Ok(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io("stat", &path)(e)),
         };
         match existing {
             Some(len) if len + (bytes.len() as u64) <= COMPACT_AT => {
                 self.append(&path, &bytes, durable)
             }
-            Some(_) => self.replace(&path, &bytes[1..], false),
-            None => self.replace(&path, &bytes[1..], true),
+            Some(_) => self.replace(&path, &bytes[1..], false, durable),
+            None => self.replace(&path, &bytes[1..], true, true),
         }
     }
 
@@ -215,9 +219,16 @@ impl Journal {
     /// while nothing had run. A kill of the process leaves a whole file or only the temp one.
     ///
     /// A rewrite (an entry grown past [`COMPACT_AT`]) is fsynced before its rename, so a
-    /// crash leaves either version whole; its lost rename leaves the previous version, as a
-    /// lost append does.
-    fn replace(&self, path: &Path, bytes: &[u8], creating: bool) -> Result<(), JournalError> {
+    /// crash leaves either version whole; when the caller needs it on disk (a hot-plug's plan)
+    /// the directory is fsynced after the rename too, otherwise a lost rename leaves the
+    /// previous version, as a lost update does.
+    fn replace(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        creating: bool,
+        durable: bool,
+    ) -> Result<(), JournalError> {
         let tmp = tmp_path(path);
         let _ = std::fs::remove_file(&tmp);
         let mut renamed = false;
@@ -238,15 +249,17 @@ impl Journal {
             renamed = true;
             if creating {
                 f.sync_all().map_err(io("fsync", path))?;
+            }
+            if durable {
                 self.sync_dir()?;
             }
             Ok(())
         })();
         if result.is_err() {
             // A new entry that failed to reach the disk goes: the caller fails the ADD
-            // before any delegate runs. A rewrite's rename is its last step, so a failure
-            // leaves the previous version in place.
-            let _ = std::fs::remove_file(if renamed { path } else { &tmp });
+            // before any delegate runs. A rewrite that fails after its rename is in place
+            // whole (fsynced before it), so only its temp file is ever removed.
+            let _ = std::fs::remove_file(if renamed && creating { path } else { &tmp });
         }
         result
     }
@@ -256,18 +269,7 @@ impl Journal {
     /// any. `None` when nothing does (or the file is not a plain, small file).
     pub fn salvage(&self, lock: &ContainerLock, ifname: &str) -> Option<Entry> {
         let path = self.entry_path(&lock.container_id, ifname);
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NONBLOCK)
-            .open(&path)
-            .ok()?;
-        if !file.metadata().ok()?.is_file() {
-            return None;
-        }
-        let mut buf = Vec::new();
-        file.take(MAX_ENTRY_BYTES).read_to_end(&mut buf).ok()?;
-        let (versions, _) = records::<Value>(&buf);
-        versions
+        versions_at(&path)?
             .iter()
             .rev()
             .find_map(|v| salvage_version(v, &lock.container_id, ifname))
@@ -346,7 +348,38 @@ impl Journal {
     /// Moves a corrupt entry aside so the next ADD is not blocked forever by it and a human
     /// can still read what was there.
     pub fn quarantine(&self, lock: &ContainerLock, ifname: &str) -> Result<PathBuf, JournalError> {
-        let path = self.entry_path(&lock.container_id, ifname);
+        self.quarantine_path(&self.entry_path(&lock.container_id, ifname))
+    }
+
+    /// Whether any version of the entry at `path` still names an attachment that parses on
+    /// its own (what [`Journal::salvage`] would give DEL).
+    pub fn names_attachments(&self, lock: &ContainerLock, path: &Path) -> bool {
+        versions_at(path).is_some_and(|versions| {
+            versions
+                .iter()
+                .any(|v| salvage_version(v, &lock.container_id, "").is_some())
+        })
+    }
+
+    /// [`Journal::quarantine`] for an entry known by its path (GC lists entries by file):
+    /// only one of the locked container's own entries.
+    pub fn quarantine_entry(
+        &self,
+        lock: &ContainerLock,
+        path: &Path,
+    ) -> Result<PathBuf, JournalError> {
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string());
+        let own = path.parent() == Some(self.dir.as_path())
+            && name.as_deref().and_then(entry_container) == Some(lock.container_id.as_str());
+        if !own {
+            return Err(io("quarantine", path)(std::io::Error::other(
+                "not an entry of the locked container",
+            )));
+        }
+        self.quarantine_path(path)
+    }
+
+    fn quarantine_path(&self, path: &Path) -> Result<PathBuf, JournalError> {
         let qdir = self.dir.join("quarantine");
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -358,7 +391,7 @@ impl Journal {
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
         let dest = qdir.join(format!("{name}.{}", now_secs()));
-        std::fs::rename(&path, &dest).map_err(io("quarantine", &path))?;
+        std::fs::rename(path, &dest).map_err(io("quarantine", path))?;
         self.sync_dir()?;
         Ok(dest)
     }
@@ -491,6 +524,22 @@ fn records<T: serde::de::DeserializeOwned>(buf: &[u8]) -> (Vec<T>, Option<serde_
         }
     }
     (out, first_error)
+}
+
+/// Every version of the entry at `path` that parses as JSON, whatever its schema; `None` when
+/// the file cannot be read or is not a plain file.
+fn versions_at(path: &Path) -> Option<Vec<Value>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    file.take(MAX_ENTRY_BYTES).read_to_end(&mut buf).ok()?;
+    Some(records::<Value>(&buf).0)
 }
 
 fn salvage_version(v: &Value, container_id: &str, ifname: &str) -> Option<Entry> {
