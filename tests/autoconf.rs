@@ -71,6 +71,15 @@ fn flannel() -> Value {
 
 /// A conf dir as a busy node has it: broken, empty, meta-plugin and non-conf files before
 /// the real primary, and another network after it.
+/// A node's CNI binary and conf dirs under `root`, flannel's conf in place as the primary.
+fn node_dirs(root: &Path, bin: &str, conf: &str) -> (PathBuf, PathBuf) {
+    let (bin, conf_dir) = (root.join(bin), root.join(conf));
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    write(&conf_dir, "10-flannel.conflist", &flannel().to_string());
+    (bin, conf_dir)
+}
+
 fn busy_conf_dir() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
@@ -531,11 +540,7 @@ fn spawn_retrying(path: &Path) -> std::process::Child {
 #[test]
 fn install_replaces_a_binary_that_is_running() {
     let d = tempfile::tempdir().unwrap();
-    let bin = d.path().join("bin");
-    let conf_dir = d.path().join("net.d");
-    std::fs::create_dir(&bin).unwrap();
-    std::fs::create_dir(&conf_dir).unwrap();
-    write(&conf_dir, "10-flannel.conflist", &flannel().to_string());
+    let (bin, conf_dir) = node_dirs(d.path(), "bin", "net.d");
     // The "old plexus" is busy: a sleep binary running from the target path.
     let target = bin.join("plexus");
     std::fs::copy("/bin/sleep", &target).unwrap();
@@ -589,11 +594,7 @@ fn install_replaces_a_binary_that_is_running() {
 #[test]
 fn the_installed_binary_runs_in_a_root_with_no_libc() {
     let root = tempfile::tempdir().unwrap();
-    let bin = root.path().join("opt/cni/bin");
-    let conf_dir = root.path().join("etc/cni/net.d");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    write(&conf_dir, "10-flannel.conflist", &flannel().to_string());
+    let (bin, conf_dir) = node_dirs(root.path(), "opt/cni/bin", "etc/cni/net.d");
     let out = plexus(&[
         "install",
         "--bin-dir",
@@ -633,11 +634,7 @@ fn the_installed_binary_runs_in_a_root_with_no_libc() {
 #[test]
 fn install_writes_a_token_file_kubeconfig_and_points_the_conf_at_it() {
     let d = tempfile::tempdir().unwrap();
-    let bin = d.path().join("bin");
-    let conf_dir = d.path().join("net.d");
-    std::fs::create_dir(&bin).unwrap();
-    std::fs::create_dir(&conf_dir).unwrap();
-    write(&conf_dir, "10-flannel.conflist", &flannel().to_string());
+    let (bin, conf_dir) = node_dirs(d.path(), "bin", "net.d");
     let ca = d.path().join("ca.crt");
     std::fs::write(
         &ca,
@@ -757,11 +754,7 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 #[test]
 fn install_refresh_keeps_token_and_conf_current_and_keeps_the_conf_on_sigterm() {
     let d = tempfile::tempdir().unwrap();
-    let bin = d.path().join("bin");
-    let conf_dir = d.path().join("net.d");
-    std::fs::create_dir(&bin).unwrap();
-    std::fs::create_dir(&conf_dir).unwrap();
-    write(&conf_dir, "10-flannel.conflist", &flannel().to_string());
+    let (bin, conf_dir) = node_dirs(d.path(), "bin", "net.d");
     let ca = d.path().join("ca.crt");
     std::fs::write(&ca, "ca").unwrap();
     let source_token = d.path().join("sa-token");

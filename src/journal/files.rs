@@ -718,6 +718,24 @@ mod tests {
     }
 
     #[test]
+    fn quarantine_by_path_takes_only_the_locked_containers_entries() {
+        let (_t, j) = journal();
+        let lock = j.lock("c6", Duration::from_secs(1)).unwrap();
+        let other = j.entry_path("c6-x", "eth0");
+        std::fs::write(&other, "torn").unwrap();
+        assert!(j.quarantine_entry(&lock, &other).is_err());
+        assert!(other.exists(), "another container's entry stays");
+        let outside = j.dir().parent().unwrap().join("c6-0123456789abcdef.json");
+        std::fs::write(&outside, "torn").unwrap();
+        assert!(j.quarantine_entry(&lock, &outside).is_err());
+        assert!(outside.exists(), "a file outside the journal stays");
+        let own = j.entry_path("c6", "eth0");
+        std::fs::write(&own, "torn").unwrap();
+        let moved = j.quarantine_entry(&lock, &own).unwrap();
+        assert!(!own.exists() && moved.exists());
+    }
+
+    #[test]
     fn refuses_unsafe_dirs() {
         let t = tempfile::tempdir().unwrap();
         let open = t.path().join("open");
