@@ -143,6 +143,15 @@ fn walk(point: &Point) -> Result<(), String> {
     let mut second = None;
     match point.during {
         "ADD" => crash(&add, &n.conf, point)?,
+        "ADD after DEL" => {
+            // Another pod's ADD and DEL first: its released reservations become the spares
+            // this ADD claims.
+            let before = n.pod("before");
+            let earlier = n.call("ADD", "c-before", &before, "before");
+            earlier.run_json(&n.conf).ok();
+            earlier.with("DEL").run_json(&n.conf).ok();
+            crash(&add, &n.conf, point)?;
+        }
         "DEL" => {
             add.run_json(&n.conf).ok();
             crash(&add.with("DEL"), &n.conf, point)?;

@@ -16,7 +16,8 @@ pub const ENV: &str = "PLEXUS_FAULT";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Point {
     pub name: &'static str,
-    /// `ADD`, `DEL` or `GC` (a CNI command), or `demo` (`plexus demo`).
+    /// `ADD`, `DEL` or `GC` (a CNI command), `ADD after DEL` (an ADD on networks another
+    /// pod's DEL has just released addresses of), or `demo` (`plexus demo`).
     pub during: &'static str,
 }
 
@@ -30,6 +31,7 @@ pub const POINTS: &[Point] = &[
     p("add-after-journal", "ADD"),
     p("bridge-after-veth", "ADD"),
     p("host-local-before-key", "ADD"),
+    p("host-local-spare-before-claim", "ADD after DEL"),
     p("host-local-after-reserve", "ADD"),
     p("bridge-after-ipam", "ADD"),
     p("add-between-attachments", "ADD"),
@@ -98,7 +100,10 @@ mod tests {
         assert_eq!(listed.len(), POINTS.len(), "a point is listed twice");
         assert_eq!(found, listed, "fault::point calls vs POINTS");
         for p in POINTS {
-            assert!(["ADD", "DEL", "GC", "demo"].contains(&p.during), "{p:?}");
+            assert!(
+                ["ADD", "ADD after DEL", "DEL", "GC", "demo"].contains(&p.during),
+                "{p:?}"
+            );
         }
     }
 

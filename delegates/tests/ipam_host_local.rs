@@ -589,3 +589,148 @@ fn runtime_ip_ranges_in_go_spelling() {
     assert_eq!(addrs(&r), ["10.21.0.50/24"]);
     assert_eq!(r.ips[0].gateway, Some("10.21.0.1".parse().unwrap()));
 }
+
+/// The spares a release keeps in the network's directory, by name.
+fn spares(data_dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(data_dir.join(NETWORK))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".spare."))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A release keeps the file as a spare, blanked, and the next reservation renames it onto its
+/// address: the same inode, no file created, the reference's content cut to length and mode.
+#[test]
+fn a_released_file_is_kept_blank_and_becomes_the_next_reservation() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/24");
+    let a = CniArgs::default();
+    let net = dir.path().join(NETWORK);
+    ipam::add(&req("a-longer-container-id", "eth0", &c, &a)).unwrap();
+    let inode = std::fs::metadata(net.join("10.9.0.2")).unwrap().ino();
+    ipam::del(&req("a-longer-container-id", "eth0", &c, &a)).unwrap();
+
+    assert!(reservations(dir.path()).is_empty());
+    assert_eq!(spares(dir.path()), [".spare.0"]);
+    let spare = net.join(".spare.0");
+    let blank = std::fs::read_to_string(&spare).unwrap();
+    assert_eq!(blank, " ".repeat("a-longer-container-id\r\neth0".len()));
+    assert_eq!(std::fs::metadata(&spare).unwrap().ino(), inode);
+    // Blank owns nothing: CHECK of the released container fails.
+    assert!(ipam::check(&req("a-longer-container-id", "eth0", &c, &a)).is_err());
+
+    let r = ipam::add(&req("c2", "net1", &c, &a)).unwrap();
+    assert_eq!(addrs(&r), ["10.9.0.3/24"]);
+    let held = std::fs::symlink_metadata(net.join("10.9.0.3")).unwrap();
+    assert_eq!(held.ino(), inode, "the spare was not reused");
+    assert!(held.is_file());
+    assert_eq!(held.mode() & 0o7777, 0o600);
+    assert_eq!(
+        reservations(dir.path()),
+        [("10.9.0.3".into(), "c2\r\nnet1".into())]
+    );
+    assert!(spares(dir.path()).is_empty());
+    assert_eq!(
+        std::fs::read_to_string(net.join("last_reserved_ip.0")).unwrap(),
+        "10.9.0.3"
+    );
+}
+
+/// A node releasing many addresses at once keeps `SPARE_SLOTS` spares and removes the rest,
+/// as the reference does; the next ADDs use the spares first and create the others.
+#[test]
+fn spares_are_bounded_and_every_later_add_still_gets_its_own_address() {
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/24");
+    let a = CniArgs::default();
+    let many = ipam::SPARE_SLOTS + 4;
+    let ids: Vec<String> = (0..many).map(|i| format!("c{i}")).collect();
+    for id in &ids {
+        ipam::add(&req(id, "eth0", &c, &a)).unwrap();
+    }
+    for id in &ids {
+        ipam::del(&req(id, "eth0", &c, &a)).unwrap();
+    }
+    assert!(reservations(dir.path()).is_empty());
+    assert_eq!(spares(dir.path()).len(), ipam::SPARE_SLOTS);
+
+    let mut got = HashSet::new();
+    for id in &ids {
+        let r = ipam::add(&req(id, "net1", &c, &a)).unwrap();
+        assert!(got.insert(addrs(&r)[0].clone()), "{r:?}");
+    }
+    assert!(spares(dir.path()).is_empty());
+    let held = reservations(dir.path());
+    assert_eq!(held.len(), many);
+    let owners: HashSet<String> = held.into_iter().map(|(_, o)| o).collect();
+    let want: HashSet<String> = ids.iter().map(|id| format!("{id}\r\nnet1")).collect();
+    assert_eq!(owners, want);
+}
+
+/// A spare never takes an address someone holds, and stays blank when it was not used.
+#[test]
+fn a_spare_never_takes_a_held_address() {
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/24");
+    let a = CniArgs::default();
+    ipam::add(&req("c1", "eth0", &c, &a)).unwrap();
+    ipam::add(&req("c2", "eth0", &c, &a)).unwrap();
+    ipam::del(&req("c1", "eth0", &c, &a)).unwrap();
+    let want = CniArgs::parse("IP=10.9.0.3").unwrap();
+    let e = ipam::add(&req("c3", "eth0", &c, &want)).unwrap_err();
+    assert!(matches!(e, IpamError::RequestedTaken { .. }), "{e}");
+    assert_eq!(
+        reservations(dir.path()),
+        [("10.9.0.3".into(), "c2\r\neth0".into())]
+    );
+    let net = dir.path().join(NETWORK);
+    assert_eq!(
+        std::fs::read_to_string(net.join(".spare.0")).unwrap(),
+        " ".repeat("c1\r\neth0".len())
+    );
+}
+
+/// A slot holding a symlink or a directory is skipped both ways: a reservation is never a
+/// link and a link's target is never written.
+#[test]
+fn a_slot_that_is_not_a_plain_file_is_left_alone() {
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/24");
+    let a = CniArgs::default();
+    let net = dir.path().join(NETWORK);
+    std::fs::create_dir_all(&net).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep").unwrap();
+    std::os::unix::fs::symlink(&victim, net.join(".spare.0")).unwrap();
+    std::fs::create_dir(net.join(".spare.1")).unwrap();
+
+    ipam::add(&req("c1", "eth0", &c, &a)).unwrap();
+    assert!(
+        std::fs::symlink_metadata(net.join("10.9.0.2"))
+            .unwrap()
+            .is_file()
+    );
+    ipam::del(&req("c1", "eth0", &c, &a)).unwrap();
+    ipam::add(&req("c2", "eth0", &c, &a)).unwrap();
+    assert!(
+        std::fs::symlink_metadata(net.join("10.9.0.3"))
+            .unwrap()
+            .is_file()
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+    assert!(
+        std::fs::symlink_metadata(net.join(".spare.0"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(net.join(".spare.1").is_dir());
+    assert_eq!(
+        reservations(dir.path()),
+        [("10.9.0.3".into(), "c2\r\neth0".into())]
+    );
+}

@@ -155,3 +155,35 @@ fn concurrent_mixed_adds_never_collide() {
     }
     assert_eq!(reservations(dir.path()).len(), 29);
 }
+
+/// The spares the built-in keeps are invisible to the reference: its CHECK of a released
+/// container fails, its ADD continues the sequence, and its DEL releases a reservation that
+/// was a spare.
+#[test]
+fn the_reference_ignores_the_built_ins_spares() {
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/24");
+    let a = CniArgs::default();
+    let net = dir.path().join(ipam_support::NETWORK);
+    ipam::add(&req("gone", "eth0", &c, &a)).unwrap();
+    ipam::del(&req("gone", "eth0", &c, &a)).unwrap();
+    assert!(net.join(".spare.0").exists());
+
+    assert!(reference("host-local", "CHECK", "gone", "eth0", &c, "").is_err());
+    let theirs = reference("host-local", "ADD", "theirs", "eth0", &c, "").unwrap();
+    assert_eq!(reference_addrs(&theirs), ["10.9.0.3/24"]);
+    assert!(net.join(".spare.0").exists());
+
+    let ours = ipam::add(&req("ours", "eth0", &c, &a)).unwrap();
+    assert_eq!(addrs(&ours), ["10.9.0.4/24"]);
+    assert!(!net.join(".spare.0").exists(), "the spare was not used");
+    reference("host-local", "CHECK", "ours", "eth0", &c, "").unwrap();
+    reference("host-local", "DEL", "ours", "eth0", &c, "").unwrap();
+    let left: Vec<String> = reservations(dir.path())
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(left, ["theirs\r\neth0"]);
+    reference("host-local", "DEL", "theirs", "eth0", &c, "").unwrap();
+    assert!(reservations(dir.path()).is_empty());
+}

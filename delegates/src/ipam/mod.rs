@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use host_local::DEFAULT_DATA_DIR;
+pub use store::SPARE_SLOTS;
 
 /// One IPAM call: what a delegate knows when it would otherwise exec an IPAM binary.
 #[derive(Debug, Clone, Copy)]

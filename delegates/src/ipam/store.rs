@@ -7,6 +7,14 @@
 //! - `lock` is the mutex: an exclusive `flock(2)`. std's `File::lock` is `flock` on Linux
 //!   (checked against `flock -n` and /proc/locks), the same call as Go's go-filemutex, so
 //!   the two implementations exclude each other.
+//!
+//! One addition the reference never reads: a released reservation file is kept as a spare
+//! (`.spare.<slot>`, blanked, at most [`SPARE_SLOTS`] per network) and the next reservation
+//! renames it onto its address instead of creating a file. On an ext4 without a journal every
+//! file creation searches past each inode freed in the last 30 s or more, 0.1–0.3 ms on a
+//! busy node; a rename allocates nothing. The reference skips the spares (their names are no
+//! address, their content no owner) and may delete them (its DEL of a matching owner, its GC),
+//! which only means the next reservation creates a file.
 
 use super::IpamError;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -17,6 +25,10 @@ use std::path::{Path, PathBuf};
 
 const LAST_IP_PREFIX: &str = "last_reserved_ip.";
 const LINE_BREAK: &str = "\r\n";
+const SPARE_PREFIX: &str = ".spare.";
+/// A node's churn on one network rarely releases more than this many addresses before it
+/// reserves again; beyond it, released files are removed as the reference does.
+pub const SPARE_SLOTS: usize = 8;
 
 pub(crate) struct Store {
     dir: PathBuf,
@@ -106,7 +118,7 @@ fn key(id: &str, ifname: &str) -> String {
 }
 
 impl Locked<'_> {
-    /// Creates the reservation file for `ip`; `false` when someone holds it already.
+    /// Reserves `ip` for (id, ifname): `false` when someone holds it already.
     pub(crate) fn reserve(
         &self,
         id: &str,
@@ -115,28 +127,102 @@ impl Locked<'_> {
         range_set: usize,
     ) -> Result<bool, IpamError> {
         let path = self.store.dir.join(ip.to_string());
-        let mut f = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
-            Err(e) => return Err(io_err("create reservation file", &path)(e)),
+        let key = key(id, ifname);
+        let reserved = match self.reuse_spare(&path, key.as_bytes())? {
+            Some(reserved) => reserved,
+            None => create_reservation(&path, key.as_bytes())?,
         };
-        cni::fault::point("host-local-before-key");
-        if let Err(e) = f.write_all(key(id, ifname).as_bytes()) {
-            drop(f);
-            let _ = fs::remove_file(&path);
-            return Err(io_err("write reservation file", &path)(e));
+        if !reserved {
+            return Ok(false);
         }
         cni::fault::point("host-local-after-reserve");
         let last = self.store.dir.join(format!("{LAST_IP_PREFIX}{range_set}"));
         write_file(&last, ip.to_string().as_bytes())
             .map_err(io_err("write last reserved ip file", &last))?;
         Ok(true)
+    }
+
+    fn spare(&self, slot: usize) -> PathBuf {
+        self.store.dir.join(format!("{SPARE_PREFIX}{slot}"))
+    }
+
+    /// Claims `path` with a spare: the owner is written into the spare first, then the spare
+    /// is renamed onto the address without replacing, so a crash leaves either a spare or a
+    /// whole reservation, never an empty one. `None`: no spare, or a file system that cannot
+    /// rename without replacing; the caller creates the file.
+    fn reuse_spare(&self, path: &Path, key: &[u8]) -> Result<Option<bool>, IpamError> {
+        use std::os::unix::fs::{FileExt, PermissionsExt};
+        for slot in 0..SPARE_SLOTS {
+            let spare = self.spare(slot);
+            // Anything odd in a slot (a link, a directory, an unreadable file) only means
+            // this slot is not used; the data dir is root's alone.
+            let Ok(f) = OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&spare)
+            else {
+                continue;
+            };
+            let Ok(meta) = f.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            match fs::symlink_metadata(path) {
+                Ok(_) => return Ok(Some(false)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("look up reservation file", path)(e)),
+            }
+            if let Err(e) = f
+                .write_all_at(key, 0)
+                .and_then(|()| f.set_len(key.len() as u64))
+            {
+                blank(&spare, key.len().max(meta.len() as usize));
+                return Err(io_err("write reservation file", &spare)(e));
+            }
+            // A spare once created by the reference (0644) becomes a reservation like ours.
+            if meta.permissions().mode() & 0o7777 != 0o600 {
+                f.set_permissions(fs::Permissions::from_mode(0o600))
+                    .map_err(io_err("write reservation file", &spare))?;
+            }
+            cni::fault::point("host-local-spare-before-claim");
+            return match rename_noreplace(&spare, path) {
+                Ok(()) => Ok(Some(true)),
+                Err(e) => {
+                    // Unclaimed, the spare must not keep this owner: the reference's CHECK
+                    // matches any file's content.
+                    blank(&spare, key.len());
+                    match e {
+                        nix::errno::Errno::EEXIST => Ok(Some(false)),
+                        e if no_noreplace(e) => Ok(None),
+                        e => Err(io_err("reserve with spare file", path)(e.into())),
+                    }
+                }
+            };
+        }
+        Ok(None)
+    }
+
+    /// Takes a released reservation out of the pool: renamed to a free spare slot and
+    /// blanked, or removed when every slot is taken. `false` when someone else removed it.
+    fn retire(&self, path: &Path, len: usize) -> Result<bool, IpamError> {
+        for slot in 0..SPARE_SLOTS {
+            let spare = self.spare(slot);
+            match rename_noreplace(path, &spare) {
+                Ok(()) => {
+                    blank(&spare, len);
+                    return Ok(true);
+                }
+                Err(nix::errno::Errno::EEXIST) => {}
+                Err(nix::errno::Errno::ENOENT) => return Ok(false),
+                Err(e) if no_noreplace(e) => break,
+                Err(e) => return Err(io_err("remove reservation file", path)(e.into())),
+            }
+        }
+        match fs::remove_file(path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err("remove reservation file", path)(e)),
+        }
     }
 
     /// The address last handed out from `range_set`; a missing or unreadable file only costs
@@ -192,8 +278,8 @@ impl Locked<'_> {
     pub(crate) fn release_by_id(&self, id: &str, ifname: &str) -> Result<(), IpamError> {
         let entries = self.entries()?;
         let full = key(id, ifname);
-        if !remove_matching(&entries, &full)? {
-            remove_matching(&entries, id.trim())?;
+        if !self.remove_matching(&entries, &full)? {
+            self.remove_matching(&entries, id.trim())?;
         }
         // A reservation without an owner is what a writer killed between creating the file
         // and writing its key leaves. Every reservation is written under this lock, so none
@@ -202,8 +288,69 @@ impl Locked<'_> {
             .into_iter()
             .filter(|(_, text)| text.trim().is_empty())
             .collect();
-        remove_matching(&orphans, "")?;
+        self.remove_matching(&orphans, "")?;
         Ok(())
+    }
+
+    fn remove_matching(
+        &self,
+        entries: &[(PathBuf, String)],
+        want: &str,
+    ) -> Result<bool, IpamError> {
+        let mut found = false;
+        for (path, text) in entries {
+            if text.trim() == want && self.retire(path, text.len())? {
+                found = true;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Creates the reservation file exclusively, the reference's way; `false` when it exists.
+fn create_reservation(path: &Path, key: &[u8]) -> Result<bool, IpamError> {
+    let mut f = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(io_err("create reservation file", path)(e)),
+    };
+    cni::fault::point("host-local-before-key");
+    if let Err(e) = f.write_all(key) {
+        drop(f);
+        let _ = fs::remove_file(path);
+        return Err(io_err("write reservation file", path)(e));
+    }
+    Ok(true)
+}
+
+fn rename_noreplace(from: &Path, to: &Path) -> Result<(), nix::errno::Errno> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE)
+}
+
+/// The errors of a file system without `RENAME_NOREPLACE` (or a kernel before 3.15).
+fn no_noreplace(e: nix::errno::Errno) -> bool {
+    use nix::errno::Errno;
+    matches!(e, Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP)
+}
+
+/// Overwrites a spare's stale owner with blanks, in place (no block freed or allocated). A
+/// failure leaves an owner nobody reads but the reference's CHECK, so it is only logged.
+fn blank(spare: &Path, len: usize) {
+    use std::os::unix::fs::FileExt;
+    let done = OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(spare)
+        .and_then(|f| f.write_all_at(&vec![b' '; len], 0));
+    if let Err(e) = done {
+        tracing::debug!(spare = %spare.display(), error = %e, "could not blank a spare reservation file");
     }
 }
 
@@ -211,21 +358,6 @@ fn is_address(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.parse::<IpAddr>().is_ok())
-}
-
-fn remove_matching(entries: &[(PathBuf, String)], want: &str) -> Result<bool, IpamError> {
-    let mut found = false;
-    for (path, text) in entries {
-        if text.trim() != want {
-            continue;
-        }
-        match fs::remove_file(path) {
-            Ok(()) => found = true,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("remove reservation file", path)(e)),
-        }
-    }
-    Ok(found)
 }
 
 /// Overwrites the file in place and then cuts it to length, rather than truncating it first:

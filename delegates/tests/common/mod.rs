@@ -195,7 +195,8 @@ pub fn exec_ipam_from(
     }
 }
 
-/// Files host-local keeps for reservations (one per address), excluding its bookkeeping.
+/// Files host-local keeps for reservations (one per address), excluding its bookkeeping and
+/// the blanked spares a release keeps for reuse (docs/ipam.md).
 pub fn reservations(data_dir: &Path, network: &str) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(data_dir.join(network)) else {
         return Vec::new();
@@ -203,7 +204,7 @@ pub fn reservations(data_dir: &Path, network: &str) -> Vec<String> {
     let mut v: Vec<String> = rd
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with("last_reserved_ip") && n != "lock")
+        .filter(|n| !n.starts_with("last_reserved_ip") && n != "lock" && !n.starts_with(".spare."))
         .collect();
     v.sort();
     v
