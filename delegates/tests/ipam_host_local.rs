@@ -715,7 +715,15 @@ fn a_slot_that_is_not_a_plain_file_is_left_alone() {
             .is_file()
     );
     ipam::del(&req("c1", "eth0", &c, &a)).unwrap();
+    assert!(
+        net.join(".spare.2").is_file(),
+        "the release skipped no slot"
+    );
     ipam::add(&req("c2", "eth0", &c, &a)).unwrap();
+    assert!(
+        !net.join(".spare.2").exists(),
+        "the free spare was not used"
+    );
     assert!(
         std::fs::symlink_metadata(net.join("10.9.0.3"))
             .unwrap()
@@ -732,5 +740,42 @@ fn a_slot_that_is_not_a_plain_file_is_left_alone() {
     assert_eq!(
         reservations(dir.path()),
         [("10.9.0.3".into(), "c2\r\neth0".into())]
+    );
+}
+
+/// A FIFO planted in a slot is skipped at once: opening it must not wait, with the pool's
+/// lock held, for a reader that never comes.
+#[test]
+fn a_fifo_in_a_slot_does_not_hang_the_pool() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/24");
+    let net = dir.path().join(NETWORK);
+    std::fs::create_dir_all(&net).unwrap();
+    let fifo = net.join(".spare.0");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let data = dir.path().to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let c = host_local(&data, "10.9.0.0/24");
+        let a = CniArgs::default();
+        let r = ipam::add(&req("c1", "eth0", &c, &a)).map(|r| addrs(&r));
+        let _ = tx.send(r.map_err(|e| e.to_string()));
+    });
+    let got = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("ADD hung on a FIFO in a spare slot");
+    assert_eq!(got.unwrap(), ["10.9.0.2/24"]);
+    ipam::del(&req("c1", "eth0", &c, &CniArgs::default())).unwrap();
+    assert!(reservations(dir.path()).is_empty());
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
     );
 }

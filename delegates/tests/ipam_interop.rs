@@ -187,3 +187,54 @@ fn the_reference_ignores_the_built_ins_spares() {
     reference("host-local", "DEL", "theirs", "eth0", &c, "").unwrap();
     assert!(reservations(dir.path()).is_empty());
 }
+
+/// A file the reference created (mode 0644) and the built-in released becomes, as a spare,
+/// the built-in's next reservation: exact content, mode 0600, the same inode.
+#[test]
+fn a_reference_file_released_by_the_built_in_is_reused_as_ours() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/24");
+    let a = CniArgs::default();
+    let net = dir.path().join(ipam_support::NETWORK);
+    reference("host-local", "ADD", "theirs-long-id", "eth0", &c, "").unwrap();
+    let theirs = std::fs::metadata(net.join("10.9.0.2")).unwrap();
+    assert_eq!(theirs.mode() & 0o7777, 0o644);
+    ipam::del(&req("theirs-long-id", "eth0", &c, &a)).unwrap();
+    assert_eq!(
+        std::fs::metadata(net.join(".spare.0")).unwrap().ino(),
+        theirs.ino()
+    );
+
+    ipam::add(&req("ours", "net1", &c, &a)).unwrap();
+    let ours = std::fs::metadata(net.join("10.9.0.3")).unwrap();
+    assert_eq!(ours.ino(), theirs.ino(), "the spare was not reused");
+    assert_eq!(ours.mode() & 0o7777, 0o600);
+    assert_eq!(
+        reservations(dir.path()),
+        [("10.9.0.3".to_string(), "ours\r\nnet1".to_string())]
+    );
+    reference("host-local", "CHECK", "ours", "net1", &c, "").unwrap();
+}
+
+/// A spare still naming an owner (what a crash between a release's rename and its blank
+/// leaves) is blanked by that owner's next DEL, so the reference's CHECK no longer finds it.
+#[test]
+fn del_blanks_a_spare_that_still_names_its_owner() {
+    let dir = TempDir::new().unwrap();
+    let c = host_local(dir.path(), "10.9.0.0/24");
+    let a = CniArgs::default();
+    let net = dir.path().join(ipam_support::NETWORK);
+    ipam::add(&req("other", "eth0", &c, &a)).unwrap();
+    let spare = net.join(".spare.3");
+    std::fs::write(&spare, "gone\r\neth0").unwrap();
+    reference("host-local", "CHECK", "gone", "eth0", &c, "").unwrap();
+
+    ipam::del(&req("gone", "eth0", &c, &a)).unwrap();
+    assert_eq!(std::fs::read_to_string(&spare).unwrap(), " ".repeat(10));
+    assert!(reference("host-local", "CHECK", "gone", "eth0", &c, "").is_err());
+    assert_eq!(
+        reservations(dir.path()),
+        [("10.9.0.2".to_string(), "other\r\neth0".to_string())]
+    );
+}

@@ -40,6 +40,9 @@ pub(crate) struct Locked<'a> {
     store: &'a Store,
 }
 
+/// Files of the data dir with their content.
+type Files = Vec<(PathBuf, String)>;
+
 fn io_err<'p>(step: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> IpamError + 'p {
     move |source| IpamError::Io {
         step,
@@ -156,9 +159,10 @@ impl Locked<'_> {
             let spare = self.spare(slot);
             // Anything odd in a slot (a link, a directory, an unreadable file) only means
             // this slot is not used; the data dir is root's alone.
+            // O_NONBLOCK: opening a FIFO planted in a slot must not wait with the lock held.
             let Ok(f) = OpenOptions::new()
                 .write(true)
-                .custom_flags(nix::libc::O_NOFOLLOW)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
                 .open(&spare)
             else {
                 continue;
@@ -172,6 +176,13 @@ impl Locked<'_> {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err("look up reservation file", path)(e)),
             }
+            // A spare once created by the reference (0644) becomes a reservation like ours.
+            if meta.permissions().mode() & 0o7777 != 0o600
+                && f.set_permissions(fs::Permissions::from_mode(0o600))
+                    .is_err()
+            {
+                continue;
+            }
             if let Err(e) = f
                 .write_all_at(key, 0)
                 .and_then(|()| f.set_len(key.len() as u64))
@@ -179,25 +190,22 @@ impl Locked<'_> {
                 blank(&spare, key.len().max(meta.len() as usize));
                 return Err(io_err("write reservation file", &spare)(e));
             }
-            // A spare once created by the reference (0644) becomes a reservation like ours.
-            if meta.permissions().mode() & 0o7777 != 0o600 {
-                f.set_permissions(fs::Permissions::from_mode(0o600))
-                    .map_err(io_err("write reservation file", &spare))?;
-            }
             cni::fault::point("host-local-spare-before-claim");
-            return match rename_noreplace(&spare, path) {
-                Ok(()) => Ok(Some(true)),
+            match rename_noreplace(&spare, path) {
+                Ok(()) => return Ok(Some(true)),
+                // Deleted meanwhile (the reference's GC may): the next slot, or a new file.
+                Err(nix::errno::Errno::ENOENT) => continue,
                 Err(e) => {
                     // Unclaimed, the spare must not keep this owner: the reference's CHECK
                     // matches any file's content.
                     blank(&spare, key.len());
-                    match e {
+                    return match e {
                         nix::errno::Errno::EEXIST => Ok(Some(false)),
                         e if no_noreplace(e) => Ok(None),
                         e => Err(io_err("reserve with spare file", path)(e.into())),
-                    }
+                    };
                 }
-            };
+            }
         }
         Ok(None)
     }
@@ -240,19 +248,34 @@ impl Locked<'_> {
     /// text are skipped, as the reference's `filepath.Walk` callbacks do. Only files named
     /// by an address are read: the lock and `last_reserved_ip.N` hold no owner.
     fn entries(&self) -> Result<Vec<(PathBuf, String)>, IpamError> {
+        self.scan(false).map(|(reservations, _)| reservations)
+    }
+
+    /// [`Locked::entries`], and with `spares` also the spares that are not blank: the
+    /// owner a crash or a failed blank left in one (see [`Locked::retire`]).
+    fn scan(&self, spares: bool) -> Result<(Files, Files), IpamError> {
         let dir = &self.store.dir;
         let rd = fs::read_dir(dir).map_err(io_err("list ipam data directory", dir))?;
-        let mut out = Vec::new();
+        let (mut held, mut stale) = (Vec::new(), Vec::new());
         for entry in rd {
             let entry = entry.map_err(io_err("list ipam data directory", dir))?;
-            if is_address(&entry.path())
-                && entry.file_type().map(|t| t.is_file()).unwrap_or(false)
-                && let Ok(text) = fs::read_to_string(entry.path())
+            let path = entry.path();
+            let spare = spares && is_spare(&path);
+            if !(spare || is_address(&path))
+                || !entry.file_type().map(|t| t.is_file()).unwrap_or(false)
             {
-                out.push((entry.path(), text));
+                continue;
+            }
+            let Ok(text) = fs::read_to_string(&path) else {
+                continue;
+            };
+            if !spare {
+                held.push((path, text));
+            } else if !text.trim().is_empty() {
+                stale.push((path, text));
             }
         }
-        Ok(out)
+        Ok((held, stale))
     }
 
     /// Addresses held by (id, ifname), including files from before ifname was recorded.
@@ -276,10 +299,17 @@ impl Locked<'_> {
     /// Removes every file holding (id, ifname), or, if none, every file holding just `id`
     /// (the pre-ifname format). A file removed by someone else meanwhile is not an error.
     pub(crate) fn release_by_id(&self, id: &str, ifname: &str) -> Result<(), IpamError> {
-        let entries = self.entries()?;
+        let (entries, stale) = self.scan(true)?;
         let full = key(id, ifname);
         if !self.remove_matching(&entries, &full)? {
             self.remove_matching(&entries, id.trim())?;
+        }
+        // A spare still naming this owner would let the reference's CHECK find a released
+        // container; the reference's own release deletes such files.
+        for (spare, text) in &stale {
+            if text.trim() == full || text.trim() == id.trim() {
+                blank(spare, text.len());
+            }
         }
         // A reservation without an owner is what a writer killed between creating the file
         // and writing its key leaves. Every reservation is written under this lock, so none
@@ -346,12 +376,18 @@ fn blank(spare: &Path, len: usize) {
     use std::os::unix::fs::FileExt;
     let done = OpenOptions::new()
         .write(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(spare)
         .and_then(|f| f.write_all_at(&vec![b' '; len], 0));
     if let Err(e) = done {
         tracing::debug!(spare = %spare.display(), error = %e, "could not blank a spare reservation file");
     }
+}
+
+fn is_spare(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(SPARE_PREFIX))
 }
 
 fn is_address(path: &Path) -> bool {
