@@ -148,8 +148,15 @@ fn walk(point: &Point) -> Result<(), String> {
             // this ADD claims.
             let before = n.pod("before");
             let earlier = n.call("ADD", "c-before", &before, "before");
-            earlier.run_json(&n.conf).ok();
-            earlier.with("DEL").run_json(&n.conf).ok();
+            for call in [earlier.clone(), earlier.with("DEL")] {
+                let r = call.run_json(&n.conf);
+                if r.code != 0 {
+                    return Err(format!(
+                        "{}: the earlier pod's calls leave no spares: {} {}",
+                        point.name, r.stdout, r.stderr
+                    ));
+                }
+            }
             crash(&add, &n.conf, point)?;
         }
         "DEL" => {

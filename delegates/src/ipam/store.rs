@@ -247,7 +247,7 @@ impl Locked<'_> {
     /// Every reservation (path, content) in the directory; files that vanish or are not
     /// text are skipped, as the reference's `filepath.Walk` callbacks do. Only files named
     /// by an address are read: the lock and `last_reserved_ip.N` hold no owner.
-    fn entries(&self) -> Result<Vec<(PathBuf, String)>, IpamError> {
+    fn entries(&self) -> Result<Files, IpamError> {
         self.scan(false).map(|(reservations, _)| reservations)
     }
 
@@ -314,7 +314,7 @@ impl Locked<'_> {
         // A reservation without an owner is what a writer killed between creating the file
         // and writing its key leaves. Every reservation is written under this lock, so none
         // is half-way now; left alone, the address would be lost for good.
-        let orphans: Vec<(PathBuf, String)> = entries
+        let orphans: Files = entries
             .into_iter()
             .filter(|(_, text)| text.trim().is_empty())
             .collect();
@@ -322,11 +322,7 @@ impl Locked<'_> {
         Ok(())
     }
 
-    fn remove_matching(
-        &self,
-        entries: &[(PathBuf, String)],
-        want: &str,
-    ) -> Result<bool, IpamError> {
+    fn remove_matching(&self, entries: &Files, want: &str) -> Result<bool, IpamError> {
         let mut found = false;
         for (path, text) in entries {
             if text.trim() == want && self.retire(path, text.len())? {
